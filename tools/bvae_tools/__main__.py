@@ -1,0 +1,67 @@
+"""Command line: ``python -m bvae_tools {train,export,report} ...`` (run from tools/)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import UserError
+
+DESCRIPTION = """\
+Train a β-VAE on images, export it to ONNX for the bvae runtime, and draw a
+report. Typical use:
+
+  python -m bvae_tools train --images frames/ --out runs/cam
+  python -m bvae_tools export runs/cam --out ../models/cam.onnx
+  python -m bvae_tools report runs/cam
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import export, report, train
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="python -m bvae_tools", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module, help_text in (
+        ("train", train, "train a β-VAE; writes checkpoint.pt, log.csv, config.json"),
+        ("export", export, "export NAME.onnx, NAME.decoder.onnx and the golden fixture"),
+        ("report", report, "draw loss curves, per-latent KL, reconstructions, traversals"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
+        module.add_arguments(p)
+        p.add_argument("--threads", type=_positive_int, default=None,
+                       help="torch CPU threads (default: all cores)")
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return args.run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Training data sources: a folder of images, the dSprites generator, IDX files.
+
+Every source is an :class:`ImageSource`: a length and ``batch(indices)``
+returning float32 ``[N, C, H, W]`` in [0, 1] at the model's size. Folder and
+IDX images are decoded once and kept in memory as uint8; dSprites images are
+drawn on demand.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import dsprites
+from .errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DATA_KINDS = ("folder", "dsprites", "idx")
+
+# IDX type byte -> numpy dtype (big-endian where it matters).
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training images come from.
+
+    ``kind`` is ``folder`` (``path`` = directory), ``dsprites`` (no path) or
+    ``idx`` (``path`` = images file, ``labels`` = labels file, ``classes`` =
+    labels to keep, empty = all).
+    """
+
+    kind: str
+    path: str | None = None
+    labels: str | None = None
+    classes: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        """Short dataset name for ``bvae.dataset`` metadata."""
+        if self.kind == "dsprites":
+            return "dsprites"
+        name = Path(self.path or "").name
+        if self.kind == "idx" and self.classes:
+            return f"idx:{name}[classes={','.join(map(str, self.classes))}]"
+        return f"{self.kind}:{name}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["classes"] = list(self.classes)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> DataConfig:
+        return DataConfig(d["kind"], d.get("path"), d.get("labels"), tuple(d.get("classes", ())))
+
+
+class ImageSource:
+    """A fixed, indexable set of images of one size and channel count."""
+
+    channels: int
+    size: int
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def batch(self, indices) -> torch.Tensor:
+        """Images at ``indices`` as float32 ``[N, C, H, W]`` in [0, 1]."""
+        raise NotImplementedError
+
+
+class TensorSource(ImageSource):
+    """Images held in memory as uint8 ``[N, C, H, W]``."""
+
+    def __init__(self, images: torch.Tensor):
+        assert images.dtype == torch.uint8 and images.dim() == 4
+        self.images = images
+        self.channels = images.shape[1]
+        self.size = images.shape[2]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, indices) -> torch.Tensor:
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return self.images[idx].float().div_(255.0)
+
+
+class DSpritesSource(ImageSource):
+    """The whole dSprites factor grid (737,280 images), drawn on demand."""
+
+    def __init__(self, size: int = 64, channels: int = 1):
+        self.size = size
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return dsprites.NUM_IMAGES
+
+    def factors(self, indices) -> np.ndarray:
+        """Ground-truth factor classes ``[N, 5]`` of the images at ``indices``."""
+        return dsprites.index_to_factors(indices)
+
+    def batch(self, indices) -> torch.Tensor:
+        f = dsprites.index_to_factors(np.asarray(indices))
+        return torch.from_numpy(dsprites.render(f, self.size, self.channels))
+
+
+def find_images(folder: Path) -> list[Path]:
+    """All PNG/JPEG files under ``folder`` (recursive), sorted, or a UserError."""
+    if not folder.exists():
+        raise UserError(f"data folder {folder} does not exist; pass a folder of PNG/JPEG images")
+    if not folder.is_dir():
+        raise UserError(f"data folder {folder} is not a directory; pass a folder of images")
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise UserError(
+            f"data folder {folder} has no images: expected files ending in "
+            f"{', '.join(IMAGE_SUFFIXES)} (searched recursively), found none"
+        )
+    return files
+
+
+def load_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image file -> uint8 ``[C, size, size]``: resized so the shorter side
+    is ``size``, then centre-cropped; converted to gray (C=1) or RGB (C=3)."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            im = ImageOps.fit(im, (size, size), method=Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UserError(
+            f"cannot read image {path}: {e}; remove or replace the file "
+            "(only PNG and JPEG images are used)"
+        ) from None
+    if channels == 1:
+        arr = arr[None]
+    else:
+        arr = arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr)
+
+
+def load_folder(folder: str | Path, size: int, channels: int) -> TensorSource:
+    files = find_images(Path(folder))
+    arr = np.stack([load_image(p, size, channels) for p in files])
+    return TensorSource(torch.from_numpy(arr))
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (MNIST format), gzip-compressed or raw."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"IDX file {p} does not exist")
+    raw = p.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise UserError(f"IDX file {p} looks gzipped but cannot be decompressed: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise UserError(
+            f"{p} is not an IDX file: expected magic 00 00 <type> <ndim>, found {raw[:4].hex(' ')}"
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"IDX file {p} is truncated in its header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    count = int(np.prod(dims)) if dims else 1
+    if len(raw) - header < count * dtype.itemsize:
+        raise UserError(
+            f"IDX file {p} is truncated: header says {dims}, "
+            f"found {(len(raw) - header) // dtype.itemsize} values"
+        )
+    return np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims)
+
+
+def load_idx(
+    images_path: str, labels_path: str | None, classes: tuple[int, ...], size: int, channels: int
+) -> TensorSource:
+    images = read_idx(images_path)
+    if images.ndim != 3:
+        raise UserError(f"IDX images {images_path} must be [N, H, W], found shape {images.shape}")
+    if classes:
+        if not labels_path:
+            raise UserError("a class filter needs the labels file too (--idx-labels)")
+        labels = read_idx(labels_path)
+        if labels.shape != (images.shape[0],):
+            raise UserError(
+                f"IDX labels {labels_path} have shape {labels.shape}, "
+                f"expected ({images.shape[0]},) to match the images"
+            )
+        keep = np.isin(labels, np.array(classes))
+        images = images[keep]
+        if images.shape[0] == 0:
+            raise UserError(
+                f"no images with classes {list(classes)}; labels present: "
+                f"{sorted(set(labels.tolist()))}"
+            )
+    x = torch.from_numpy(images.astype(np.float32))[:, None]
+    if x.max() > 1.0:
+        x = x / 255.0
+    out = []
+    for chunk in x.split(4096):
+        if chunk.shape[-1] != size or chunk.shape[-2] != size:
+            chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True)
+        out.append(chunk)
+    x = torch.cat(out).clamp_(0, 1)
+    if channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    return TensorSource((x * 255.0).round().to(torch.uint8).contiguous())
+
+
+def open_source(data: DataConfig, size: int, channels: int) -> ImageSource:
+    """Build the image source that ``data`` describes, at the model's shape."""
+    if data.kind == "dsprites":
+        return DSpritesSource(size, channels)
+    if data.kind == "folder":
+        return load_folder(data.path, size, channels)
+    if data.kind == "idx":
+        return load_idx(data.path, data.labels, data.classes, size, channels)
+    raise UserError(f"unknown data kind {data.kind!r}; expected one of {DATA_KINDS}")
+
+
+def split_indices(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reproducible train / held-out split of ``range(n)``. At least one image
+    stays in training; the held-out part is empty only when ``holdout`` is 0."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_hold = int(round(n * holdout))
+    if holdout > 0:
+        n_hold = max(1, n_hold)
+    n_hold = min(n_hold, n - 1)
+    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])

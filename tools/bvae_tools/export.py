@@ -1,0 +1,260 @@
+"""``export``: checkpoint -> ``NAME.onnx``, ``NAME.decoder.onnx`` and ``NAME.golden/``.
+
+The contract (``shared/DESIGN.md``):
+
+- ``NAME.onnx``: input ``image`` float32 ``[N, C, H, W]`` (N dynamic) in [0, 1];
+  outputs ``mu`` ``[N, Z]``, ``logvar`` ``[N, Z]``, ``recon`` ``[N, C, H, W]`` =
+  ``sigmoid(decoder(mu))``.
+- ``NAME.decoder.onnx``: input ``z`` ``[N, Z]`` -> output ``recon``.
+- ``bvae.*`` metadata_props (strings) on both files.
+
+After writing, each file goes through ``onnx.checker`` and onnxruntime is
+compared with PyTorch on real inputs (rtol 1e-3, atol 1e-5); any mismatch
+fails the export. The golden fixture holds ``.npy`` files (float32, C order)
+that the Rust tests read without Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from . import FORMAT_VERSION
+from .checkpoint import TrainConfig, load_checkpoint
+from .data import open_source, split_indices
+from .errors import UserError
+from .model import BetaVAE, ExportedDecoder, ExportedEncoder
+from .train import mean_latent_kl
+
+EXPORTERS = ("torchscript", "dynamo")
+#: Opset of the TorchScript exporter (the default).
+TORCHSCRIPT_OPSET = 17
+#: Opset of the dynamo exporter (its lowest supported opset).
+DYNAMO_OPSET = 18
+#: Parity tolerance between onnxruntime and PyTorch.
+RTOL, ATOL = 1e-3, 1e-5
+#: With --external-data, tensors of at least this many bytes (the weights) go to
+#: NAME.onnx.data; small ones (shape constants) stay inline so shape inference works.
+EXTERNAL_MIN_BYTES = 1024
+#: Number of real images in the golden fixture.
+GOLDEN_N = 4
+ENCODER_OUTPUTS = ("mu", "logvar", "recon")
+
+
+class ExportError(UserError):
+    """The exported model is wrong (checker or parity failure)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="run directory of `train` (or its checkpoint.pt)")
+    p.add_argument("--out", required=True,
+                   help="path of the model, NAME.onnx; NAME.decoder.onnx and NAME.golden/ "
+                        "are written next to it")
+    p.add_argument("--exporter", choices=EXPORTERS, default="torchscript",
+                   help="torch.onnx exporter: torchscript (dynamo=False, opset "
+                        f"{TORCHSCRIPT_OPSET}) or dynamo (dynamo=True, opset {DYNAMO_OPSET})")
+    p.add_argument("--opset", type=int, default=0, help="ONNX opset (0 = the exporter's default)")
+    p.add_argument("--external-data", action="store_true",
+                   help="store weights in NAME.onnx.data (and NAME.decoder.onnx.data)")
+    p.add_argument("--kl-samples", type=int, default=4096,
+                   help="training images used to measure the per-latent KL (bvae.latent_kl)")
+    p.add_argument("--parity-samples", type=int, default=16,
+                   help="real images on which onnxruntime is compared with PyTorch")
+    p.add_argument("--no-golden", action="store_true", help="do not write NAME.golden/")
+
+
+def model_name(out: Path) -> str:
+    if out.suffix != ".onnx":
+        raise UserError(f"--out must end in .onnx (e.g. models/NAME.onnx), got {out}")
+    return out.name[: -len(".onnx")]
+
+
+def metadata(cfg: TrainConfig, steps: int, latent_kl: np.ndarray) -> dict[str, str]:
+    """The ``bvae.*`` metadata_props, all strings."""
+    return {
+        "bvae.format": FORMAT_VERSION,
+        "bvae.latent_dim": str(cfg.model.latent_dim),
+        "bvae.channels": str(cfg.model.channels),
+        "bvae.height": str(cfg.model.size),
+        "bvae.width": str(cfg.model.size),
+        "bvae.likelihood": cfg.loss.likelihood,
+        "bvae.objective": cfg.loss.objective,
+        "bvae.beta": repr(float(cfg.loss.beta)),
+        "bvae.gamma": repr(float(cfg.loss.gamma)),
+        "bvae.capacity_max": repr(float(cfg.loss.capacity_max)),
+        "bvae.latent_kl": json.dumps([round(float(v), 6) for v in latent_kl]),
+        "bvae.dataset": cfg.data.describe(),
+        "bvae.steps": str(int(steps)),
+        "bvae.seed": str(int(cfg.seed)),
+    }
+
+
+def _to_proto(module: torch.nn.Module, example: torch.Tensor, input_name: str,
+              output_names: tuple[str, ...], exporter: str, opset: int) -> onnx.ModelProto:
+    module.eval()
+    # The dynamo exporter logs one warning per missing torchvision op; not our concern.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            buf = io.BytesIO()
+            axes = {name: {0: "N"} for name in (input_name, *output_names)}
+            torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=opset,
+                              input_names=[input_name], output_names=list(output_names),
+                              dynamic_axes=axes, do_constant_folding=True)
+            return onnx.load_from_string(buf.getvalue())
+        prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
+                                 input_names=[input_name], output_names=list(output_names),
+                                 dynamic_shapes=({0: torch.export.Dim("N")},),
+                                 external_data=False, verbose=False)
+        return prog.model_proto
+
+
+def _save(proto: onnx.ModelProto, path: Path, meta: dict[str, str], external: bool,
+          doc: str) -> None:
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.doc_string = doc
+    proto.producer_name = "bvae_tools"
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file
+    if external:
+        onnx.save_model(proto, str(path), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data.name,
+                        size_threshold=EXTERNAL_MIN_BYTES)
+        data.chmod(0o644)
+    else:
+        onnx.save_model(proto, str(path))
+
+
+def check_contract(path: Path, input_name: str, output_names: tuple[str, ...]) -> None:
+    """onnx.checker plus the names and dynamic batch dimension of the contract."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"{path} fails onnx.checker: {e}") from None
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inputs = [i.name for i in graph.input]
+    outputs = tuple(o.name for o in graph.output)
+    if inputs != [input_name] or outputs != output_names:
+        raise ExportError(f"{path}: inputs {inputs} / outputs {outputs}, expected "
+                          f"[{input_name}] / {output_names}")
+    if not graph.input[0].type.tensor_type.shape.dim[0].dim_param:
+        raise ExportError(f"{path}: the batch dimension of {input_name} is not dynamic")
+
+
+def _session(path: Path, threads: int | None) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def check_parity(path: Path, feed_name: str, inputs: np.ndarray,
+                 expected: dict[str, np.ndarray], threads: int | None) -> None:
+    """Run onnxruntime on ``inputs`` (all at once, and the first alone, which
+    exercises the dynamic batch) and compare with PyTorch's ``expected``."""
+    sess = _session(path, threads)
+    names = list(expected)
+    for batch in (inputs, inputs[:1]):
+        got = sess.run(names, {feed_name: batch})
+        for name, g in zip(names, got, strict=True):
+            want = expected[name][: len(batch)]
+            try:
+                np.testing.assert_allclose(g, want, rtol=RTOL, atol=ATOL)
+            except AssertionError as e:
+                raise ExportError(
+                    f"{path}: onnxruntime output {name!r} (batch {len(batch)}) differs from "
+                    f"PyTorch beyond rtol={RTOL}, atol={ATOL}:{e}"
+                ) from None
+
+
+def _npy(path: Path, arr: np.ndarray) -> None:
+    np.save(path, np.ascontiguousarray(arr, dtype="<f4"), allow_pickle=False)
+
+
+def golden_latents(mu: np.ndarray) -> np.ndarray:
+    """Latents for the decoder fixture: mu plus offsets of -1, 0, +1 in a fixed pattern."""
+    n, z = mu.shape
+    offsets = ((np.arange(n)[:, None] + np.arange(z)[None, :]) % 3 - 1).astype(np.float32)
+    return mu + offsets
+
+
+def export(checkpoint: str | Path, out: Path, exporter: str = "torchscript", opset: int = 0,
+           external_data: bool = False, kl_samples: int = 4096, parity_samples: int = 16,
+           golden: bool = True, threads: int | None = None) -> dict:
+    """Export, verify and write the fixture. Returns a summary dict."""
+    if exporter not in EXPORTERS:
+        raise UserError(f"--exporter must be one of {EXPORTERS}, got {exporter!r}")
+    if kl_samples < 1 or parity_samples < GOLDEN_N:
+        raise UserError(f"--kl-samples must be >= 1 and --parity-samples >= {GOLDEN_N}")
+    name = model_name(out)
+    opset = opset or (TORCHSCRIPT_OPSET if exporter == "torchscript" else DYNAMO_OPSET)
+    model, cfg, state = load_checkpoint(checkpoint)
+    model: BetaVAE
+    source = open_source(cfg.data, cfg.model.size, cfg.model.channels)
+    train_idx, hold_idx = split_indices(len(source), cfg.holdout, cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 11])
+    kl_idx = np.sort(rng.choice(train_idx, size=min(kl_samples, len(train_idx)), replace=False))
+    latent_kl = mean_latent_kl(model, source, kl_idx)
+    pool = hold_idx if len(hold_idx) >= GOLDEN_N else train_idx
+    parity_idx = rng.choice(pool, size=min(parity_samples, len(pool)), replace=False)
+    images = source.batch(parity_idx).numpy()
+    meta = metadata(cfg, state["step"], latent_kl)
+
+    enc, dec = ExportedEncoder(model).eval(), ExportedDecoder(model).eval()
+    with torch.no_grad():
+        x = torch.from_numpy(images)
+        mu, logvar, recon = (t.numpy() for t in enc(x))
+        z = golden_latents(mu)
+        dec_recon = dec(torch.from_numpy(z)).numpy()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dec_path = out.with_name(f"{name}.decoder.onnx")
+    doc = (f"bvae β-VAE exported by bvae_tools with the {exporter} exporter, opset {opset}; "
+           "see bvae.* metadata_props")
+    enc_proto = _to_proto(enc, x[:2].clone(), "image", ENCODER_OUTPUTS, exporter, opset)
+    _save(enc_proto, out, meta, external_data, doc)
+    dec_proto = _to_proto(dec, torch.from_numpy(z[:2]).clone(), "z", ("recon",), exporter, opset)
+    _save(dec_proto, dec_path, meta, external_data, doc)
+
+    check_contract(out, "image", ENCODER_OUTPUTS)
+    check_contract(dec_path, "z", ("recon",))
+    check_parity(out, "image", images, {"mu": mu, "logvar": logvar, "recon": recon}, threads)
+    check_parity(dec_path, "z", z, {"recon": dec_recon}, threads)
+
+    golden_dir = out.with_name(f"{name}.golden")
+    if golden:
+        golden_dir.mkdir(exist_ok=True)
+        n = GOLDEN_N
+        for fname, arr in (("image", images[:n]), ("mu", mu[:n]), ("logvar", logvar[:n]),
+                           ("recon", recon[:n]), ("z", z[:n]), ("decoder_recon", dec_recon[:n])):
+            _npy(golden_dir / f"{fname}.npy", arr)
+        manifest = {"model": out.name, "decoder": dec_path.name,
+                    "torch": torch.__version__, "n": n}
+        (golden_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    ops = sorted({n.op_type for n in onnx.load(str(out), load_external_data=False).graph.node})
+    return {"model": out, "decoder": dec_path, "golden": golden_dir if golden else None,
+            "opset": opset, "ops": ops, "latent_kl": latent_kl.tolist(), "metadata": meta}
+
+
+def run(args: argparse.Namespace) -> int:
+    s = export(args.checkpoint, Path(args.out), args.exporter, args.opset, args.external_data,
+               args.kl_samples, args.parity_samples, not args.no_golden, args.threads)
+    print(f"wrote {s['model']} and {s['decoder']} (opset {s['opset']}; ops: {', '.join(s['ops'])})")
+    if s["golden"]:
+        print(f"wrote golden fixture {s['golden']}/")
+    print(f"onnx.checker passed; onnxruntime matches PyTorch (rtol {RTOL}, atol {ATOL})")
+    print("latent KL (nats): " + ", ".join(f"z{j}={v:.3f}" for j, v in enumerate(s["latent_kl"])))
+    return 0

@@ -1,0 +1,309 @@
+"""``train``: fit a β-VAE on a data source; write checkpoint.pt, log.csv, config.json."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    TrainConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .data import DataConfig, ImageSource, open_source, split_indices
+from .errors import UserError
+from .losses import LIKELIHOODS, OBJECTIVES, LossConfig, kl_per_latent, recon_nll, vae_loss
+from .model import BetaVAE, ModelConfig
+
+#: Fields of the resumed run that must match the command line.
+_RESUME_MUST_MATCH = ("model", "loss", "data", "batch_size", "holdout", "seed", "epoch_size")
+
+
+def parse_classes(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(sorted({int(c) for c in text.split(",") if c.strip()}))
+    except ValueError:
+        raise UserError(f"--classes must be comma-separated integers like 0,3; got {text!r}") from None
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (choose one source)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", metavar="DIR", help="folder of PNG/JPEG images (recursive)")
+    src.add_argument(
+        "--dsprites", action="store_true", help="the built-in dSprites generator (737,280 images)"
+    )
+    src.add_argument("--idx", metavar="FILE", help="IDX images file (MNIST format, .gz or raw)")
+    g.add_argument("--idx-labels", metavar="FILE", help="IDX labels file, needed for --classes")
+    g.add_argument("--classes", metavar="LIST", help="keep only these IDX labels, e.g. 0,3")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_args(p)
+    m = p.add_argument_group("model")
+    m.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 gray, 3 RGB")
+    m.add_argument("--size", type=int, default=64, help="input side in pixels, multiple of 16")
+    m.add_argument("--latent-dim", type=int, default=10, help="number of latents Z")
+    o = p.add_argument_group("objective")
+    o.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli",
+                   help="bernoulli: BCE on logits; gaussian: squared error")
+    o.add_argument("--objective", choices=OBJECTIVES, default="beta",
+                   help="beta: recon + β·KL; capacity: recon + γ·|KL − C|")
+    o.add_argument("--beta", type=float, default=4.0, help="β of the beta objective")
+    o.add_argument("--gamma", type=float, default=1000.0, help="γ of the capacity objective")
+    o.add_argument("--capacity-max", type=float, default=25.0, help="final capacity C_max, nats")
+    o.add_argument("--capacity-steps", type=int, default=100_000,
+                   help="steps over which C grows linearly from 0 to C_max")
+    t = p.add_argument_group("training")
+    t.add_argument("--out", default="runs/model", help="run directory (checkpoint, log, config)")
+    t.add_argument("--epochs", type=int, default=20, help="number of epochs")
+    t.add_argument("--steps", type=int, default=0,
+                   help="stop after this many optimiser steps in total (0 = no limit)")
+    t.add_argument("--epoch-size", type=int, default=0,
+                   help="images per epoch, drawn without replacement (0 = whole training "
+                        "split; dSprites has 663k, so set e.g. 32768)")
+    t.add_argument("--batch-size", type=int, default=64, help="images per step")
+    t.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
+    t.add_argument("--holdout", type=float, default=0.1, help="fraction of images held out")
+    t.add_argument("--eval-size", type=int, default=1024,
+                   help="at most this many held-out images are scored each epoch")
+    t.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt (same settings; may raise --epochs/--steps)")
+    t.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.dsprites:
+        data = DataConfig("dsprites")
+    elif args.images:
+        data = DataConfig("folder", str(Path(args.images)))
+    else:
+        data = DataConfig("idx", str(Path(args.idx)),
+                          str(Path(args.idx_labels)) if args.idx_labels else None,
+                          parse_classes(args.classes))
+    if (args.classes or args.idx_labels) and data.kind != "idx":
+        raise UserError("--classes and --idx-labels only apply to --idx data")
+    return TrainConfig(
+        model=ModelConfig(args.channels, args.size, args.latent_dim),
+        loss=LossConfig(args.likelihood, args.objective, args.beta, args.gamma,
+                        args.capacity_max, args.capacity_steps),
+        data=data,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        steps=args.steps,
+        epoch_size=args.epoch_size,
+        holdout=args.holdout,
+        eval_size=args.eval_size,
+        seed=args.seed,
+    ).validate()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UserError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA device is available; use cpu")
+    return torch.device(name)
+
+
+def log_columns(z: int) -> list[str]:
+    return (["epoch", "step", "loss", "recon", "kl"] + [f"kl_{j}" for j in range(z)]
+            + ["capacity", "heldout_loss", "heldout_recon", "heldout_kl", "seconds"])
+
+
+@torch.no_grad()
+def evaluate(model: BetaVAE, source: ImageSource, indices: np.ndarray, cfg: TrainConfig,
+             step: int, device: torch.device) -> dict[str, float]:
+    """Objective on held-out images, with a fixed noise seed so epochs compare."""
+    if len(indices) == 0:
+        return {"loss": float("nan"), "recon": float("nan"), "kl": float("nan")}
+    model.eval()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    sums = np.zeros(3)
+    for start in range(0, len(indices), 256):
+        x = source.batch(indices[start:start + 256]).to(device)
+        mu, logvar = model.encode(x)
+        eps = torch.randn(mu.shape, generator=gen).to(device)
+        logits = model.decode(mu + torch.exp(0.5 * logvar) * eps)
+        t = vae_loss(logits, x, mu, logvar, cfg.loss, step)
+        sums += np.array([t.loss.item(), t.recon.item(), t.kl.item()]) * len(x)
+    model.train()
+    loss, recon, kl = sums / len(indices)
+    return {"loss": loss, "recon": recon, "kl": kl}
+
+
+@torch.no_grad()
+def mean_latent_kl(model: BetaVAE, source: ImageSource, indices: np.ndarray,
+                   device: torch.device | str = "cpu", batch: int = 256) -> np.ndarray:
+    """Mean KL (nats) of each latent over the images at ``indices``."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(model.config.latent_dim, dtype=torch.float64)
+    for start in range(0, len(indices), batch):
+        x = source.batch(indices[start:start + batch]).to(device)
+        mu, logvar = model.encode(x)
+        total += kl_per_latent(mu, logvar).double().sum(0).cpu()
+    model.train(was_training)
+    return (total / max(1, len(indices))).numpy()
+
+
+@torch.no_grad()
+def mean_recon_nll(model: BetaVAE, source: ImageSource, indices: np.ndarray, likelihood: str,
+                   device: torch.device | str = "cpu", batch: int = 256) -> float:
+    """Mean per-image reconstruction NLL of ``decode(mu)``."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(indices), batch):
+        x = source.batch(indices[start:start + batch]).to(device)
+        mu, _ = model.encode(x)
+        total += recon_nll(model.decode(mu), x, likelihood).sum().item()
+    return total / max(1, len(indices))
+
+
+def eval_subset(hold: np.ndarray, eval_size: int, seed: int) -> np.ndarray:
+    if len(hold) <= eval_size:
+        return hold
+    rng = np.random.default_rng([seed, 7])
+    return np.sort(rng.choice(hold, size=eval_size, replace=False))
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, device: str = "auto",
+          progress: bool = True) -> dict:
+    """Train, checkpointing after every epoch. Returns a summary of the last epoch."""
+    dev = resolve_device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT_NAME
+    log_path = out / LOG_NAME
+    source = open_source(cfg.data, cfg.model.size, cfg.model.channels)
+    train_idx, hold_idx = split_indices(len(source), cfg.holdout, cfg.seed)
+    hold_eval = eval_subset(hold_idx, cfg.eval_size, cfg.seed)
+    epoch_size = min(cfg.epoch_size or len(train_idx), len(train_idx))
+
+    torch.manual_seed(cfg.seed)
+    model = BetaVAE(cfg.model).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start_epoch, step, elapsed = 0, 0, 0.0
+    if resume:
+        _, old_cfg, state = load_checkpoint(ckpt_path, "cpu")
+        old, new = old_cfg.to_dict(), cfg.to_dict()
+        diff = [k for k in _RESUME_MUST_MATCH if old[k] != new[k]]
+        if diff:
+            raise UserError(
+                f"--resume: the checkpoint in {out} was trained with different "
+                f"{', '.join(diff)}: {[old[k] for k in diff]} vs now {[new[k] for k in diff]}; "
+                "use the same settings (only --epochs, --steps, --lr, --eval-size may change)"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr
+        start_epoch, step, elapsed = state["epoch"], state["step"], state.get("seconds", 0.0)
+        torch.set_rng_state(state["torch_rng"])
+    elif ckpt_path.exists():
+        raise UserError(
+            f"{out} already holds a training run; pass --resume to continue it, "
+            "or choose another --out"
+        )
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    z = cfg.model.latent_dim
+    if not resume or not log_path.exists():
+        with log_path.open("w", newline="") as f:
+            csv.writer(f).writerow(log_columns(z))
+
+    summary: dict = {"epoch": start_epoch, "step": step}
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.steps and step >= cfg.steps:
+            break
+        t0 = time.time()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = train_idx[rng.permutation(len(train_idx))[:epoch_size]]
+        n_batches = -(-len(order) // cfg.batch_size)
+        if cfg.steps:
+            n_batches = min(n_batches, cfg.steps - step)
+        sums = np.zeros(3)
+        kl_sums = np.zeros(z)
+        seen = 0
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not progress, leave=False)
+        for b in bar:
+            x = source.batch(order[b * cfg.batch_size:(b + 1) * cfg.batch_size]).to(dev)
+            logits, mu, logvar = model(x)
+            terms = vae_loss(logits, x, mu, logvar, cfg.loss, step)
+            opt.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            opt.step()
+            step += 1
+            n = len(x)
+            seen += n
+            sums += np.array([terms.loss.item(), terms.recon.item(), terms.kl.item()]) * n
+            kl_sums += terms.kl_per_latent.detach().cpu().numpy() * n
+            if not np.isfinite(sums[0]):
+                raise UserError(
+                    f"training diverged at step {step} (loss is not finite); "
+                    "lower --lr or --gamma"
+                )
+            if b % 20 == 0:
+                bar.set_postfix(loss=f"{terms.loss.item():.1f}", kl=f"{terms.kl.item():.2f}")
+        bar.close()
+        held = evaluate(model, source, hold_eval, cfg, step, dev)
+        elapsed += time.time() - t0
+        loss, recon, kl = sums / max(1, seen)
+        klz = kl_sums / max(1, seen)
+        capacity = terms.capacity
+        row = ([epoch + 1, step, loss, recon, kl] + list(klz)
+               + [capacity, held["loss"], held["recon"], held["kl"], round(elapsed, 2)])
+        with log_path.open("a", newline="") as f:
+            csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+        save_checkpoint(ckpt_path, {
+            "format": 1,
+            "config": cfg.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "epoch": epoch + 1,
+            "step": step,
+            "seconds": elapsed,
+            "torch_rng": torch.get_rng_state(),
+            "torch_version": torch.__version__,
+        })
+        summary = {"epoch": epoch + 1, "step": step, "loss": loss, "recon": recon, "kl": kl,
+                   "kl_per_latent": klz.tolist(), "heldout_loss": held["loss"],
+                   "seconds": elapsed}
+        if progress:
+            tqdm.write(
+                f"epoch {epoch + 1}: step {step} loss {loss:.2f} recon {recon:.2f} "
+                f"kl {kl:.2f} held-out {held['loss']:.2f} ({elapsed:.0f} s)"
+            )
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    summary = train(cfg, Path(args.out), resume=args.resume, device=args.device,
+                    progress=not args.no_progress)
+    if "loss" not in summary:
+        print(f"nothing to do: {args.out} already reached epoch {summary['epoch']} "
+              f"/ step {summary['step']}; raise --epochs or --steps to train more")
+        return 0
+    kl = ", ".join(f"{v:.2f}" for v in summary["kl_per_latent"])
+    print(f"trained {summary['step']} steps in {summary['seconds']:.0f} s: "
+          f"loss {summary['loss']:.3f}, held-out {summary['heldout_loss']:.3f}, "
+          f"KL per latent [{kl}]")
+    print(f"checkpoint: {Path(args.out) / CHECKPOINT_NAME}")
+    return 0
