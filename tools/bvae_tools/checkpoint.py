@@ -46,7 +46,9 @@ class TrainConfig:
         if self.steps < 0:
             raise UserError(f"steps must be >= 0 (0 = no limit), got {self.steps}")
         if self.epoch_size < 0:
-            raise UserError(f"epoch size must be >= 0 (0 = whole training set), got {self.epoch_size}")
+            raise UserError(
+                f"epoch size must be >= 0 (0 = whole training set), got {self.epoch_size}"
+            )
         if not 0 <= self.holdout < 1:
             raise UserError(f"held-out fraction must be in [0, 1), got {self.holdout}")
         if self.eval_size < 1:

@@ -170,5 +170,6 @@ def report(run_dir: str | Path, out: str | Path | None = None, samples: int = 20
 
 def run(args: argparse.Namespace) -> int:
     s = report(args.run_dir, args.out, args.samples, args.n_recon)
-    print(f"wrote loss_curves.png, latent_kl.png, reconstructions.png, traversals.png in {s['out']}")
+    print("wrote loss_curves.png, latent_kl.png, reconstructions.png, traversals.png "
+          f"in {s['out']}")
     return 0

@@ -34,7 +34,9 @@ def parse_classes(text: str | None) -> tuple[int, ...]:
     try:
         return tuple(sorted({int(c) for c in text.split(",") if c.strip()}))
     except ValueError:
-        raise UserError(f"--classes must be comma-separated integers like 0,3; got {text!r}") from None
+        raise UserError(
+            f"--classes must be comma-separated integers like 0,3; got {text!r}"
+        ) from None
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -80,7 +82,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="at most this many held-out images are scored each epoch")
     t.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     t.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.pt (same settings; may raise --epochs/--steps)")
+                   help="continue from OUT/checkpoint.pt (same settings; may raise "
+                        "--epochs/--steps)")
     t.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
