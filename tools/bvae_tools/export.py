@@ -119,6 +119,22 @@ def _to_proto(module: torch.nn.Module, example: torch.Tensor, input_name: str,
         return prog.model_proto
 
 
+def _declare_shapes(proto: onnx.ModelProto, shapes: dict[str, tuple]) -> None:
+    """Write the contract's shapes on the graph inputs and outputs: batch ``N``,
+    the rest concrete (the TorchScript exporter leaves ``recon``'s H and W symbolic)."""
+    for vi in (*proto.graph.input, *proto.graph.output):
+        if vi.name not in shapes:
+            continue
+        shape = vi.type.tensor_type.shape
+        del shape.dim[:]
+        for d in shapes[vi.name]:
+            dim = shape.dim.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = d
+
+
 def _save(proto: onnx.ModelProto, path: Path, meta: dict[str, str], external: bool,
           doc: str) -> None:
     del proto.metadata_props[:]
@@ -224,9 +240,14 @@ def export(checkpoint: str | Path, out: Path, exporter: str = "torchscript", ops
     dec_path = out.with_name(f"{name}.decoder.onnx")
     doc = (f"bvae β-VAE exported by bvae_tools with the {exporter} exporter, opset {opset}; "
            "see bvae.* metadata_props")
+    c, h, w, zdim = cfg.model.channels, cfg.model.size, cfg.model.size, cfg.model.latent_dim
+    image_shape = ("N", c, h, w)
     enc_proto = _to_proto(enc, x[:2].clone(), "image", ENCODER_OUTPUTS, exporter, opset)
+    _declare_shapes(enc_proto, {"image": image_shape, "mu": ("N", zdim),
+                                "logvar": ("N", zdim), "recon": image_shape})
     _save(enc_proto, out, meta, external_data, doc)
     dec_proto = _to_proto(dec, torch.from_numpy(z[:2]).clone(), "z", ("recon",), exporter, opset)
+    _declare_shapes(dec_proto, {"z": ("N", zdim), "recon": image_shape})
     _save(dec_proto, dec_path, meta, external_data, doc)
 
     check_contract(out, "image", ENCODER_OUTPUTS)

@@ -92,10 +92,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.dsprites:
         data = DataConfig("dsprites")
     elif args.images:
-        data = DataConfig("folder", str(Path(args.images)))
+        data = DataConfig("folder", str(Path(args.images).absolute()))
     else:
-        data = DataConfig("idx", str(Path(args.idx)),
-                          str(Path(args.idx_labels)) if args.idx_labels else None,
+        # absolute paths, so that export and report work from any directory
+        data = DataConfig("idx", str(Path(args.idx).absolute()),
+                          str(Path(args.idx_labels).absolute()) if args.idx_labels else None,
                           parse_classes(args.classes))
     if (args.classes or args.idx_labels) and data.kind != "idx":
         raise UserError("--classes and --idx-labels only apply to --idx data")

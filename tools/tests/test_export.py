@@ -46,7 +46,13 @@ def test_torchscript_export_contract(exported):
     assert [o.name for o in m.graph.output] == ["mu", "logvar", "recon"]
     dims = m.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 32, 32]
+    io_shapes = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+                 for vi in (*m.graph.input, *m.graph.output)}
+    assert io_shapes == {"image": ["N", 1, 32, 32], "mu": ["N", 3], "logvar": ["N", 3],
+                         "recon": ["N", 1, 32, 32]}
     d = onnx.load(str(dec))
+    assert [d.dim_param or d.dim_value for d in d.graph.output[0].type.tensor_type.shape.dim] == [
+        "N", 1, 32, 32]
     assert [i.name for i in d.graph.input] == ["z"]
     assert [o.name for o in d.graph.output] == ["recon"]
 
