@@ -17,20 +17,29 @@ report. Typical use:
 """
 
 
-def _positive_int(text: str) -> int:
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the uninformative ones (unset options and off switches)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _threads(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+        raise argparse.ArgumentTypeError(f"expected a number of threads, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (all cores) or more threads, got {v}")
     return v
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import export, report, train
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = argparse.ArgumentParser(prog="python -m bvae_tools", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -41,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
         module.add_arguments(p)
-        p.add_argument("--threads", type=_positive_int, default=None,
-                       help="torch CPU threads (default: all cores)")
+        p.add_argument("--threads", type=_threads, default=0,
+                       help="torch CPU threads (0 = all cores)")
         p.set_defaults(run=module.run)
     return parser
 

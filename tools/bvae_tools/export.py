@@ -100,6 +100,17 @@ def metadata(cfg: TrainConfig, steps: int, latent_kl: np.ndarray) -> dict[str, s
 
 def _to_proto(module: torch.nn.Module, example: torch.Tensor, input_name: str,
               output_names: tuple[str, ...], exporter: str, opset: int) -> onnx.ModelProto:
+    try:
+        return _export_proto(module, example, input_name, output_names, exporter, opset)
+    except Exception as e:  # the exporters raise many types; report them all the same way
+        raise ExportError(
+            f"torch.onnx.export ({exporter} exporter, opset {opset}) failed: "
+            f"{type(e).__name__}: {e}"
+        ) from None
+
+
+def _export_proto(module: torch.nn.Module, example: torch.Tensor, input_name: str,
+                  output_names: tuple[str, ...], exporter: str, opset: int) -> onnx.ModelProto:
     module.eval()
     # The dynamo exporter logs one warning per missing torchvision op; not our concern.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -217,6 +228,8 @@ def export(checkpoint: str | Path, out: Path, exporter: str = "torchscript", ops
         raise UserError(f"--kl-samples must be >= 1 and --parity-samples >= {GOLDEN_N}")
     name = model_name(out)
     opset = opset or (TORCHSCRIPT_OPSET if exporter == "torchscript" else DYNAMO_OPSET)
+    if exporter == "dynamo" and opset < DYNAMO_OPSET:
+        raise UserError(f"the dynamo exporter needs opset >= {DYNAMO_OPSET}, got {opset}")
     model, cfg, state = load_checkpoint(checkpoint)
     model: BetaVAE
     source = open_source(cfg.data, cfg.model.size, cfg.model.channels)

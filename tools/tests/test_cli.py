@@ -23,7 +23,7 @@ def test_help_shows_defaults(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         out = capsys.readouterr().out
-        assert "--threads" in out
+        assert "--threads" in out and "(default: None)" not in out
         if cmd == "train":
             assert "(default: 4.0)" in out and "--seed" in out and "--resume" in out
 
@@ -71,7 +71,7 @@ def test_argparse_errors_exit_2(capsys):
         main(["train"])  # no data source
     assert e.value.code == 2
     with pytest.raises(SystemExit) as e:
-        main(["train", "--dsprites", "--threads", "0"])
+        main(["train", "--dsprites", "--threads", "-1"])
     assert e.value.code == 2
     capsys.readouterr()
 

@@ -157,3 +157,7 @@ def test_export_argument_errors(trained_run, tmp_path):
         export(trained_run, tmp_path / "model.bin")
     with pytest.raises(UserError, match="does not exist"):
         export(tmp_path / "no_run", tmp_path / "m.onnx")
+    with pytest.raises(UserError, match="opset >= 18"):
+        export(trained_run, tmp_path / "m.onnx", exporter="dynamo", opset=17)
+    with pytest.raises(ExportError, match="torch.onnx.export .*failed"):
+        export(trained_run, tmp_path / "m.onnx", opset=99, kl_samples=16, parity_samples=4)
