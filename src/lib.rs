@@ -1,0 +1,20 @@
+//! bvae: a β-VAE anomaly detector for cameras on small ARM boards.
+//!
+//! The library loads any ONNX β-VAE that follows the model contract
+//! ([`model`]), turns frames into model inputs ([`preprocess`]), scores them
+//! ([`score`]) and calibrates the decision on normal data ([`calibrate`]).
+//! The `bvae` binary is a thin command line over it ([`cli`]).
+
+pub mod error;
+pub mod frame;
+pub mod imageio;
+pub mod meta;
+pub mod model;
+pub mod pipeline;
+pub mod preprocess;
+pub mod score;
+pub mod stats;
+
+pub use error::{ModelError, ProfileError};
+pub use meta::{Likelihood, ModelSpec, Objective};
+pub use model::{Decoder, Model, Plan, PlanKind, Session};

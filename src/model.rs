@@ -1,0 +1,932 @@
+//! Loading a contract β-VAE with tract: file checks, contract validation,
+//! optimised plans with concrete shapes, and reusable sessions.
+//!
+//! A [`Model`] is parsed once. [`Model::plan`] builds an optimised plan for
+//! one batch size and one set of outputs ([`PlanKind`]); a [`Session`] owns
+//! one spawned state of a plan and its input buffer, and is reused for every
+//! frame of a stream.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+use crate::error::ModelError;
+use crate::meta::{DEFAULT_BETA, DEFAULT_LIKELIHOOD, ModelSpec, Objective, RawMeta};
+
+/// Name of the encoder's input tensor.
+pub const INPUT_IMAGE: &str = "image";
+/// Name of the latent mean output.
+pub const OUTPUT_MU: &str = "mu";
+/// Name of the latent log-variance output.
+pub const OUTPUT_LOGVAR: &str = "logvar";
+/// Name of the reconstruction output (of the encoder model and the decoder).
+pub const OUTPUT_RECON: &str = "recon";
+/// Name of the decoder's input tensor.
+pub const INPUT_Z: &str = "z";
+
+/// Largest model file accepted (protobuf itself cannot exceed 2 GiB).
+const MAX_MODEL_BYTES: u64 = 2 << 30;
+
+/// Which outputs a plan computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    /// `mu`, `logvar` and `recon`: everything the model outputs.
+    Full,
+    /// `mu` and `logvar` only: the decoder is pruned from the plan, so
+    /// scores that need no reconstruction cost about half.
+    EncoderOnly,
+}
+
+/// One dimension as declared in the ONNX graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(usize),
+    /// A named or anonymous dynamic size.
+    Dynamic(String),
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Dynamic(s) if s.is_empty() => f.write_str("?"),
+            Dim::Dynamic(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A graph input or output as declared in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Port {
+    /// Tensor name.
+    pub name: String,
+    /// Element type as an ONNX type name (`float`, `int64`, ...).
+    pub dtype: String,
+    /// Declared shape, when the file declares one.
+    pub shape: Option<Vec<Dim>>,
+}
+
+impl Port {
+    /// The shape as text, e.g. `[batch, 1, 64, 64]`.
+    pub fn shape_text(&self) -> String {
+        match &self.shape {
+            None => "[unknown]".to_string(),
+            Some(dims) => format!(
+                "[{}]",
+                dims.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+fn onnx_type_name(code: i32) -> String {
+    match code {
+        1 => "float".into(),
+        2 => "uint8".into(),
+        3 => "int8".into(),
+        5 => "int16".into(),
+        6 => "int32".into(),
+        7 => "int64".into(),
+        9 => "bool".into(),
+        10 => "float16".into(),
+        11 => "double".into(),
+        16 => "bfloat16".into(),
+        other => format!("type {other}"),
+    }
+}
+
+fn port_of(v: &pb::ValueInfoProto) -> Port {
+    let mut dtype = "unknown".to_string();
+    let mut shape = None;
+    if let Some(pb::type_proto::Value::TensorType(t)) =
+        v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    {
+        dtype = onnx_type_name(t.elem_type);
+        shape = t.shape.as_ref().map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) if *n > 0 => {
+                        Dim::Fixed(*n as usize)
+                    }
+                    Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) => {
+                        Dim::Dynamic(p.clone())
+                    }
+                    _ => Dim::Dynamic(String::new()),
+                })
+                .collect()
+        });
+    }
+    Port {
+        name: v.name.clone(),
+        dtype,
+        shape,
+    }
+}
+
+/// What was read from an ONNX file before any graph analysis.
+struct ParsedFile {
+    proto: pb::ModelProto,
+    sha256: String,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    meta: RawMeta,
+    meta_problems: Vec<String>,
+}
+
+fn read_onnx(path: &Path) -> Result<ParsedFile, ModelError> {
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_MODEL_BYTES {
+        return Err(ModelError::NotOnnx {
+            path: path.to_path_buf(),
+            detail: format!("{len} bytes is larger than the 2 GiB an ONNX protobuf can hold"),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    if bytes.is_empty() {
+        return Err(ModelError::NotOnnx {
+            path: path.to_path_buf(),
+            detail: "the file is empty".into(),
+        });
+    }
+    let proto = onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| ModelError::NotOnnx {
+            path: path.to_path_buf(),
+            detail: format!("{e:#}"),
+        })?;
+    let Some(graph) = proto.graph.as_ref() else {
+        return Err(ModelError::NotOnnx {
+            path: path.to_path_buf(),
+            detail: "it contains no graph".into(),
+        });
+    };
+    if graph.node.is_empty() {
+        return Err(ModelError::NotOnnx {
+            path: path.to_path_buf(),
+            detail: "its graph has no nodes".into(),
+        });
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(&bytes);
+    // Weights stored next to the model (torch's dynamo exporter with
+    // external data) are part of the model's identity too.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut external: Vec<String> = graph
+        .initializer
+        .iter()
+        .flat_map(|t| t.external_data.iter())
+        .filter(|kv| kv.key == "location")
+        .map(|kv| kv.value.clone())
+        .collect();
+    external.sort();
+    external.dedup();
+    for loc in &external {
+        let p = dir.join(loc);
+        let data = std::fs::read(&p).map_err(|source| ModelError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        hasher.update(loc.as_bytes());
+        hasher.update(&data);
+    }
+    let sha256 = hex(&hasher.finalize());
+
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .map(port_of)
+        .collect();
+    let outputs = graph.output.iter().map(port_of).collect();
+    let mut meta_problems = vec![];
+    let meta = RawMeta::from_pairs(
+        proto
+            .metadata_props
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_str())),
+        &mut meta_problems,
+    );
+    Ok(ParsedFile {
+        proto,
+        sha256,
+        inputs,
+        outputs,
+        meta,
+        meta_problems,
+    })
+}
+
+/// Lower-case hexadecimal of a byte string.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn runtime<E: Into<anyhow::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> ModelError {
+    let what = what.into();
+    move |e| ModelError::Runtime {
+        what,
+        source: e.into(),
+    }
+}
+
+/// Resolves one spatial/channel dimension from the graph and the metadata.
+fn resolve_dim(
+    what: &str,
+    graph: Option<&Dim>,
+    meta: Option<usize>,
+    meta_key: &str,
+    problems: &mut Vec<String>,
+) -> Option<usize> {
+    match (graph, meta) {
+        (Some(Dim::Fixed(g)), Some(m)) if *g != m => {
+            problems.push(format!(
+                "input `image`: {what} is {g} in the graph but metadata `{meta_key}` says {m}"
+            ));
+            None
+        }
+        (Some(Dim::Fixed(g)), _) => Some(*g),
+        (_, Some(m)) if m > 0 => Some(m),
+        _ => {
+            problems.push(format!(
+                "input `image`: {what} is dynamic in the graph and metadata `{meta_key}` is absent; \
+                 export with a fixed {what} or add `{meta_key}`"
+            ));
+            None
+        }
+    }
+}
+
+/// A loaded β-VAE encoder model (`NAME.onnx`) that follows the contract.
+#[derive(Debug, Clone)]
+pub struct Model {
+    path: PathBuf,
+    sha256: String,
+    spec: ModelSpec,
+    meta: RawMeta,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    inference: InferenceModel,
+    load_time: Duration,
+}
+
+impl Model {
+    /// Loads and validates an encoder model. Every contract violation found
+    /// is listed in the error, each saying what was expected and found.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
+        let start = Instant::now();
+        let path = path.as_ref();
+        let file = read_onnx(path)?;
+        let mut problems = file.meta_problems.clone();
+        let meta = file.meta.clone();
+
+        // --- input `image` [N, C, H, W] float32
+        let image = file.inputs.iter().find(|p| p.name == INPUT_IMAGE);
+        let (mut c, mut h, mut w, mut max_batch) = (None, None, None, None);
+        match (image, file.inputs.len()) {
+            (None, _) => problems.push(format!(
+                "expected one input named `image` (float32 [N, C, H, W]), found {}",
+                describe_ports(&file.inputs)
+            )),
+            (Some(_), n) if n > 1 => problems.push(format!(
+                "expected exactly one input, `image`; found {}",
+                describe_ports(&file.inputs)
+            )),
+            (Some(p), _) => {
+                if p.dtype != "float" {
+                    problems.push(format!(
+                        "input `image`: expected float32, found {}",
+                        p.dtype
+                    ));
+                }
+                let dims = p
+                    .shape
+                    .clone()
+                    .unwrap_or_else(|| vec![Dim::Dynamic(String::new()); 4]);
+                if dims.len() != 4 {
+                    problems.push(format!(
+                        "input `image`: expected rank 4 [N, C, H, W], found {}",
+                        p.shape_text()
+                    ));
+                } else {
+                    if let Dim::Fixed(n) = dims[0] {
+                        max_batch = Some(n);
+                    }
+                    c = resolve_dim(
+                        "channels",
+                        Some(&dims[1]),
+                        meta.channels,
+                        "bvae.channels",
+                        &mut problems,
+                    );
+                    h = resolve_dim(
+                        "height",
+                        Some(&dims[2]),
+                        meta.height,
+                        "bvae.height",
+                        &mut problems,
+                    );
+                    w = resolve_dim(
+                        "width",
+                        Some(&dims[3]),
+                        meta.width,
+                        "bvae.width",
+                        &mut problems,
+                    );
+                    if let Some(ch) = c
+                        && ch != 1
+                        && ch != 3
+                    {
+                        problems.push(format!(
+                            "input `image`: expected 1 (gray) or 3 (RGB) channels, found {ch}"
+                        ));
+                        c = None;
+                    }
+                }
+            }
+        }
+        // --- outputs by name
+        for name in [OUTPUT_MU, OUTPUT_LOGVAR, OUTPUT_RECON] {
+            if !file.outputs.iter().any(|p| p.name == name) {
+                problems.push(format!(
+                    "expected an output named `{name}`; the outputs are {}",
+                    describe_ports(&file.outputs)
+                ));
+            }
+        }
+        for p in &file.outputs {
+            if [OUTPUT_MU, OUTPUT_LOGVAR, OUTPUT_RECON].contains(&p.name.as_str())
+                && p.dtype != "float"
+                && p.dtype != "unknown"
+            {
+                problems.push(format!(
+                    "output `{}`: expected float32, found {}",
+                    p.name, p.dtype
+                ));
+            }
+        }
+        let fail = |problems: Vec<String>| ModelError::Contract {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let (Some(c), Some(h), Some(w)) = (c, h, w) else {
+            return Err(fail(problems));
+        };
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+
+        // --- let tract analyse the graph with a concrete shape
+        let dir = path
+            .parent()
+            .and_then(|d| d.to_str())
+            .map(|d| if d.is_empty() { "." } else { d });
+        let parsed = onnx_parser()
+            .parse(&file.proto, dir)
+            .map_err(runtime(format!(
+                "cannot translate {} into a tract graph",
+                path.display()
+            )))?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(fail(vec![format!(
+                "the graph reads tensors that nothing defines: {:?}",
+                parsed.unresolved_inputs
+            )]));
+        }
+        let inference = parsed.model;
+        let typed = typed_for(&inference, 1, c, h, w).map_err(runtime(format!(
+            "cannot analyse the graph of {}",
+            path.display()
+        )))?;
+        let shape_of = |name: &str| -> Option<Vec<usize>> {
+            let outlet = find_output(&typed, name)?;
+            let fact = typed.outlet_fact(outlet).ok()?;
+            fact.shape.as_concrete().map(|s| s.to_vec())
+        };
+        let mu = shape_of(OUTPUT_MU);
+        let logvar = shape_of(OUTPUT_LOGVAR);
+        let recon = shape_of(OUTPUT_RECON);
+        let mut z = None;
+        match &mu {
+            Some(s) if s.len() == 2 && s[0] == 1 && s[1] > 0 => z = Some(s[1]),
+            other => problems.push(format!(
+                "output `mu`: expected [N, Z] ([1, Z] for a batch of 1), found {other:?}"
+            )),
+        }
+        if let Some(z) = z {
+            if logvar.as_deref() != Some(&[1, z][..]) {
+                problems.push(format!(
+                    "output `logvar`: expected [1, {z}] like `mu` for a batch of 1, found {logvar:?}"
+                ));
+            }
+            if let Some(m) = meta.latent_dim
+                && m != z
+            {
+                problems.push(format!(
+                    "output `mu` has {z} latents but metadata `bvae.latent_dim` says {m}"
+                ));
+            }
+            if let Some(kl) = &meta.latent_kl
+                && kl.len() != z
+            {
+                problems.push(format!(
+                    "metadata `bvae.latent_kl` has {} entries but the model has {z} latents",
+                    kl.len()
+                ));
+            }
+        }
+        if recon.as_deref() != Some(&[1, c, h, w][..]) {
+            problems.push(format!(
+                "output `recon`: expected the input's shape [1, {c}, {h}, {w}] for a batch of 1, found {recon:?}"
+            ));
+        }
+        for (name, fact) in [OUTPUT_MU, OUTPUT_LOGVAR, OUTPUT_RECON]
+            .iter()
+            .filter_map(|n| {
+                find_output(&typed, n)
+                    .and_then(|o| typed.outlet_fact(o).ok())
+                    .map(|f| (n, f))
+            })
+        {
+            if fact.datum_type != f32::datum_type() {
+                problems.push(format!(
+                    "output `{name}`: expected float32, found {:?}",
+                    fact.datum_type
+                ));
+            }
+        }
+        let Some(z) = z else {
+            return Err(fail(problems));
+        };
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let objective = meta.objective.unwrap_or(Objective::Beta);
+        let beta = match objective {
+            Objective::Beta => meta.beta.unwrap_or(DEFAULT_BETA),
+            Objective::Capacity => DEFAULT_BETA,
+        };
+        let spec = ModelSpec {
+            channels: c,
+            height: h,
+            width: w,
+            latent_dim: z,
+            likelihood: meta.likelihood.unwrap_or(DEFAULT_LIKELIHOOD),
+            objective,
+            beta,
+            latent_kl: meta.latent_kl.clone(),
+            max_batch,
+        };
+        Ok(Model {
+            path: path.to_path_buf(),
+            sha256: file.sha256,
+            spec,
+            meta,
+            inputs: file.inputs,
+            outputs: file.outputs,
+            inference,
+            load_time: start.elapsed(),
+        })
+    }
+
+    /// The model's resolved description.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The metadata as found in the file.
+    pub fn meta(&self) -> &RawMeta {
+        &self.meta
+    }
+
+    /// SHA-256 of the model file (and of its external weight files).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Where the model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Graph inputs as declared in the file.
+    pub fn inputs(&self) -> &[Port] {
+        &self.inputs
+    }
+
+    /// Graph outputs as declared in the file.
+    pub fn outputs(&self) -> &[Port] {
+        &self.outputs
+    }
+
+    /// Time taken by [`Model::load`] (read, parse, validate).
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// Builds an optimised plan for `batch` images at a time.
+    pub fn plan(&self, kind: PlanKind, batch: usize) -> Result<Plan, ModelError> {
+        if batch == 0 {
+            return Err(ModelError::Usage(
+                "a batch must hold at least one image".into(),
+            ));
+        }
+        if let Some(max) = self.spec.max_batch
+            && batch != max
+        {
+            return Err(ModelError::Usage(format!(
+                "{} has a fixed batch size of {max} in its graph, so it cannot run {batch} images at once; \
+                 export it with a dynamic batch axis",
+                self.path.display()
+            )));
+        }
+        let s = &self.spec;
+        let what = || {
+            format!(
+                "cannot build a plan for {} (batch {batch})",
+                self.path.display()
+            )
+        };
+        let mut typed = typed_for(&self.inference, batch, s.channels, s.height, s.width)
+            .map_err(runtime(what()))?;
+        let names: &[&str] = match kind {
+            PlanKind::Full => &[OUTPUT_MU, OUTPUT_LOGVAR, OUTPUT_RECON],
+            PlanKind::EncoderOnly => &[OUTPUT_MU, OUTPUT_LOGVAR],
+        };
+        let mut outlets = Vec::with_capacity(names.len());
+        for n in names {
+            let o = find_output(&typed, n).ok_or_else(|| {
+                ModelError::Usage(format!("output `{n}` disappeared from the graph"))
+            })?;
+            outlets.push(o);
+        }
+        typed
+            .select_output_outlets(&outlets)
+            .map_err(runtime(what()))?;
+        let optimized = typed.into_optimized().map_err(runtime(what()))?;
+        let runnable = optimized.into_runnable().map_err(runtime(what()))?;
+        Ok(Plan {
+            runnable,
+            kind,
+            batch,
+            spec: self.spec.clone(),
+        })
+    }
+}
+
+/// The ONNX parser as this runtime uses it. Shapes declared on outputs and
+/// intermediate values are ignored: exporters name the batch dimension
+/// symbolically there (torch's dynamo exporter does), which conflicts with
+/// the concrete batch size every plan is built for; tract infers them anew.
+fn onnx_parser() -> tract_onnx::Onnx {
+    onnx()
+        .with_ignore_output_shapes(true)
+        .with_ignore_value_info(true)
+}
+
+fn describe_ports(ports: &[Port]) -> String {
+    if ports.is_empty() {
+        return "none".into();
+    }
+    ports
+        .iter()
+        .map(|p| format!("`{}` {} {}", p.name, p.dtype, p.shape_text()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn find_output(model: &TypedModel, name: &str) -> Option<OutletId> {
+    let outs = model.output_outlets().ok()?;
+    outs.iter()
+        .copied()
+        .find(|o| model.outlet_label(*o) == Some(name))
+        .or_else(|| {
+            outs.iter()
+                .copied()
+                .find(|o| model.node(o.node).name == name)
+        })
+}
+
+fn typed_for(
+    inference: &InferenceModel,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+) -> TractResult<TypedModel> {
+    let mut m = inference.clone();
+    m.set_input_fact(
+        0,
+        InferenceFact::dt_shape(f32::datum_type(), tvec![n, c, h, w]),
+    )?;
+    m.into_typed()
+}
+
+/// An optimised plan for one batch size and one set of outputs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    runnable: Arc<TypedRunnableModel>,
+    kind: PlanKind,
+    batch: usize,
+    spec: ModelSpec,
+}
+
+impl Plan {
+    /// Which outputs the plan computes.
+    pub fn kind(&self) -> PlanKind {
+        self.kind
+    }
+
+    /// Images per run.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The model's description.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Spawns a session: one reusable state and input buffer for a stream.
+    pub fn session(&self) -> Result<Session, ModelError> {
+        let state = TypedSimpleState::new(&self.runnable)
+            .map_err(runtime("cannot start a tract session"))?;
+        let s = &self.spec;
+        let input = Tensor::zero::<f32>(&[self.batch, s.channels, s.height, s.width])
+            .map_err(runtime("cannot allocate the input tensor"))?;
+        Ok(Session {
+            plan: self.clone(),
+            state,
+            input: Arc::new(input),
+            outputs: tvec![],
+        })
+    }
+}
+
+/// One stream's reusable inference state.
+#[derive(Debug)]
+pub struct Session {
+    plan: Plan,
+    state: TypedSimpleState,
+    input: Arc<Tensor>,
+    outputs: TVec<TValue>,
+}
+
+impl Session {
+    /// The plan this session runs.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The input buffer, `[batch, C, H, W]` in row-major order, values in
+    /// [0, 1]. Fill it, then call [`Session::run`].
+    pub fn input_mut(&mut self) -> Result<&mut [f32], ModelError> {
+        self.outputs.clear();
+        if Arc::get_mut(&mut self.input).is_none() {
+            // tract kept a reference to the last input: start a new buffer
+            // rather than write into one it may still read.
+            let shape = self.input.shape().to_vec();
+            self.input = Arc::new(
+                Tensor::zero::<f32>(&shape).map_err(runtime("cannot allocate the input tensor"))?,
+            );
+        }
+        let t = Arc::get_mut(&mut self.input).ok_or_else(|| {
+            ModelError::Usage("the input tensor is still shared with tract".into())
+        })?;
+        t.to_plain_array_view_mut::<f32>()
+            .map_err(runtime("input tensor is not float32"))?
+            .into_slice()
+            .ok_or_else(|| ModelError::Usage("input tensor is not contiguous".into()))
+    }
+
+    /// The input buffer as last filled.
+    pub fn input(&self) -> Result<&[f32], ModelError> {
+        self.input
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(runtime("input tensor is not float32"))
+    }
+
+    /// Runs the plan on the current input buffer.
+    pub fn run(&mut self) -> Result<(), ModelError> {
+        self.outputs.clear();
+        let out = self
+            .state
+            .run(tvec![TValue::from_const(self.input.clone())])
+            .map_err(runtime("inference failed"))?;
+        self.outputs = out;
+        Ok(())
+    }
+
+    /// Copies `images` (length `batch·C·H·W`) into the input and runs.
+    pub fn run_on(&mut self, images: &[f32]) -> Result<(), ModelError> {
+        let input = self.input_mut()?;
+        if images.len() != input.len() {
+            return Err(ModelError::Usage(format!(
+                "expected {} input values ({} images of {}), found {}",
+                input.len(),
+                self.plan.batch,
+                self.plan.spec.image_len(),
+                images.len()
+            )));
+        }
+        input.copy_from_slice(images);
+        self.run()
+    }
+
+    fn output(&self, ix: usize, name: &str) -> Result<&[f32], ModelError> {
+        let t = self.outputs.get(ix).ok_or_else(|| {
+            ModelError::Usage(format!("no `{name}` output: run the session first"))
+        })?;
+        t.try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(runtime(format!("output `{name}` is not float32")))
+    }
+
+    /// Latent means of the last run, `[batch, Z]` row-major.
+    pub fn mu(&self) -> Result<&[f32], ModelError> {
+        self.output(0, OUTPUT_MU)
+    }
+
+    /// Latent log-variances of the last run, `[batch, Z]`.
+    pub fn logvar(&self) -> Result<&[f32], ModelError> {
+        self.output(1, OUTPUT_LOGVAR)
+    }
+
+    /// Reconstructions of the last run, `[batch, C, H, W]`; `None` for an
+    /// encoder-only plan.
+    pub fn recon(&self) -> Result<Option<&[f32]>, ModelError> {
+        match self.plan.kind {
+            PlanKind::EncoderOnly => Ok(None),
+            PlanKind::Full => self.output(2, OUTPUT_RECON).map(Some),
+        }
+    }
+}
+
+/// A loaded decoder model (`NAME.decoder.onnx`: `z` → `recon`), checked
+/// against the encoder it belongs to.
+#[derive(Debug)]
+pub struct Decoder {
+    path: PathBuf,
+    runnable: Arc<TypedRunnableModel>,
+    state: TypedSimpleState,
+    batch: usize,
+    latent_dim: usize,
+    image_len: usize,
+}
+
+impl Decoder {
+    /// Loads a decoder for `spec`'s latent size and image shape, planned for
+    /// `batch` latent vectors at a time.
+    pub fn load(
+        path: impl AsRef<Path>,
+        spec: &ModelSpec,
+        batch: usize,
+    ) -> Result<Decoder, ModelError> {
+        let path = path.as_ref();
+        let file = read_onnx(path)?;
+        let mut problems = file.meta_problems.clone();
+        let fail = |problems: Vec<String>| ModelError::Contract {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let z = spec.latent_dim;
+        match file.inputs.iter().find(|p| p.name == INPUT_Z) {
+            Some(p) if file.inputs.len() == 1 => {
+                if let Some(dims) = &p.shape
+                    && (dims.len() != 2 || matches!(dims[1], Dim::Fixed(d) if d != z))
+                {
+                    problems.push(format!(
+                        "input `z`: expected [N, {z}] to match the encoder's {z} latents, found {}",
+                        p.shape_text()
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "expected one input named `z` (float32 [N, {z}]), found {}",
+                describe_ports(&file.inputs)
+            )),
+        }
+        if !file.outputs.iter().any(|p| p.name == OUTPUT_RECON) {
+            problems.push(format!(
+                "expected an output named `recon`; the outputs are {}",
+                describe_ports(&file.outputs)
+            ));
+        }
+        if let Some(m) = file.meta.latent_dim
+            && m != z
+        {
+            problems.push(format!(
+                "metadata `bvae.latent_dim` is {m}, but the encoder has {z} latents"
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let dir = path
+            .parent()
+            .and_then(|d| d.to_str())
+            .map(|d| if d.is_empty() { "." } else { d });
+        let what = || format!("cannot build a plan for decoder {}", path.display());
+        let parsed = onnx_parser()
+            .parse(&file.proto, dir)
+            .map_err(runtime(what()))?;
+        let mut m = parsed.model;
+        m.set_input_fact(
+            0,
+            InferenceFact::dt_shape(f32::datum_type(), tvec![batch, z]),
+        )
+        .map_err(runtime(what()))?;
+        let mut typed = m.into_typed().map_err(runtime(what()))?;
+        let outlet = find_output(&typed, OUTPUT_RECON)
+            .ok_or_else(|| fail(vec!["output `recon` not found after analysis".into()]))?;
+        let shape = typed
+            .outlet_fact(outlet)
+            .ok()
+            .and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
+        let expected = [batch, spec.channels, spec.height, spec.width];
+        if shape.as_deref() != Some(&expected[..]) {
+            return Err(fail(vec![format!(
+                "output `recon`: expected {expected:?} to match the encoder's images, found {shape:?}"
+            )]));
+        }
+        typed
+            .select_output_outlets(&[outlet])
+            .map_err(runtime(what()))?;
+        let runnable = typed
+            .into_optimized()
+            .and_then(|t| t.into_runnable())
+            .map_err(runtime(what()))?;
+        let state = TypedSimpleState::new(&runnable).map_err(runtime(what()))?;
+        Ok(Decoder {
+            path: path.to_path_buf(),
+            runnable,
+            state,
+            batch,
+            latent_dim: z,
+            image_len: spec.image_len(),
+        })
+    }
+
+    /// Where the decoder was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Latent vectors per run.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Decodes `batch` latent vectors (`[batch, Z]` row-major) into `out`
+    /// (`[batch, C, H, W]`).
+    pub fn decode(&mut self, z: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
+        if z.len() != self.batch * self.latent_dim || out.len() != self.batch * self.image_len {
+            return Err(ModelError::Usage(format!(
+                "decoder expects {} latent values and {} output values, got {} and {}",
+                self.batch * self.latent_dim,
+                self.batch * self.image_len,
+                z.len(),
+                out.len()
+            )));
+        }
+        let input = Tensor::from_shape(&[self.batch, self.latent_dim], z)
+            .map_err(runtime("decoder input"))?;
+        let res = self
+            .state
+            .run(tvec![input.into_tvalue()])
+            .map_err(runtime("decoding failed"))?;
+        let r = res
+            .first()
+            .ok_or_else(|| ModelError::Usage("decoder produced no output".into()))?
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(runtime("decoder output is not float32"))?;
+        out.copy_from_slice(r);
+        Ok(())
+    }
+
+    /// The optimised plan (for benchmarks).
+    pub fn runnable(&self) -> &Arc<TypedRunnableModel> {
+        &self.runnable
+    }
+}

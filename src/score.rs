@@ -1,0 +1,269 @@
+//! Anomaly scores of one image, as defined in DESIGN.md. Higher is more
+//! anomalous for every score.
+//!
+//! - `recon`: mean per-pixel negative log-likelihood of the input under the
+//!   reconstruction (Bernoulli: binary cross-entropy; Gaussian: squared
+//!   error, as the training tool's loss).
+//! - `kl`: KL(q(z|x) ‖ N(0, I)) in nats, in total and per latent.
+//! - `elbo`: summed reconstruction NLL + β·KL (the training objective).
+//! - `latent`: Mahalanobis distance of `mu` from the normal data's latents
+//!   (needs a calibration profile).
+//! - a per-pixel anomaly map (per-pixel NLL, averaged over channels).
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::{Likelihood, ModelSpec};
+use crate::stats::Mahalanobis;
+
+/// PyTorch's `binary_cross_entropy` clamps each log term at −100; so do we,
+/// so a pixel the model is certain about cannot make the score infinite.
+const LOG_FLOOR: f32 = -100.0;
+
+/// The score methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Mean per-pixel reconstruction NLL.
+    Recon,
+    /// Total KL of q(z|x) from the prior.
+    Kl,
+    /// Summed reconstruction NLL + β·KL.
+    Elbo,
+    /// Mahalanobis distance of mu from normal latents.
+    Latent,
+}
+
+impl Method {
+    /// Every method, in a fixed order.
+    pub const ALL: [Method; 4] = [Method::Recon, Method::Kl, Method::Elbo, Method::Latent];
+
+    /// Whether the score needs the reconstruction (the decoder half).
+    pub fn needs_recon(self) -> bool {
+        matches!(self, Method::Recon | Method::Elbo)
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Recon => "recon",
+            Method::Kl => "kl",
+            Method::Elbo => "elbo",
+            Method::Latent => "latent",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Negative log-likelihood of pixel value `x` under reconstruction `r`.
+#[inline]
+pub fn pixel_nll(x: f32, r: f32, likelihood: Likelihood) -> f32 {
+    match likelihood {
+        Likelihood::Bernoulli => {
+            let lr = r.ln().max(LOG_FLOOR);
+            let l1r = (1.0 - r).ln().max(LOG_FLOOR);
+            -(x * lr + (1.0 - x) * l1r)
+        }
+        Likelihood::Gaussian => (x - r) * (x - r),
+    }
+}
+
+/// Summed NLL of an image `x` under its reconstruction `r`.
+pub fn recon_nll_sum(x: &[f32], r: &[f32], likelihood: Likelihood) -> f32 {
+    x.iter()
+        .zip(r)
+        .map(|(&x, &r)| pixel_nll(x, r, likelihood))
+        .sum()
+}
+
+/// KL of N(mu, exp(logvar)) from N(0, 1) per latent into `out`; returns the total.
+pub fn kl_per_latent(mu: &[f32], logvar: &[f32], out: &mut [f32]) -> f32 {
+    let mut total = 0.0;
+    for ((o, &m), &lv) in out.iter_mut().zip(mu).zip(logvar) {
+        *o = 0.5 * (m * m + lv.exp() - 1.0 - lv);
+        total += *o;
+    }
+    total
+}
+
+/// Per-pixel NLL averaged over channels: `x` and `r` are `[C, H, W]`, `out`
+/// is `[H, W]`.
+pub fn pixel_map(x: &[f32], r: &[f32], likelihood: Likelihood, channels: usize, out: &mut [f32]) {
+    let plane = out.len();
+    out.fill(0.0);
+    for c in 0..channels {
+        let xs = &x[c * plane..(c + 1) * plane];
+        let rs = &r[c * plane..(c + 1) * plane];
+        for ((o, &x), &r) in out.iter_mut().zip(xs).zip(rs) {
+            *o += pixel_nll(x, r, likelihood);
+        }
+    }
+    let inv = 1.0 / channels as f32;
+    out.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// All scores of one image. `recon` and `elbo` are absent when the
+/// reconstruction was not computed; `latent` when no calibration is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Scores {
+    /// Mean per-pixel reconstruction NLL.
+    pub recon: Option<f32>,
+    /// Total KL (nats).
+    pub kl: f32,
+    /// Summed reconstruction NLL + β·KL.
+    pub elbo: Option<f32>,
+    /// Mahalanobis distance of mu from normal latents.
+    pub latent: Option<f32>,
+}
+
+impl Scores {
+    /// The value of one method, if it was computed.
+    pub fn get(&self, m: Method) -> Option<f32> {
+        match m {
+            Method::Recon => self.recon,
+            Method::Kl => Some(self.kl),
+            Method::Elbo => self.elbo,
+            Method::Latent => self.latent,
+        }
+    }
+}
+
+/// Computes scores for one model, with buffers sized once.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    likelihood: Likelihood,
+    beta: f32,
+    latent_dim: usize,
+    image_len: usize,
+    mahalanobis: Option<Mahalanobis>,
+    kl: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl Scorer {
+    /// A scorer for `spec`, with the latent distance when `mahalanobis` is given.
+    pub fn new(spec: &ModelSpec, mahalanobis: Option<Mahalanobis>) -> Scorer {
+        Scorer {
+            likelihood: spec.likelihood,
+            beta: spec.beta,
+            latent_dim: spec.latent_dim,
+            image_len: spec.image_len(),
+            mahalanobis,
+            kl: vec![0.0; spec.latent_dim],
+            scratch: vec![0.0; spec.latent_dim],
+        }
+    }
+
+    /// Scores one image: `x` its input, `mu`/`logvar` its latents, `recon`
+    /// its reconstruction when computed.
+    pub fn score(
+        &mut self,
+        x: &[f32],
+        mu: &[f32],
+        logvar: &[f32],
+        recon: Option<&[f32]>,
+    ) -> Scores {
+        let kl = kl_per_latent(mu, logvar, &mut self.kl);
+        let nll = recon.map(|r| recon_nll_sum(x, r, self.likelihood));
+        Scores {
+            recon: nll.map(|s| s / self.image_len as f32),
+            kl,
+            elbo: nll.map(|s| s + self.beta * kl),
+            latent: self
+                .mahalanobis
+                .as_ref()
+                .map(|m| m.distance(mu, &mut self.scratch)),
+        }
+    }
+
+    /// KL per latent of the last scored image.
+    pub fn kl_latents(&self) -> &[f32] {
+        &self.kl
+    }
+
+    /// Number of latents.
+    pub fn latent_dim(&self) -> usize {
+        self.latent_dim
+    }
+
+    /// Whether the latent distance is available.
+    pub fn has_latent(&self) -> bool {
+        self.mahalanobis.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::Objective;
+
+    fn spec(likelihood: Likelihood, beta: f32) -> ModelSpec {
+        ModelSpec {
+            channels: 1,
+            height: 1,
+            width: 2,
+            latent_dim: 2,
+            likelihood,
+            objective: Objective::Beta,
+            beta,
+            latent_kl: None,
+            max_batch: None,
+        }
+    }
+
+    #[test]
+    fn bernoulli_scores_by_hand() {
+        // x = [1, 0], r = [0.5, 0.25]: NLL = ln 2 + (−ln 0.75).
+        // mu = [1, 0], logvar = [0, ln 4]: KL = 0.5·1 + 0.5·(4 − 1 − ln 4).
+        let mut s = Scorer::new(&spec(Likelihood::Bernoulli, 4.0), None);
+        let sc = s.score(
+            &[1.0, 0.0],
+            &[1.0, 0.0],
+            &[0.0, 4f32.ln()],
+            Some(&[0.5, 0.25]),
+        );
+        let nll = 2f32.ln() - 0.75f32.ln();
+        let kl = 0.5 + 0.5 * (3.0 - 4f32.ln());
+        assert!((sc.recon.unwrap() - nll / 2.0).abs() < 1e-6);
+        assert!((sc.kl - kl).abs() < 1e-6);
+        assert!((sc.elbo.unwrap() - (nll + 4.0 * kl)).abs() < 1e-5);
+        assert!((s.kl_latents()[0] - 0.5).abs() < 1e-6);
+        assert_eq!(sc.latent, None);
+    }
+
+    #[test]
+    fn gaussian_scores_by_hand() {
+        let mut s = Scorer::new(&spec(Likelihood::Gaussian, 1.0), None);
+        let sc = s.score(&[1.0, 0.0], &[0.0, 0.0], &[0.0, 0.0], Some(&[0.5, 0.25]));
+        assert!((sc.recon.unwrap() - (0.25 + 0.0625) / 2.0).abs() < 1e-7);
+        assert_eq!(sc.kl, 0.0);
+        assert!((sc.elbo.unwrap() - 0.3125).abs() < 1e-7);
+    }
+
+    #[test]
+    fn certain_wrong_pixels_are_finite() {
+        let v = pixel_nll(1.0, 0.0, Likelihood::Bernoulli);
+        assert_eq!(v, 100.0);
+    }
+
+    #[test]
+    fn encoder_only_scores_have_no_recon() {
+        let mut s = Scorer::new(&spec(Likelihood::Bernoulli, 1.0), None);
+        let sc = s.score(&[1.0, 0.0], &[0.0, 0.0], &[0.0, 0.0], None);
+        assert_eq!((sc.recon, sc.elbo), (None, None));
+        assert_eq!(sc.get(Method::Kl), Some(0.0));
+    }
+
+    #[test]
+    fn pixel_map_averages_channels() {
+        let x = [1.0, 0.0, 0.0, 0.0];
+        let r = [0.0, 0.0, 0.5, 0.0];
+        let mut out = [0.0; 2];
+        pixel_map(&x, &r, Likelihood::Gaussian, 2, &mut out);
+        assert_eq!(out, [(1.0 + 0.25) / 2.0, 0.0]);
+    }
+}

@@ -1,0 +1,147 @@
+//! Golden parity: every shipped model reproduces the PyTorch outputs its
+//! exporter recorded, within tract's "approximate" tolerance (atol 1e-4,
+//! rtol 5e-4), with full and encoder-only plans, batch 1 and batch N.
+
+use std::path::{Path, PathBuf};
+
+use bvae::{Decoder, Model, PlanKind};
+use ndarray::ArrayD;
+use ndarray_npy::read_npy;
+
+const ATOL: f32 = 1e-4;
+const RTOL: f32 = 5e-4;
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// Every `NAME.golden/` folder shipped in models/.
+fn fixtures() -> Vec<(String, PathBuf)> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(models_dir()).unwrap() {
+        let p = e.unwrap().path();
+        if let Some(name) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".golden"))
+        {
+            out.push((name.to_string(), p.clone()));
+        }
+    }
+    out.sort();
+    assert!(
+        out.len() >= 2,
+        "expected the shipped golden fixtures in models/, found {out:?}"
+    );
+    out
+}
+
+fn npy(dir: &Path, name: &str) -> ArrayD<f32> {
+    read_npy(dir.join(format!("{name}.npy")))
+        .unwrap_or_else(|e| panic!("{}/{name}.npy: {e}", dir.display()))
+}
+
+/// Largest |got − want| − rtol·|want| over all elements; ≤ atol passes.
+fn check(what: &str, got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = 0f32;
+    let mut worst_at = 0;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let excess = (g - w).abs() - RTOL * w.abs();
+        if excess > worst {
+            worst = excess;
+            worst_at = i;
+        }
+    }
+    assert!(
+        worst <= ATOL,
+        "{what}: element {worst_at} differs: got {} want {} (excess {worst} > atol {ATOL})",
+        got[worst_at],
+        want[worst_at]
+    );
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+}
+
+fn row(a: &ArrayD<f32>, i: usize) -> Vec<f32> {
+    a.index_axis(ndarray::Axis(0), i).iter().copied().collect()
+}
+
+#[test]
+fn encoder_matches_pytorch_batch_1_and_n() {
+    for (name, dir) in fixtures() {
+        let model = Model::load(models_dir().join(format!("{name}.onnx"))).unwrap();
+        let image = npy(&dir, "image");
+        let (mu, logvar, recon) = (npy(&dir, "mu"), npy(&dir, "logvar"), npy(&dir, "recon"));
+        let n = image.shape()[0];
+        let mut max_err = 0f32;
+        for kind in [PlanKind::Full, PlanKind::EncoderOnly] {
+            // batch 1, image by image
+            let mut s = model.plan(kind, 1).unwrap().session().unwrap();
+            for i in 0..n {
+                s.run_on(&row(&image, i)).unwrap();
+                max_err = max_err.max(check(
+                    &format!("{name} {kind:?} b1 mu[{i}]"),
+                    s.mu().unwrap(),
+                    &row(&mu, i),
+                ));
+                max_err = max_err.max(check(
+                    &format!("{name} {kind:?} b1 logvar[{i}]"),
+                    s.logvar().unwrap(),
+                    &row(&logvar, i),
+                ));
+                match (kind, s.recon().unwrap()) {
+                    (PlanKind::Full, Some(r)) => {
+                        max_err =
+                            max_err.max(check(&format!("{name} b1 recon[{i}]"), r, &row(&recon, i)))
+                    }
+                    (PlanKind::EncoderOnly, None) => {}
+                    other => panic!("unexpected recon presence {:?}", other.0),
+                }
+            }
+            // batch N in one call
+            let mut s = model.plan(kind, n).unwrap().session().unwrap();
+            s.run_on(image.as_slice().unwrap()).unwrap();
+            max_err = max_err.max(check(
+                &format!("{name} {kind:?} bN mu"),
+                s.mu().unwrap(),
+                mu.as_slice().unwrap(),
+            ));
+            max_err = max_err.max(check(
+                &format!("{name} {kind:?} bN logvar"),
+                s.logvar().unwrap(),
+                logvar.as_slice().unwrap(),
+            ));
+            if let Some(r) = s.recon().unwrap() {
+                max_err = max_err.max(check(
+                    &format!("{name} bN recon"),
+                    r,
+                    recon.as_slice().unwrap(),
+                ));
+            }
+        }
+        println!("{name}: encoder max abs error {max_err:.3e}");
+    }
+}
+
+#[test]
+fn decoder_matches_pytorch() {
+    for (name, dir) in fixtures() {
+        let model = Model::load(models_dir().join(format!("{name}.onnx"))).unwrap();
+        let z = npy(&dir, "z");
+        let want = npy(&dir, "decoder_recon");
+        let n = z.shape()[0];
+        let mut dec = Decoder::load(
+            models_dir().join(format!("{name}.decoder.onnx")),
+            model.spec(),
+            n,
+        )
+        .unwrap();
+        let mut out = vec![0.0; want.len()];
+        dec.decode(z.as_slice().unwrap(), &mut out).unwrap();
+        let err = check(&format!("{name} decoder"), &out, want.as_slice().unwrap());
+        println!("{name}: decoder max abs error {err:.3e}");
+    }
+}
