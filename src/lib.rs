@@ -5,6 +5,8 @@
 //! ([`score`]) and calibrates the decision on normal data ([`calibrate`]).
 //! The `bvae` binary is a thin command line over it ([`cli`]).
 
+pub mod calibrate;
+pub mod cli;
 pub mod error;
 pub mod frame;
 pub mod imageio;
@@ -14,6 +16,7 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod score;
 pub mod stats;
+pub mod traverse;
 
 pub use error::{ModelError, ProfileError};
 pub use meta::{Likelihood, ModelSpec, Objective};

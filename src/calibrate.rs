@@ -1,0 +1,388 @@
+//! Calibration on normal frames: score statistics, the threshold for a
+//! target false-positive rate, the normal latents' mean and shrinkage
+//! covariance, and the choice of the default score.
+//!
+//! Users rarely have labelled anomalies, so the default score is chosen on
+//! *synthetic* anomalies made from the normal frames themselves (an
+//! occluding patch, a noise burst, an inverted region): the score that
+//! flags most of them at the calibrated threshold wins; ties go to the
+//! cheaper score (one that needs no decoder).
+//!
+//! The latent distance is cross-fitted: the Gaussian of one half of the
+//! frames scores the other half, so its threshold is not set on distances
+//! that were fitted to themselves (which would be too small).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProfileError;
+use crate::imageio::write_atomic;
+use crate::model::{Model, PlanKind};
+use crate::pipeline::Pipeline;
+use crate::preprocess::Fit;
+use crate::score::Method;
+use crate::stats::{Gaussian, Mahalanobis, Summary, quantile_sorted};
+
+/// Version of the profile format this build writes and reads.
+pub const PROFILE_FORMAT: u32 = 1;
+/// Fewest normal frames calibration accepts.
+pub const MIN_FRAMES: usize = 20;
+/// Most normal frames used to make synthetic anomalies.
+const MAX_PROBES: usize = 300;
+
+/// Per-score calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreCalibration {
+    /// Statistics of the score over the normal frames.
+    pub normal: Summary,
+    /// Threshold: the (1 − fpr) quantile of the normal scores.
+    pub threshold: f64,
+    /// Fraction of synthetic anomalies above the threshold.
+    pub synthetic_detection: f64,
+}
+
+/// Statistics of the latent means over normal frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatentCalibration {
+    /// Mean and shrinkage covariance of mu.
+    pub gaussian: Gaussian,
+    /// Per-latent standard deviation of mu.
+    pub std: Vec<f64>,
+    /// Per-latent 1st percentile of mu (lower end of the normal range).
+    pub p01: Vec<f64>,
+    /// Per-latent 99th percentile of mu (upper end of the normal range).
+    pub p99: Vec<f64>,
+}
+
+/// A calibration profile (`NAME.calibration.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Profile format version.
+    pub format: u32,
+    /// SHA-256 of the model the profile was fitted for.
+    pub model_sha256: String,
+    /// File name of that model (informative).
+    pub model_file: String,
+    /// When the profile was made (RFC 3339, UTC).
+    pub created: String,
+    /// Number of normal frames.
+    pub frames: usize,
+    /// How frames were fitted to the model's input.
+    pub fit: Fit,
+    /// Target false-positive rate.
+    pub fpr: f64,
+    /// Default score method.
+    pub method: Method,
+    /// Threshold of the default method.
+    pub threshold: f64,
+    /// Why the default method was chosen.
+    pub method_reason: String,
+    /// Calibration of every score.
+    pub scores: BTreeMap<Method, ScoreCalibration>,
+    /// Normal latent statistics.
+    pub latent: LatentCalibration,
+    /// Warnings raised while calibrating (e.g. too few frames for the FPR).
+    pub warnings: Vec<String>,
+}
+
+impl Profile {
+    /// Threshold of one method.
+    pub fn threshold_for(&self, m: Method) -> Option<f64> {
+        self.scores.get(&m).map(|s| s.threshold)
+    }
+
+    /// The Mahalanobis scorer of the normal latents.
+    pub fn mahalanobis(&self) -> Result<Mahalanobis> {
+        Mahalanobis::new(&self.latent.gaussian)
+    }
+
+    /// Saves the profile atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(self).context("serialising the profile")?;
+        text.push('\n');
+        write_atomic(path, text.as_bytes())
+    }
+
+    /// Loads a profile and checks that it was made for `model`.
+    pub fn load(path: &Path, model: &Model) -> Result<Profile, ProfileError> {
+        let unreadable = |detail: String| ProfileError::Unreadable { path: path.to_path_buf(), detail };
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+        let p: Profile = serde_json::from_str(&text).map_err(|e| unreadable(format!("not a bvae profile: {e}")))?;
+        let invalid = |detail: String| ProfileError::Invalid { path: path.to_path_buf(), detail };
+        if p.format != PROFILE_FORMAT {
+            return Err(invalid(format!("format {} is not the supported {PROFILE_FORMAT}", p.format)));
+        }
+        if p.model_sha256 != model.sha256() {
+            return Err(ProfileError::ModelMismatch {
+                path: path.to_path_buf(),
+                expected: p.model_sha256,
+                model: model.path().to_path_buf(),
+                found: model.sha256().to_string(),
+            });
+        }
+        let z = model.spec().latent_dim;
+        let g = &p.latent.gaussian;
+        if g.mean.len() != z || g.cov.len() != z * z || p.latent.std.len() != z {
+            return Err(invalid(format!("latent statistics are not for {z} latents")));
+        }
+        if !p.threshold.is_finite() || p.scores.get(&p.method).is_none() {
+            return Err(invalid(format!("no finite threshold for the default method {}", p.method)));
+        }
+        if let Err(e) = Mahalanobis::new(g) {
+            return Err(invalid(format!("latent covariance unusable: {e}")));
+        }
+        Ok(p)
+    }
+}
+
+/// Options of [`calibrate`].
+#[derive(Debug, Clone)]
+pub struct CalibrateOptions {
+    /// Target false-positive rate in (0, 0.5].
+    pub fpr: f64,
+    /// Frame fitting mode.
+    pub fit: Fit,
+    /// Force the default method instead of choosing it.
+    pub method: Option<Method>,
+    /// Seed of the synthetic anomalies.
+    pub seed: u64,
+}
+
+/// Deterministic generator for synthetic anomalies (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// The kinds of synthetic anomaly, applied in turn.
+const SYNTHETIC_KINDS: usize = 3;
+
+/// Makes a synthetic anomaly of kind `kind` from a normal image in place
+/// (`[C, H, W]`, values in [0, 1]).
+fn perturb(img: &mut [f32], c: usize, h: usize, w: usize, kind: usize, rng: &mut Rng) {
+    let plane = h * w;
+    let (ph, pw) = ((h / 4).max(1), (w / 4).max(1));
+    let (y0, x0) = (rng.below(h - ph + 1), rng.below(w - pw + 1));
+    match kind {
+        // an occluding patch of one flat colour
+        0 => {
+            let val: Vec<f32> = (0..c).map(|_| 0.5 + 0.5 * rng.unit()).collect();
+            for ch in 0..c {
+                for y in y0..y0 + ph {
+                    img[ch * plane + y * w + x0..ch * plane + y * w + x0 + pw].fill(val[ch]);
+                }
+            }
+        }
+        // a noise burst over the whole image
+        1 => {
+            for v in img.iter_mut() {
+                *v = (*v + (rng.unit() - 0.5) * 0.6).clamp(0.0, 1.0);
+            }
+        }
+        // an inverted region twice the patch size
+        _ => {
+            let (ph, pw) = ((h / 2).max(1), (w / 2).max(1));
+            let (y0, x0) = (rng.below(h - ph + 1), rng.below(w - pw + 1));
+            for ch in 0..c {
+                for y in y0..y0 + ph {
+                    for v in &mut img[ch * plane + y * w + x0..ch * plane + y * w + x0 + pw] {
+                        *v = 1.0 - *v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Calibrates `model` on the normal images `files`. `progress` is called
+/// after each image with (done, total).
+pub fn calibrate(
+    model: &Model,
+    files: &[std::path::PathBuf],
+    opts: &CalibrateOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Profile> {
+    ensure!(
+        opts.fpr > 0.0 && opts.fpr <= 0.5,
+        "--fpr must be in (0, 0.5], found {} (0.01 means one false alarm per 100 normal frames)",
+        opts.fpr
+    );
+    let n = files.len();
+    if n < MIN_FRAMES {
+        bail!("calibration needs at least {MIN_FRAMES} normal images, found {n}");
+    }
+    let spec = model.spec().clone();
+    let z = spec.latent_dim;
+    let mut pipe = Pipeline::new(model, PlanKind::Full, opts.fit, None)?;
+    let total = n + n.min(MAX_PROBES);
+    let mut normal: BTreeMap<Method, Vec<f64>> = BTreeMap::new();
+    let mut mus: Vec<Vec<f64>> = Vec::with_capacity(n);
+    let probe_every = n.div_ceil(n.min(MAX_PROBES));
+    let mut probes: Vec<Vec<f32>> = vec![];
+    for (i, f) in files.iter().enumerate() {
+        let frame = crate::imageio::load_image(f)?;
+        let s = pipe.process(frame.as_ref()).with_context(|| format!("scoring {}", f.display()))?;
+        for m in [Method::Recon, Method::Kl, Method::Elbo] {
+            let v = s.get(m).context("full plan produced no reconstruction")?;
+            normal.entry(m).or_default().push(v as f64);
+        }
+        mus.push(pipe.mu()?.iter().map(|&v| v as f64).collect());
+        if i % probe_every == 0 {
+            probes.push(pipe.input()?.to_vec());
+        }
+        progress(i + 1, total);
+    }
+
+    // Latent distance, cross-fitted on two halves.
+    let (even, odd): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % 2 == 0);
+    let fit_on = |idx: &[usize]| -> Result<Mahalanobis> {
+        let rows: Vec<Vec<f64>> = idx.iter().map(|&i| mus[i].clone()).collect();
+        Mahalanobis::new(&Gaussian::fit(&rows)?)
+    };
+    let (m_even, m_odd) = (fit_on(&even)?, fit_on(&odd)?);
+    let mut scratch = vec![0.0f32; z];
+    let mut latent = vec![0.0; n];
+    for i in 0..n {
+        let x: Vec<f32> = mus[i].iter().map(|&v| v as f32).collect();
+        let m = if i % 2 == 0 { &m_odd } else { &m_even };
+        latent[i] = m.distance(&x, &mut scratch) as f64;
+    }
+    normal.insert(Method::Latent, latent);
+    let gaussian = Gaussian::fit(&mus)?;
+    let full = Mahalanobis::new(&gaussian)?;
+
+    // Thresholds.
+    let mut thresholds = BTreeMap::new();
+    for (m, v) in &normal {
+        let mut s = v.clone();
+        s.sort_by(f64::total_cmp);
+        thresholds.insert(*m, quantile_sorted(&s, 1.0 - opts.fpr));
+    }
+
+    // Synthetic anomalies.
+    let mut rng = Rng(opts.seed);
+    let mut detected: BTreeMap<Method, usize> = BTreeMap::new();
+    let mut pipe = Pipeline::new(model, PlanKind::Full, opts.fit, Some(full.clone()))?;
+    for (k, img) in probes.iter_mut().enumerate() {
+        perturb(img, spec.channels, spec.height, spec.width, k % SYNTHETIC_KINDS, &mut rng);
+        let s = pipe.process_tensor(img)?;
+        for m in Method::ALL {
+            if let (Some(v), Some(t)) = (s.get(m), thresholds.get(&m))
+                && v as f64 > *t
+            {
+                *detected.entry(m).or_default() += 1;
+            }
+        }
+        progress(n + k + 1, total);
+    }
+    let n_probes = probes.len().max(1) as f64;
+    let mut scores = BTreeMap::new();
+    for (m, v) in &normal {
+        scores.insert(
+            *m,
+            ScoreCalibration {
+                normal: Summary::of(v)?,
+                threshold: thresholds[m],
+                synthetic_detection: *detected.get(m).unwrap_or(&0) as f64 / n_probes,
+            },
+        );
+    }
+    // Cheapest first, so that ties go to the score that needs no decoder.
+    let order = [Method::Latent, Method::Kl, Method::Recon, Method::Elbo];
+    let (method, method_reason) = match opts.method {
+        Some(m) => (m, "chosen by the user (--method)".to_string()),
+        None => {
+            let mut best = order[0];
+            for m in order {
+                if scores[&m].synthetic_detection > scores[&best].synthetic_detection {
+                    best = m;
+                }
+            }
+            let table: Vec<String> = order
+                .iter()
+                .map(|m| format!("{m} {:.1}%", 100.0 * scores[m].synthetic_detection))
+                .collect();
+            (
+                best,
+                format!(
+                    "detects the most synthetic anomalies ({} probes: occlusion, noise, inversion) at the \
+                     calibrated threshold: {}",
+                    probes.len(),
+                    table.join(", ")
+                ),
+            )
+        }
+    };
+    let mut warnings = vec![];
+    let needed = (10.0 / opts.fpr).ceil() as usize;
+    if n < needed {
+        warnings.push(format!(
+            "{n} normal frames give a coarse threshold for fpr {}: about {needed} or more are recommended",
+            opts.fpr
+        ));
+    }
+    let col = |i: usize| -> Vec<f64> {
+        let mut v: Vec<f64> = mus.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let cols: Vec<Vec<f64>> = (0..z).map(col).collect();
+    let latent = LatentCalibration {
+        std: gaussian.std(),
+        p01: cols.iter().map(|c| quantile_sorted(c, 0.01)).collect(),
+        p99: cols.iter().map(|c| quantile_sorted(c, 0.99)).collect(),
+        gaussian,
+    };
+    Ok(Profile {
+        format: PROFILE_FORMAT,
+        model_sha256: model.sha256().to_string(),
+        model_file: model.path().file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        frames: n,
+        fit: opts.fit,
+        fpr: opts.fpr,
+        method,
+        threshold: scores[&method].threshold,
+        method_reason,
+        scores,
+        latent,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perturbations_change_the_image_and_stay_in_range() {
+        let mut rng = Rng(7);
+        for kind in 0..SYNTHETIC_KINDS {
+            let orig = vec![0.25f32; 3 * 8 * 8];
+            let mut img = orig.clone();
+            perturb(&mut img, 3, 8, 8, kind, &mut rng);
+            assert_ne!(img, orig, "kind {kind}");
+            assert!(img.iter().all(|v| (0.0..=1.0).contains(v)));
+        }
+    }
+}

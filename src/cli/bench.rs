@@ -1,0 +1,180 @@
+//! `bvae bench MODEL`: latency of each stage and end to end.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::frame::{FrameRef, PixelFormat};
+use crate::model::{Decoder, PlanKind};
+use crate::pipeline::Pipeline;
+use crate::preprocess::{Fit, Preprocessor};
+use crate::score::{Method, Scorer};
+use crate::stats::quantile_sorted;
+
+/// Arguments of `bvae bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The encoder model (NAME.onnx).
+    pub model: PathBuf,
+    /// Decoder for the decode stage [default: NAME.decoder.onnx next to the model].
+    #[arg(long, short)]
+    pub decoder: Option<PathBuf>,
+    /// Calibration profile: end to end uses its default score (else `kl`).
+    #[arg(long, short)]
+    pub calibration: Option<PathBuf>,
+    /// Timed runs per stage.
+    #[arg(long, short = 'n', default_value_t = 300)]
+    pub iterations: usize,
+    /// Untimed runs before timing each stage.
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    /// Batch size of the batched full pass (per-frame time reported).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Width of the synthetic RGB camera frame.
+    #[arg(long, default_value_t = 640)]
+    pub frame_width: usize,
+    /// Height of the synthetic RGB camera frame.
+    #[arg(long, default_value_t = 480)]
+    pub frame_height: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Timing of one stage, in milliseconds per frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageTiming {
+    /// Stage name.
+    pub stage: String,
+    /// Fastest run.
+    pub min_ms: f64,
+    /// Median run.
+    pub median_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Frames per second at the median.
+    pub fps: f64,
+}
+
+fn time_stage(
+    name: &str,
+    warmup: usize,
+    iterations: usize,
+    per_call_frames: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<StageTiming> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut ms = Vec::with_capacity(iterations);
+    for _ in 0..iterations.max(1) {
+        let t = Instant::now();
+        f()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3 / per_call_frames as f64);
+    }
+    ms.sort_by(f64::total_cmp);
+    let median = quantile_sorted(&ms, 0.5);
+    Ok(StageTiming {
+        stage: name.to_string(),
+        min_ms: ms[0],
+        median_ms: median,
+        p99_ms: quantile_sorted(&ms, 0.99),
+        fps: 1e3 / median,
+    })
+}
+
+/// A deterministic, textured RGB test frame.
+pub fn test_frame(width: usize, height: usize) -> Vec<u8> {
+    let mut data = vec![0u8; width * height * 3];
+    for y in 0..height {
+        for x in 0..width {
+            let i = (y * width + x) * 3;
+            data[i] = ((x * 255) / width.max(1)) as u8;
+            data[i + 1] = ((y * 255) / height.max(1)) as u8;
+            data[i + 2] = (((x / 16 + y / 16) % 2) * 200) as u8;
+        }
+    }
+    data
+}
+
+/// Runs `bvae bench`.
+pub fn run(args: Args) -> Result<()> {
+    let load_start = Instant::now();
+    let model = super::load_model(&args.model)?;
+    let spec = model.spec().clone();
+    let profile = match &args.calibration {
+        Some(p) => Some(super::load_profile(p, &model)?),
+        None => None,
+    };
+    let (w, h) = (args.frame_width, args.frame_height);
+    let data = test_frame(w, h);
+    let frame = FrameRef::new(w, h, PixelFormat::Rgb8, &data)?;
+    let mut input = vec![0.0f32; spec.image_len()];
+    let mut pre = Preprocessor::new(&spec, profile.as_ref().map_or(Fit::Crop, |p| p.fit));
+    pre.process(frame, &mut input)?;
+    let (n, wu) = (args.iterations, args.warmup);
+    let mut stages = vec![];
+    stages.push(time_stage(&format!("preprocess {w}x{h} RGB"), wu, n, 1, || pre.process(frame, &mut input))?);
+
+    let mut enc = model.plan(PlanKind::EncoderOnly, 1)?.session()?;
+    enc.input_mut()?.copy_from_slice(&input);
+    let first_result_ms = {
+        enc.run()?;
+        load_start.elapsed().as_secs_f64() * 1e3
+    };
+    stages.push(time_stage("encode (encoder-only plan)", wu, n, 1, || Ok(enc.run()?))?);
+    let mut full = model.plan(PlanKind::Full, 1)?.session()?;
+    full.input_mut()?.copy_from_slice(&input);
+    stages.push(time_stage("full pass (mu, logvar, recon)", wu, n, 1, || Ok(full.run()?))?);
+    if args.batch > 1 && spec.max_batch.is_none() {
+        let mut fb = model.plan(PlanKind::Full, args.batch)?.session()?;
+        for chunk in fb.input_mut()?.chunks_mut(input.len()) {
+            chunk.copy_from_slice(&input);
+        }
+        let name = format!("full pass, batch {} (per frame)", args.batch);
+        stages.push(time_stage(&name, wu, n.div_ceil(args.batch).max(10), args.batch, || Ok(fb.run()?))?);
+    }
+    if let Some(dp) = args.decoder.clone().or_else(|| super::sibling_decoder(&args.model)) {
+        let mut dec = Decoder::load(&dp, &spec, 1).with_context(|| format!("loading decoder {}", dp.display()))?;
+        let z = enc.mu()?.to_vec();
+        let mut out = vec![0.0f32; spec.image_len()];
+        stages.push(time_stage("decode (decoder model)", wu, n, 1, || Ok(dec.decode(&z, &mut out)?))?);
+    }
+    let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
+    let mut scorer = Scorer::new(&spec, maha.clone());
+    let (mu, lv) = (full.mu()?.to_vec(), full.logvar()?.to_vec());
+    let recon = full.recon()?.map(|r| r.to_vec());
+    stages.push(time_stage("score (all scores)", wu, n, 1, || {
+        std::hint::black_box(scorer.score(&input, &mu, &lv, recon.as_deref()));
+        Ok(())
+    })?);
+    let method = profile.as_ref().map_or(Method::Kl, |p| p.method);
+    let kind = if method.needs_recon() { PlanKind::Full } else { PlanKind::EncoderOnly };
+    let mut pipe = Pipeline::new(&model, kind, profile.as_ref().map_or(Fit::Crop, |p| p.fit), maha)?;
+    let e2e_name = format!("end to end ({w}x{h} RGB → {method} score)");
+    stages.push(time_stage(&e2e_name, wu, n, 1, || {
+        std::hint::black_box(pipe.process(frame)?);
+        Ok(())
+    })?);
+
+    if args.json {
+        let out = serde_json::json!({
+            "model": args.model,
+            "load_ms": model.load_time().as_secs_f64() * 1e3,
+            "load_to_first_result_ms": first_result_ms,
+            "stages": stages,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("model {} ({}×{}×{}, Z={}), one thread", args.model.display(), spec.channels, spec.height, spec.width, spec.latent_dim);
+    println!("load {:.1} ms, load to first result {:.1} ms", model.load_time().as_secs_f64() * 1e3, first_result_ms);
+    println!("{:<44} {:>9} {:>9} {:>9} {:>9}", "stage", "min ms", "median", "p99", "fps");
+    for s in &stages {
+        println!("{:<44} {:>9.3} {:>9.3} {:>9.3} {:>9.0}", s.stage, s.min_ms, s.median_ms, s.p99_ms, s.fps);
+    }
+    Ok(())
+}

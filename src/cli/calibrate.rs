@@ -1,0 +1,83 @@
+//! `bvae calibrate MODEL NORMAL_DIR --fpr 0.01 -o P`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::calibrate::{CalibrateOptions, calibrate};
+use crate::imageio::list_images;
+use crate::preprocess::Fit;
+use crate::score::Method;
+
+/// Arguments of `bvae calibrate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The encoder model (NAME.onnx).
+    pub model: PathBuf,
+    /// Folder of normal images (PNG/JPEG, searched recursively).
+    pub normal_dir: PathBuf,
+    /// Target false-positive rate: the fraction of normal frames allowed
+    /// above the threshold.
+    #[arg(long, default_value_t = 0.01)]
+    pub fpr: f64,
+    /// Where to write the profile [default: NAME.calibration.json next to the model].
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Use this score as the default instead of choosing it on synthetic anomalies.
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// How frames with another aspect ratio are fitted to the model.
+    #[arg(long, value_enum, default_value_t = Fit::Crop)]
+    pub fit: Fit,
+    /// Seed of the synthetic anomalies used to choose the default score.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the profile as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `bvae calibrate`.
+pub fn run(args: Args) -> Result<()> {
+    let model = super::load_model(&args.model)?;
+    let files = list_images(&args.normal_dir)?;
+    let output = match args.output {
+        Some(o) => o,
+        None => {
+            let name = args.model.file_name().and_then(|n| n.to_str()).unwrap_or("model.onnx");
+            let stem = name.strip_suffix(".onnx").unwrap_or(name);
+            args.model.with_file_name(format!("{stem}.calibration.json"))
+        }
+    };
+    let pb = super::progress_bar(files.len(), "calibrating");
+    let opts = CalibrateOptions { fpr: args.fpr, fit: args.fit, method: args.method, seed: args.seed };
+    let profile = calibrate(&model, &files, &opts, |done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    })?;
+    pb.finish_and_clear();
+    profile.save(&output).with_context(|| format!("saving {}", output.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&profile)?);
+        return Ok(());
+    }
+    for w in &profile.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("calibrated on {} normal images, target false-positive rate {}", profile.frames, profile.fpr);
+    println!("{:<8} {:>12} {:>12} {:>12} {:>10}", "score", "median", "p99", "threshold", "synthetic");
+    for (m, c) in &profile.scores {
+        let q = |q: f64| c.normal.quantiles.iter().find(|(k, _)| (*k - q).abs() < 1e-9).map_or(f64::NAN, |p| p.1);
+        println!(
+            "{:<8} {:>12.5} {:>12.5} {:>12.5} {:>9.1}%",
+            m.name(),
+            q(0.5),
+            q(0.99),
+            c.threshold,
+            100.0 * c.synthetic_detection
+        );
+    }
+    println!("default score: {} ({})", profile.method, profile.method_reason);
+    println!("wrote {}", output.display());
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! `bvae encode MODEL IMAGES...`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use crate::imageio::{expand_inputs, load_image};
+use crate::model::PlanKind;
+use crate::pipeline::Pipeline;
+use crate::preprocess::Fit;
+
+/// Arguments of `bvae encode`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The encoder model (NAME.onnx).
+    pub model: PathBuf,
+    /// Image files or folders of images (PNG/JPEG, searched recursively).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Write CSV (file, mu_0.., logvar_0.., kl_0..) instead of JSON Lines
+    /// ({"file", "mu", "logvar", "kl"} per image).
+    #[arg(long)]
+    pub csv: bool,
+    /// How frames with another aspect ratio are fitted to the model.
+    #[arg(long, value_enum, default_value_t = Fit::Crop)]
+    pub fit: Fit,
+}
+
+/// Runs `bvae encode`.
+pub fn run(args: Args) -> Result<()> {
+    let model = super::load_model(&args.model)?;
+    let files = expand_inputs(&args.images)?;
+    let mut pipe = Pipeline::new(&model, PlanKind::EncoderOnly, args.fit, None)?;
+    let z = model.spec().latent_dim;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if args.csv {
+        let cols: Vec<String> = ["mu", "logvar", "kl"]
+            .iter()
+            .flat_map(|p| (0..z).map(move |i| format!("{p}_{i}")))
+            .collect();
+        writeln!(out, "file,{}", cols.join(","))?;
+    }
+    let pb = super::progress_bar(files.len(), "encoding");
+    let mut failed = 0;
+    for f in &files {
+        pb.inc(1);
+        let frame = match load_image(f) {
+            Ok(fr) => fr,
+            Err(e) => {
+                pb.suspend(|| eprintln!("error: {e:#}"));
+                failed += 1;
+                continue;
+            }
+        };
+        pipe.process(frame.as_ref())?;
+        let (mu, lv, kl) = (pipe.mu()?, pipe.logvar()?, pipe.kl_latents());
+        if args.csv {
+            let vals: Vec<String> = mu.iter().chain(lv).chain(kl).map(|v| v.to_string()).collect();
+            let name = f.display().to_string().replace('"', "\"\"");
+            writeln!(out, "\"{name}\",{}", vals.join(","))?;
+        } else {
+            writeln!(out, "{}", json!({"file": f, "mu": mu, "logvar": lv, "kl": kl}))?;
+        }
+    }
+    pb.finish_and_clear();
+    out.flush()?;
+    if failed > 0 {
+        bail!("{failed} of {} images could not be read (see the errors above)", files.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The `bvae` command line: one file per subcommand. Each command's
+//! arguments are one `clap` struct whose `///` lines are its `--help`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::calibrate::Profile;
+use crate::model::Model;
+
+pub mod bench;
+pub mod calibrate;
+pub mod encode;
+pub mod info;
+pub mod score;
+pub mod traverse;
+
+/// β-VAE anomaly detection for cameras on small boards.
+#[derive(Debug, Parser)]
+#[command(name = "bvae", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Describe a model: inputs, outputs, latents (with per-latent KL and
+    /// which are active), likelihood, β, load time.
+    Info(info::Args),
+    /// Encode images to latent codes (JSON Lines, or CSV with --csv).
+    Encode(encode::Args),
+    /// Score images: every score, the decision when calibrated, and the
+    /// latents that deviate most.
+    Score(score::Args),
+    /// Fit a calibration profile on a folder of normal images.
+    Calibrate(calibrate::Args),
+    /// Render a latent traversal grid (rows = latents, ±3σ) to a PNG.
+    Traverse(traverse::Args),
+    /// Time each stage (preprocess, encode, decode, score) and end to end.
+    Bench(bench::Args),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info(a) => info::run(a),
+        Command::Encode(a) => encode::run(a),
+        Command::Score(a) => score::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
+        Command::Traverse(a) => traverse::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+/// Loads a model, with the file name in the error.
+pub fn load_model(path: &Path) -> Result<Model> {
+    Model::load(path).with_context(|| format!("loading model {}", path.display()))
+}
+
+/// Loads a calibration profile made for `model`.
+pub fn load_profile(path: &Path, model: &Model) -> Result<Profile> {
+    Ok(Profile::load(path, model)?)
+}
+
+/// The decoder that sits next to a model by the naming convention
+/// (`NAME.onnx` → `NAME.decoder.onnx`), if it exists.
+pub fn sibling_decoder(model: &Path) -> Option<PathBuf> {
+    let stem = model.file_name()?.to_str()?.strip_suffix(".onnx")?;
+    let p = model.with_file_name(format!("{stem}.decoder.onnx"));
+    p.exists().then_some(p)
+}
+
+/// A progress bar on stderr for `n` items (hidden when stderr is not a terminal).
+pub fn progress_bar(n: usize, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(n as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Formats floats compactly for JSON-free human output.
+pub fn fmt_vec(v: &[f32]) -> String {
+    v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,180 @@
+//! `bvae score MODEL IMAGES... [--calibration P]`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::calibrate::Profile;
+use crate::imageio::{expand_inputs, load_image};
+use crate::model::PlanKind;
+use crate::pipeline::Pipeline;
+use crate::preprocess::Fit;
+use crate::score::{Method, Scores};
+
+/// Arguments of `bvae score`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The encoder model (NAME.onnx).
+    pub model: PathBuf,
+    /// Image files or folders of images (PNG/JPEG, searched recursively).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Calibration profile (from `bvae calibrate`): adds the latent score,
+    /// the decision and z-scores of the latents.
+    #[arg(long, short)]
+    pub calibration: Option<PathBuf>,
+    /// Decide with this score instead of the profile's default.
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Latents to report per image, most deviant first.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    /// How frames with another aspect ratio are fitted to the model
+    /// (default: the profile's, else crop).
+    #[arg(long, value_enum)]
+    pub fit: Option<Fit>,
+    /// JSON Lines output: {"file", "scores": {recon, kl, elbo, latent},
+    /// "decision": {method, score, threshold, ratio, anomalous} | null,
+    /// "latents": [{latent, value, z | kl}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The decision for one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// Score method decided on.
+    pub method: Method,
+    /// Its value.
+    pub score: f64,
+    /// Calibrated threshold.
+    pub threshold: f64,
+    /// score / threshold.
+    pub ratio: f64,
+    /// score > threshold.
+    pub anomalous: bool,
+}
+
+/// One latent's deviation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deviation {
+    /// Latent index.
+    pub latent: usize,
+    /// mu of the latent.
+    pub value: f32,
+    /// z-score against normal data (with a profile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z: Option<f64>,
+    /// KL of the latent in nats.
+    pub kl: f32,
+}
+
+/// Latents ranked by |z| against the profile, or by KL without one.
+pub fn deviations(mu: &[f32], kl: &[f32], profile: Option<&Profile>, top: usize) -> Vec<Deviation> {
+    let mut d: Vec<Deviation> = (0..mu.len())
+        .map(|i| Deviation {
+            latent: i,
+            value: mu[i],
+            z: profile.map(|p| {
+                let g = &p.latent.gaussian;
+                (mu[i] as f64 - g.mean[i]) / p.latent.std[i].max(1e-9)
+            }),
+            kl: kl[i],
+        })
+        .collect();
+    d.sort_by(|a, b| match (a.z, b.z) {
+        (Some(x), Some(y)) => y.abs().total_cmp(&x.abs()),
+        _ => b.kl.total_cmp(&a.kl),
+    });
+    d.truncate(top);
+    d
+}
+
+/// Runs `bvae score`.
+pub fn run(args: Args) -> Result<()> {
+    let model = super::load_model(&args.model)?;
+    let profile = match &args.calibration {
+        Some(p) => Some(super::load_profile(p, &model)?),
+        None => None,
+    };
+    if args.method.is_some() && profile.is_none() {
+        bail!("--method needs --calibration: thresholds come from a calibration profile");
+    }
+    let fit = args.fit.or(profile.as_ref().map(|p| p.fit)).unwrap_or_default();
+    let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
+    let mut pipe = Pipeline::new(&model, PlanKind::Full, fit, maha)?;
+    let files = expand_inputs(&args.images)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let pb = super::progress_bar(files.len(), "scoring");
+    let (mut failed, mut flagged) = (0, 0);
+    for f in &files {
+        pb.inc(1);
+        let frame = match load_image(f) {
+            Ok(fr) => fr,
+            Err(e) => {
+                pb.suspend(|| eprintln!("error: {e:#}"));
+                failed += 1;
+                continue;
+            }
+        };
+        let s: Scores = pipe.process(frame.as_ref())?;
+        let decision = match &profile {
+            Some(p) => {
+                let m = args.method.unwrap_or(p.method);
+                let threshold = p.threshold_for(m).unwrap_or(p.threshold);
+                s.get(m).map(|v| Decision {
+                    method: m,
+                    score: v as f64,
+                    threshold,
+                    ratio: v as f64 / threshold,
+                    anomalous: v as f64 > threshold,
+                })
+            }
+            None => None,
+        };
+        if decision.as_ref().is_some_and(|d| d.anomalous) {
+            flagged += 1;
+        }
+        let devs = deviations(pipe.mu()?, pipe.kl_latents(), profile.as_ref(), args.top);
+        if args.json {
+            let line = serde_json::json!({"file": f, "scores": s, "decision": decision, "latents": devs});
+            writeln!(out, "{line}")?;
+        } else {
+            let opt = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+            let verdict = match &decision {
+                Some(d) if d.anomalous => format!("  ANOMALY ({} {:.2}× threshold)", d.method, d.ratio),
+                Some(d) => format!("  normal ({} {:.2}× threshold)", d.method, d.ratio),
+                None => String::new(),
+            };
+            let lat: Vec<String> = devs
+                .iter()
+                .map(|d| match d.z {
+                    Some(z) => format!("z{} {:+.1}σ", d.latent, z),
+                    None => format!("z{} {:.2} nats", d.latent, d.kl),
+                })
+                .collect();
+            writeln!(
+                out,
+                "{}  recon={} kl={:.4} elbo={} latent={}{verdict}  [{}]",
+                f.display(),
+                opt(s.recon),
+                s.kl,
+                opt(s.elbo),
+                opt(s.latent),
+                lat.join(", ")
+            )?;
+        }
+    }
+    pb.finish_and_clear();
+    out.flush()?;
+    if profile.is_some() && !args.json {
+        eprintln!("{flagged} of {} images flagged as anomalous", files.len() - failed);
+    }
+    if failed > 0 {
+        bail!("{failed} of {} images could not be read (see the errors above)", files.len());
+    }
+    Ok(())
+}
