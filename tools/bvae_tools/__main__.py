@@ -14,6 +14,8 @@ report. Typical use:
   python -m bvae_tools train --images frames/ --out runs/cam
   python -m bvae_tools export runs/cam --out ../models/cam.onnx
   python -m bvae_tools report runs/cam
+
+No camera frames yet? `python -m bvae_tools synth --out frames/` writes some.
 """
 
 
@@ -37,7 +39,7 @@ def _threads(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import export, report, train
+    from . import export, report, synth, train
 
     fmt = HelpFormatter
     parser = argparse.ArgumentParser(prog="python -m bvae_tools", description=DESCRIPTION,
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", train, "train a β-VAE; writes checkpoint.pt, log.csv, config.json"),
         ("export", export, "export NAME.onnx, NAME.decoder.onnx and the golden fixture"),
         ("report", report, "draw loss curves, per-latent KL, reconstructions, traversals"),
+        ("synth", synth, "write a folder of synthetic camera frames (for demos and tests)"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
         module.add_arguments(p)

@@ -21,7 +21,7 @@ from .checkpoint import (
 )
 from .data import DataConfig, ImageSource, open_source, split_indices
 from .errors import UserError
-from .losses import LIKELIHOODS, OBJECTIVES, LossConfig, kl_per_latent, recon_nll, vae_loss
+from .losses import LIKELIHOODS, OBJECTIVES, LossConfig, kl_per_latent, vae_loss
 from .model import BetaVAE, ModelConfig
 
 #: Fields of the resumed run that must match the command line.
@@ -165,19 +165,6 @@ def mean_latent_kl(model: BetaVAE, source: ImageSource, indices: np.ndarray,
         total += kl_per_latent(mu, logvar).double().sum(0).cpu()
     model.train(was_training)
     return (total / max(1, len(indices))).numpy()
-
-
-@torch.no_grad()
-def mean_recon_nll(model: BetaVAE, source: ImageSource, indices: np.ndarray, likelihood: str,
-                   device: torch.device | str = "cpu", batch: int = 256) -> float:
-    """Mean per-image reconstruction NLL of ``decode(mu)``."""
-    model.eval()
-    total = 0.0
-    for start in range(0, len(indices), batch):
-        x = source.batch(indices[start:start + batch]).to(device)
-        mu, _ = model.encode(x)
-        total += recon_nll(model.decode(mu), x, likelihood).sum().item()
-    return total / max(1, len(indices))
 
 
 def eval_subset(hold: np.ndarray, eval_size: int, seed: int) -> np.ndarray:
