@@ -18,7 +18,7 @@ def run_main(capsys, *argv):
 
 
 def test_help_shows_defaults(capsys):
-    for cmd in ("train", "export", "report"):
+    for cmd in ("train", "export", "report", "synth"):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
