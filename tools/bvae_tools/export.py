@@ -263,10 +263,17 @@ def export(checkpoint: str | Path, out: Path, exporter: str = "torchscript", ops
     _declare_shapes(dec_proto, {"z": ("N", zdim), "recon": image_shape})
     _save(dec_proto, dec_path, meta, external_data, doc)
 
-    check_contract(out, "image", ENCODER_OUTPUTS)
-    check_contract(dec_path, "z", ("recon",))
-    check_parity(out, "image", images, {"mu": mu, "logvar": logvar, "recon": recon}, threads)
-    check_parity(dec_path, "z", z, {"recon": dec_recon}, threads)
+    try:
+        check_contract(out, "image", ENCODER_OUTPUTS)
+        check_contract(dec_path, "z", ("recon",))
+        check_parity(out, "image", images, {"mu": mu, "logvar": logvar, "recon": recon}, threads)
+        check_parity(dec_path, "z", z, {"recon": dec_recon}, threads)
+    except ExportError as e:
+        # never leave a model that failed its checks where the runtime would load it
+        for path in (out, dec_path):
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".data").unlink(missing_ok=True)
+        raise ExportError(f"{e}\n(the exported files were removed)") from None
 
     golden_dir = out.with_name(f"{name}.golden")
     if golden:

@@ -161,3 +161,16 @@ def test_export_argument_errors(trained_run, tmp_path):
         export(trained_run, tmp_path / "m.onnx", exporter="dynamo", opset=17)
     with pytest.raises(ExportError, match="torch.onnx.export .*failed"):
         export(trained_run, tmp_path / "m.onnx", opset=99, kl_samples=16, parity_samples=4)
+
+
+def test_failed_check_removes_the_files(trained_run, tmp_path, monkeypatch):
+    import bvae_tools.export as ex
+
+    def bad_parity(path, *args, **kwargs):
+        raise ExportError(f"{path}: onnxruntime output 'mu' differs from PyTorch")
+
+    monkeypatch.setattr(ex, "check_parity", bad_parity)
+    with pytest.raises(ExportError, match="were removed"):
+        export(trained_run, tmp_path / "m.onnx", external_data=True, kl_samples=16,
+               parity_samples=4)
+    assert list(tmp_path.iterdir()) == []
