@@ -32,7 +32,8 @@ else
 fi
 
 cd "$TOOLS"
-echo "tools/ci.sh: ruff check tools"
+echo "tools/ci.sh: ruff check + format --check (tools)"
 "$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 echo "tools/ci.sh: pytest"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests

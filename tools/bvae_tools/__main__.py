@@ -42,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     from . import export, report, synth, train
 
     fmt = HelpFormatter
-    parser = argparse.ArgumentParser(prog="python -m bvae_tools", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bvae_tools",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module, help_text in (
         ("train", train, "train a β-VAE; writes checkpoint.pt, log.csv, config.json"),
@@ -53,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
         module.add_arguments(p)
-        p.add_argument("--threads", type=_threads, default=0,
-                       help="torch CPU threads (0 = all cores)")
+        p.add_argument(
+            "--threads", type=_threads, default=0, help="torch CPU threads (0 = all cores)"
+        )
         p.set_defaults(run=module.run)
     return parser
 

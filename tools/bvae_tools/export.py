@@ -56,19 +56,37 @@ class ExportError(UserError):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="run directory of `train` (or its checkpoint.pt)")
-    p.add_argument("--out", required=True,
-                   help="path of the model, NAME.onnx; NAME.decoder.onnx and NAME.golden/ "
-                        "are written next to it")
-    p.add_argument("--exporter", choices=EXPORTERS, default="torchscript",
-                   help="torch.onnx exporter: torchscript (dynamo=False, opset "
-                        f"{TORCHSCRIPT_OPSET}) or dynamo (dynamo=True, opset {DYNAMO_OPSET})")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="path of the model, NAME.onnx; NAME.decoder.onnx and NAME.golden/ "
+        "are written next to it",
+    )
+    p.add_argument(
+        "--exporter",
+        choices=EXPORTERS,
+        default="torchscript",
+        help="torch.onnx exporter: torchscript (dynamo=False, opset "
+        f"{TORCHSCRIPT_OPSET}) or dynamo (dynamo=True, opset {DYNAMO_OPSET})",
+    )
     p.add_argument("--opset", type=int, default=0, help="ONNX opset (0 = the exporter's default)")
-    p.add_argument("--external-data", action="store_true",
-                   help="store weights in NAME.onnx.data (and NAME.decoder.onnx.data)")
-    p.add_argument("--kl-samples", type=int, default=4096,
-                   help="training images used to measure the per-latent KL (bvae.latent_kl)")
-    p.add_argument("--parity-samples", type=int, default=16,
-                   help="real images on which onnxruntime is compared with PyTorch")
+    p.add_argument(
+        "--external-data",
+        action="store_true",
+        help="store weights in NAME.onnx.data (and NAME.decoder.onnx.data)",
+    )
+    p.add_argument(
+        "--kl-samples",
+        type=int,
+        default=4096,
+        help="training images used to measure the per-latent KL (bvae.latent_kl)",
+    )
+    p.add_argument(
+        "--parity-samples",
+        type=int,
+        default=16,
+        help="real images on which onnxruntime is compared with PyTorch",
+    )
     p.add_argument("--no-golden", action="store_true", help="do not write NAME.golden/")
 
 
@@ -98,8 +116,14 @@ def metadata(cfg: TrainConfig, steps: int, latent_kl: np.ndarray) -> dict[str, s
     }
 
 
-def _to_proto(module: torch.nn.Module, example: torch.Tensor, input_name: str,
-              output_names: tuple[str, ...], exporter: str, opset: int) -> onnx.ModelProto:
+def _to_proto(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    input_name: str,
+    output_names: tuple[str, ...],
+    exporter: str,
+    opset: int,
+) -> onnx.ModelProto:
     try:
         return _export_proto(module, example, input_name, output_names, exporter, opset)
     except Exception as e:  # the exporters raise many types; report them all the same way
@@ -109,8 +133,14 @@ def _to_proto(module: torch.nn.Module, example: torch.Tensor, input_name: str,
         ) from None
 
 
-def _export_proto(module: torch.nn.Module, example: torch.Tensor, input_name: str,
-                  output_names: tuple[str, ...], exporter: str, opset: int) -> onnx.ModelProto:
+def _export_proto(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    input_name: str,
+    output_names: tuple[str, ...],
+    exporter: str,
+    opset: int,
+) -> onnx.ModelProto:
     module.eval()
     # The dynamo exporter logs one warning per missing torchvision op; not our concern.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -119,14 +149,29 @@ def _export_proto(module: torch.nn.Module, example: torch.Tensor, input_name: st
         if exporter == "torchscript":
             buf = io.BytesIO()
             axes = {name: {0: "N"} for name in (input_name, *output_names)}
-            torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=opset,
-                              input_names=[input_name], output_names=list(output_names),
-                              dynamic_axes=axes, do_constant_folding=True)
+            torch.onnx.export(
+                module,
+                (example,),
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=list(output_names),
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
             return onnx.load_from_string(buf.getvalue())
-        prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
-                                 input_names=[input_name], output_names=list(output_names),
-                                 dynamic_shapes=({0: torch.export.Dim("N")},),
-                                 external_data=False, verbose=False)
+        prog = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[input_name],
+            output_names=list(output_names),
+            dynamic_shapes=({0: torch.export.Dim("N")},),
+            external_data=False,
+            verbose=False,
+        )
         return prog.model_proto
 
 
@@ -146,8 +191,9 @@ def _declare_shapes(proto: onnx.ModelProto, shapes: dict[str, tuple]) -> None:
                 dim.dim_value = d
 
 
-def _save(proto: onnx.ModelProto, path: Path, meta: dict[str, str], external: bool,
-          doc: str) -> None:
+def _save(
+    proto: onnx.ModelProto, path: Path, meta: dict[str, str], external: bool, doc: str
+) -> None:
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
@@ -156,9 +202,14 @@ def _save(proto: onnx.ModelProto, path: Path, meta: dict[str, str], external: bo
     data = path.with_name(path.name + ".data")
     data.unlink(missing_ok=True)  # onnx appends to an existing data file
     if external:
-        onnx.save_model(proto, str(path), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=data.name,
-                        size_threshold=EXTERNAL_MIN_BYTES)
+        onnx.save_model(
+            proto,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=EXTERNAL_MIN_BYTES,
+        )
         data.chmod(0o644)
     else:
         onnx.save_model(proto, str(path))
@@ -174,8 +225,9 @@ def check_contract(path: Path, input_name: str, output_names: tuple[str, ...]) -
     inputs = [i.name for i in graph.input]
     outputs = tuple(o.name for o in graph.output)
     if inputs != [input_name] or outputs != output_names:
-        raise ExportError(f"{path}: inputs {inputs} / outputs {outputs}, expected "
-                          f"[{input_name}] / {output_names}")
+        raise ExportError(
+            f"{path}: inputs {inputs} / outputs {outputs}, expected [{input_name}] / {output_names}"
+        )
     if not graph.input[0].type.tensor_type.shape.dim[0].dim_param:
         raise ExportError(f"{path}: the batch dimension of {input_name} is not dynamic")
 
@@ -188,8 +240,13 @@ def _session(path: Path, threads: int | None) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def check_parity(path: Path, feed_name: str, inputs: np.ndarray,
-                 expected: dict[str, np.ndarray], threads: int | None) -> None:
+def check_parity(
+    path: Path,
+    feed_name: str,
+    inputs: np.ndarray,
+    expected: dict[str, np.ndarray],
+    threads: int | None,
+) -> None:
     """Run onnxruntime on ``inputs`` (all at once, and the first alone, which
     exercises the dynamic batch) and compare with PyTorch's ``expected``."""
     sess = _session(path, threads)
@@ -218,9 +275,17 @@ def golden_latents(mu: np.ndarray) -> np.ndarray:
     return mu + offsets
 
 
-def export(checkpoint: str | Path, out: Path, exporter: str = "torchscript", opset: int = 0,
-           external_data: bool = False, kl_samples: int = 4096, parity_samples: int = 16,
-           golden: bool = True, threads: int | None = None) -> dict:
+def export(
+    checkpoint: str | Path,
+    out: Path,
+    exporter: str = "torchscript",
+    opset: int = 0,
+    external_data: bool = False,
+    kl_samples: int = 4096,
+    parity_samples: int = 16,
+    golden: bool = True,
+    threads: int | None = None,
+) -> dict:
     """Export, verify and write the fixture. Returns a summary dict."""
     if exporter not in EXPORTERS:
         raise UserError(f"--exporter must be one of {EXPORTERS}, got {exporter!r}")
@@ -251,13 +316,17 @@ def export(checkpoint: str | Path, out: Path, exporter: str = "torchscript", ops
 
     out.parent.mkdir(parents=True, exist_ok=True)
     dec_path = out.with_name(f"{name}.decoder.onnx")
-    doc = (f"bvae β-VAE exported by bvae_tools with the {exporter} exporter, opset {opset}; "
-           "see bvae.* metadata_props")
+    doc = (
+        f"bvae β-VAE exported by bvae_tools with the {exporter} exporter, opset {opset}; "
+        "see bvae.* metadata_props"
+    )
     c, h, w, zdim = cfg.model.channels, cfg.model.size, cfg.model.size, cfg.model.latent_dim
     image_shape = ("N", c, h, w)
     enc_proto = _to_proto(enc, x[:2].clone(), "image", ENCODER_OUTPUTS, exporter, opset)
-    _declare_shapes(enc_proto, {"image": image_shape, "mu": ("N", zdim),
-                                "logvar": ("N", zdim), "recon": image_shape})
+    _declare_shapes(
+        enc_proto,
+        {"image": image_shape, "mu": ("N", zdim), "logvar": ("N", zdim), "recon": image_shape},
+    )
     _save(enc_proto, out, meta, external_data, doc)
     dec_proto = _to_proto(dec, torch.from_numpy(z[:2]).clone(), "z", ("recon",), exporter, opset)
     _declare_shapes(dec_proto, {"z": ("N", zdim), "recon": image_shape})
@@ -279,20 +348,41 @@ def export(checkpoint: str | Path, out: Path, exporter: str = "torchscript", ops
     if golden:
         golden_dir.mkdir(exist_ok=True)
         n = GOLDEN_N
-        for fname, arr in (("image", images[:n]), ("mu", mu[:n]), ("logvar", logvar[:n]),
-                           ("recon", recon[:n]), ("z", z[:n]), ("decoder_recon", dec_recon[:n])):
+        for fname, arr in (
+            ("image", images[:n]),
+            ("mu", mu[:n]),
+            ("logvar", logvar[:n]),
+            ("recon", recon[:n]),
+            ("z", z[:n]),
+            ("decoder_recon", dec_recon[:n]),
+        ):
             _npy(golden_dir / f"{fname}.npy", arr)
-        manifest = {"model": out.name, "decoder": dec_path.name,
-                    "torch": torch.__version__, "n": n}
+        manifest = {"model": out.name, "decoder": dec_path.name, "torch": torch.__version__, "n": n}
         (golden_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     ops = sorted({n.op_type for n in onnx.load(str(out), load_external_data=False).graph.node})
-    return {"model": out, "decoder": dec_path, "golden": golden_dir if golden else None,
-            "opset": opset, "ops": ops, "latent_kl": latent_kl.tolist(), "metadata": meta}
+    return {
+        "model": out,
+        "decoder": dec_path,
+        "golden": golden_dir if golden else None,
+        "opset": opset,
+        "ops": ops,
+        "latent_kl": latent_kl.tolist(),
+        "metadata": meta,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
-    s = export(args.checkpoint, Path(args.out), args.exporter, args.opset, args.external_data,
-               args.kl_samples, args.parity_samples, not args.no_golden, args.threads)
+    s = export(
+        args.checkpoint,
+        Path(args.out),
+        args.exporter,
+        args.opset,
+        args.external_data,
+        args.kl_samples,
+        args.parity_samples,
+        not args.no_golden,
+        args.threads,
+    )
     print(f"wrote {s['model']} and {s['decoder']} (opset {s['opset']}; ops: {', '.join(s['ops'])})")
     if s["golden"]:
         print(f"wrote golden fixture {s['golden']}/")

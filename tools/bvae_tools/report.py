@@ -123,13 +123,15 @@ def traversal_images(model, base_mu: torch.Tensor, order: np.ndarray) -> np.ndar
 
 def plot_traversals(grid: np.ndarray, order: np.ndarray, kl: np.ndarray, path: Path) -> None:
     rows, steps = grid.shape[:2]
-    fig, axes = plt.subplots(rows, steps, figsize=(1.05 * steps + 1.2, 1.05 * rows + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, steps, figsize=(1.05 * steps + 1.2, 1.05 * rows + 0.6), squeeze=False
+    )
     for r in range(rows):
         for c in range(steps):
             _show(axes[r, c], grid[r, c])
-        axes[r, 0].set_ylabel(f"z{order[r]}\n{kl[order[r]]:.2f}", rotation=0, ha="right",
-                              va="center", fontsize=8)
+        axes[r, 0].set_ylabel(
+            f"z{order[r]}\n{kl[order[r]]:.2f}", rotation=0, ha="right", va="center", fontsize=8
+        )
     vals = np.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps)
     for c in range(steps):
         axes[-1, c].set_xlabel(f"{vals[c]:+.1f}", fontsize=8)
@@ -139,8 +141,9 @@ def plot_traversals(grid: np.ndarray, order: np.ndarray, kl: np.ndarray, path: P
     plt.close(fig)
 
 
-def report(run_dir: str | Path, out: str | Path | None = None, samples: int = 2048,
-           n_recon: int = 8) -> dict:
+def report(
+    run_dir: str | Path, out: str | Path | None = None, samples: int = 2048, n_recon: int = 8
+) -> dict:
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report"
     if samples < 1 or n_recon < 1:
@@ -170,6 +173,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, samples: int = 20
 
 def run(args: argparse.Namespace) -> int:
     s = report(args.run_dir, args.out, args.samples, args.n_recon)
-    print("wrote loss_curves.png, latent_kl.png, reconstructions.png, traversals.png "
-          f"in {s['out']}")
+    print(
+        f"wrote loss_curves.png, latent_kl.png, reconstructions.png, traversals.png in {s['out']}"
+    )
     return 0

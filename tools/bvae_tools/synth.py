@@ -35,8 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=2048, help="number of frames")
     p.add_argument("--size", type=int, default=64, help="side of the square frames in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    p.add_argument("--anomalies", action="store_true",
-                   help="also draw an object never seen in normal frames (a dark box)")
+    p.add_argument(
+        "--anomalies",
+        action="store_true",
+        help="also draw an object never seen in normal frames (a dark box)",
+    )
 
 
 def room(size: int) -> np.ndarray:
@@ -55,8 +58,9 @@ def room(size: int) -> np.ndarray:
     return img
 
 
-def render_frames(n: int, size: int, seed: int, anomalies: bool = False
-                  ) -> tuple[np.ndarray, list[dict]]:
+def render_frames(
+    n: int, size: int, seed: int, anomalies: bool = False
+) -> tuple[np.ndarray, list[dict]]:
     """``n`` frames as uint8 ``[n, size, size, 3]`` and each frame's factors."""
     rng = np.random.default_rng(seed)
     base = room(size)
@@ -74,8 +78,13 @@ def render_frames(n: int, size: int, seed: int, anomalies: bool = False
         ball = (xx - bx) ** 2 + (yy - by) ** 2 <= radius**2
         shade = 1.0 - 1.5 * np.clip((xx - bx) + (yy - by), 0, None)  # lit from the top left
         img[ball] = BALL_COLOURS[colour] * shade[ball, None]
-        f = {"light": round(light, 4), "colour": colour, "radius": round(radius, 4),
-             "x": round(bx, 4), "y": round(by, 4)}
+        f = {
+            "light": round(light, 4),
+            "colour": colour,
+            "radius": round(radius, 4),
+            "x": round(bx, 4),
+            "y": round(by, 4),
+        }
         if anomalies:
             ax = rng.uniform(0.1, 0.8)
             box = (xx > ax) & (xx < ax + 0.12) & (yy > 0.3) & (yy < 0.9)

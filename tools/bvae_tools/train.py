@@ -58,32 +58,58 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--size", type=int, default=64, help="input side in pixels, multiple of 16")
     m.add_argument("--latent-dim", type=int, default=10, help="number of latents Z")
     o = p.add_argument_group("objective")
-    o.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli",
-                   help="bernoulli: BCE on logits; gaussian: squared error")
-    o.add_argument("--objective", choices=OBJECTIVES, default="beta",
-                   help="beta: recon + β·KL; capacity: recon + γ·|KL − C|")
+    o.add_argument(
+        "--likelihood",
+        choices=LIKELIHOODS,
+        default="bernoulli",
+        help="bernoulli: BCE on logits; gaussian: squared error",
+    )
+    o.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="beta",
+        help="beta: recon + β·KL; capacity: recon + γ·|KL − C|",
+    )
     o.add_argument("--beta", type=float, default=4.0, help="β of the beta objective")
     o.add_argument("--gamma", type=float, default=1000.0, help="γ of the capacity objective")
     o.add_argument("--capacity-max", type=float, default=25.0, help="final capacity C_max, nats")
-    o.add_argument("--capacity-steps", type=int, default=100_000,
-                   help="steps over which C grows linearly from 0 to C_max")
+    o.add_argument(
+        "--capacity-steps",
+        type=int,
+        default=100_000,
+        help="steps over which C grows linearly from 0 to C_max",
+    )
     t = p.add_argument_group("training")
     t.add_argument("--out", default="runs/model", help="run directory (checkpoint, log, config)")
     t.add_argument("--epochs", type=int, default=20, help="number of epochs")
-    t.add_argument("--steps", type=int, default=0,
-                   help="stop after this many optimiser steps in total (0 = no limit)")
-    t.add_argument("--epoch-size", type=int, default=0,
-                   help="images per epoch, drawn without replacement (0 = whole training "
-                        "split; dSprites has 663k, so set e.g. 32768)")
+    t.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="stop after this many optimiser steps in total (0 = no limit)",
+    )
+    t.add_argument(
+        "--epoch-size",
+        type=int,
+        default=0,
+        help="images per epoch, drawn without replacement (0 = whole training "
+        "split; dSprites has 663k, so set e.g. 32768)",
+    )
     t.add_argument("--batch-size", type=int, default=64, help="images per step")
     t.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
     t.add_argument("--holdout", type=float, default=0.1, help="fraction of images held out")
-    t.add_argument("--eval-size", type=int, default=1024,
-                   help="at most this many held-out images are scored each epoch")
+    t.add_argument(
+        "--eval-size",
+        type=int,
+        default=1024,
+        help="at most this many held-out images are scored each epoch",
+    )
     t.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    t.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.pt (same settings; may raise "
-                        "--epochs/--steps)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt (same settings; may raise --epochs/--steps)",
+    )
     t.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -95,15 +121,24 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data = DataConfig("folder", str(Path(args.images).absolute()))
     else:
         # absolute paths, so that export and report work from any directory
-        data = DataConfig("idx", str(Path(args.idx).absolute()),
-                          str(Path(args.idx_labels).absolute()) if args.idx_labels else None,
-                          parse_classes(args.classes))
+        data = DataConfig(
+            "idx",
+            str(Path(args.idx).absolute()),
+            str(Path(args.idx_labels).absolute()) if args.idx_labels else None,
+            parse_classes(args.classes),
+        )
     if (args.classes or args.idx_labels) and data.kind != "idx":
         raise UserError("--classes and --idx-labels only apply to --idx data")
     return TrainConfig(
         model=ModelConfig(args.channels, args.size, args.latent_dim),
-        loss=LossConfig(args.likelihood, args.objective, args.beta, args.gamma,
-                        args.capacity_max, args.capacity_steps),
+        loss=LossConfig(
+            args.likelihood,
+            args.objective,
+            args.beta,
+            args.gamma,
+            args.capacity_max,
+            args.capacity_steps,
+        ),
         data=data,
         lr=args.lr,
         batch_size=args.batch_size,
@@ -127,13 +162,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 def log_columns(z: int) -> list[str]:
-    return (["epoch", "step", "loss", "recon", "kl"] + [f"kl_{j}" for j in range(z)]
-            + ["capacity", "heldout_loss", "heldout_recon", "heldout_kl", "seconds"])
+    return (
+        ["epoch", "step", "loss", "recon", "kl"]
+        + [f"kl_{j}" for j in range(z)]
+        + ["capacity", "heldout_loss", "heldout_recon", "heldout_kl", "seconds"]
+    )
 
 
 @torch.no_grad()
-def evaluate(model: BetaVAE, source: ImageSource, indices: np.ndarray, cfg: TrainConfig,
-             step: int, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: BetaVAE,
+    source: ImageSource,
+    indices: np.ndarray,
+    cfg: TrainConfig,
+    step: int,
+    device: torch.device,
+) -> dict[str, float]:
     """Objective on held-out images, with a fixed noise seed so epochs compare."""
     if len(indices) == 0:
         return {"loss": float("nan"), "recon": float("nan"), "kl": float("nan")}
@@ -141,7 +185,7 @@ def evaluate(model: BetaVAE, source: ImageSource, indices: np.ndarray, cfg: Trai
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     sums = np.zeros(3)
     for start in range(0, len(indices), 256):
-        x = source.batch(indices[start:start + 256]).to(device)
+        x = source.batch(indices[start : start + 256]).to(device)
         mu, logvar = model.encode(x)
         eps = torch.randn(mu.shape, generator=gen).to(device)
         logits = model.decode(mu + torch.exp(0.5 * logvar) * eps)
@@ -153,14 +197,19 @@ def evaluate(model: BetaVAE, source: ImageSource, indices: np.ndarray, cfg: Trai
 
 
 @torch.no_grad()
-def mean_latent_kl(model: BetaVAE, source: ImageSource, indices: np.ndarray,
-                   device: torch.device | str = "cpu", batch: int = 256) -> np.ndarray:
+def mean_latent_kl(
+    model: BetaVAE,
+    source: ImageSource,
+    indices: np.ndarray,
+    device: torch.device | str = "cpu",
+    batch: int = 256,
+) -> np.ndarray:
     """Mean KL (nats) of each latent over the images at ``indices``."""
     was_training = model.training
     model.eval()
     total = torch.zeros(model.config.latent_dim, dtype=torch.float64)
     for start in range(0, len(indices), batch):
-        x = source.batch(indices[start:start + batch]).to(device)
+        x = source.batch(indices[start : start + batch]).to(device)
         mu, logvar = model.encode(x)
         total += kl_per_latent(mu, logvar).double().sum(0).cpu()
     model.train(was_training)
@@ -174,8 +223,9 @@ def eval_subset(hold: np.ndarray, eval_size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(hold, size=eval_size, replace=False))
 
 
-def train(cfg: TrainConfig, out: Path, resume: bool = False, device: str = "auto",
-          progress: bool = True) -> dict:
+def train(
+    cfg: TrainConfig, out: Path, resume: bool = False, device: str = "auto", progress: bool = True
+) -> dict:
     """Train, checkpointing after every epoch. Returns a summary of the last epoch."""
     dev = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,10 +281,15 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, device: str = "auto
         sums = np.zeros(3)
         kl_sums = np.zeros(z)
         seen = 0
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            range(n_batches),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="step",
+            disable=not progress,
+            leave=False,
+        )
         for b in bar:
-            x = source.batch(order[b * cfg.batch_size:(b + 1) * cfg.batch_size]).to(dev)
+            x = source.batch(order[b * cfg.batch_size : (b + 1) * cfg.batch_size]).to(dev)
             logits, mu, logvar = model(x)
             terms = vae_loss(logits, x, mu, logvar, cfg.loss, step)
             opt.zero_grad(set_to_none=True)
@@ -247,8 +302,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, device: str = "auto
             kl_sums += terms.kl_per_latent.detach().cpu().numpy() * n
             if not np.isfinite(sums[0]):
                 raise UserError(
-                    f"training diverged at step {step} (loss is not finite); "
-                    "lower --lr or --gamma"
+                    f"training diverged at step {step} (loss is not finite); lower --lr or --gamma"
                 )
             if b % 20 == 0:
                 bar.set_postfix(loss=f"{terms.loss.item():.1f}", kl=f"{terms.kl.item():.2f}")
@@ -258,24 +312,37 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, device: str = "auto
         loss, recon, kl = sums / max(1, seen)
         klz = kl_sums / max(1, seen)
         capacity = terms.capacity
-        row = ([epoch + 1, step, loss, recon, kl] + list(klz)
-               + [capacity, held["loss"], held["recon"], held["kl"], round(elapsed, 2)])
+        row = (
+            [epoch + 1, step, loss, recon, kl]
+            + list(klz)
+            + [capacity, held["loss"], held["recon"], held["kl"], round(elapsed, 2)]
+        )
         with log_path.open("a", newline="") as f:
             csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-        save_checkpoint(ckpt_path, {
-            "format": 1,
-            "config": cfg.to_dict(),
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
+        save_checkpoint(
+            ckpt_path,
+            {
+                "format": 1,
+                "config": cfg.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch + 1,
+                "step": step,
+                "seconds": elapsed,
+                "torch_rng": torch.get_rng_state(),
+                "torch_version": torch.__version__,
+            },
+        )
+        summary = {
             "epoch": epoch + 1,
             "step": step,
+            "loss": loss,
+            "recon": recon,
+            "kl": kl,
+            "kl_per_latent": klz.tolist(),
+            "heldout_loss": held["loss"],
             "seconds": elapsed,
-            "torch_rng": torch.get_rng_state(),
-            "torch_version": torch.__version__,
-        })
-        summary = {"epoch": epoch + 1, "step": step, "loss": loss, "recon": recon, "kl": kl,
-                   "kl_per_latent": klz.tolist(), "heldout_loss": held["loss"],
-                   "seconds": elapsed}
+        }
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}: step {step} loss {loss:.2f} recon {recon:.2f} "
@@ -286,15 +353,20 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, device: str = "auto
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    summary = train(cfg, Path(args.out), resume=args.resume, device=args.device,
-                    progress=not args.no_progress)
+    summary = train(
+        cfg, Path(args.out), resume=args.resume, device=args.device, progress=not args.no_progress
+    )
     if "loss" not in summary:
-        print(f"nothing to do: {args.out} already reached epoch {summary['epoch']} "
-              f"/ step {summary['step']}; raise --epochs or --steps to train more")
+        print(
+            f"nothing to do: {args.out} already reached epoch {summary['epoch']} "
+            f"/ step {summary['step']}; raise --epochs or --steps to train more"
+        )
         return 0
     kl = ", ".join(f"{v:.2f}" for v in summary["kl_per_latent"])
-    print(f"trained {summary['step']} steps in {summary['seconds']:.0f} s: "
-          f"loss {summary['loss']:.3f}, held-out {summary['heldout_loss']:.3f}, "
-          f"KL per latent [{kl}]")
+    print(
+        f"trained {summary['step']} steps in {summary['seconds']:.0f} s: "
+        f"loss {summary['loss']:.3f}, held-out {summary['heldout_loss']:.3f}, "
+        f"KL per latent [{kl}]"
+    )
     print(f"checkpoint: {Path(args.out) / CHECKPOINT_NAME}")
     return 0

@@ -20,8 +20,9 @@ from bvae_tools.train import train
 torch.set_num_threads(int(os.environ.get("BVAE_TEST_THREADS", "1")))
 
 
-def write_scene_images(folder: Path, n: int, size: tuple[int, int] = (48, 40), seed: int = 0,
-                       fmt: str = "png") -> list[Path]:
+def write_scene_images(
+    folder: Path, n: int, size: tuple[int, int] = (48, 40), seed: int = 0, fmt: str = "png"
+) -> list[Path]:
     """Write ``n`` RGB images of a bright square on a dark background."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -30,7 +31,7 @@ def write_scene_images(folder: Path, n: int, size: tuple[int, int] = (48, 40), s
     for i in range(n):
         img = np.full((h, w, 3), 20, dtype=np.uint8)
         x, y = rng.integers(0, w - 12), rng.integers(0, h - 12)
-        img[y:y + 12, x:x + 12] = rng.integers(120, 255, size=3)
+        img[y : y + 12, x : x + 12] = rng.integers(120, 255, size=3)
         p = folder / f"img_{i:03d}.{fmt}"
         Image.fromarray(img).save(p)
         paths.append(p)
@@ -47,8 +48,11 @@ def image_folder(tmp_path: Path) -> Path:
 
 def tiny_config(data: DataConfig, **kw) -> TrainConfig:
     base = dict(
-        model=ModelConfig(channels=kw.pop("channels", 1), size=kw.pop("size", 32),
-                          latent_dim=kw.pop("latent_dim", 3)),
+        model=ModelConfig(
+            channels=kw.pop("channels", 1),
+            size=kw.pop("size", 32),
+            latent_dim=kw.pop("latent_dim", 3),
+        ),
         loss=LossConfig(**kw.pop("loss", {})),
         data=data,
         lr=1e-3,
@@ -81,8 +85,17 @@ def trained_run(tmp_path_factory) -> Path:
 def trained_rgb_run(tmp_path_factory) -> Path:
     """A tiny coloured dSprites run (RGB 32×32, Z=2, Gaussian, capacity)."""
     out = tmp_path_factory.mktemp("run") / "tiny_rgb"
-    cfg = tiny_config(DataConfig("dsprites"), channels=3, latent_dim=2,
-                      loss={"likelihood": "gaussian", "objective": "capacity", "gamma": 10.0,
-                            "capacity_max": 5.0, "capacity_steps": 8})
+    cfg = tiny_config(
+        DataConfig("dsprites"),
+        channels=3,
+        latent_dim=2,
+        loss={
+            "likelihood": "gaussian",
+            "objective": "capacity",
+            "gamma": 10.0,
+            "capacity_max": 5.0,
+            "capacity_steps": 8,
+        },
+    )
     train(cfg, out, progress=False)
     return out

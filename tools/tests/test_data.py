@@ -76,8 +76,11 @@ def test_idx_with_class_filter(tmp_path, compress):
     write_idx(tmp_path / f"img{suffix}", images, compress)
     write_idx(tmp_path / f"lab{suffix}", labels, compress)
     assert np.array_equal(read_idx(tmp_path / f"img{suffix}"), images)
-    src = open_source(DataConfig("idx", str(tmp_path / f"img{suffix}"),
-                                 str(tmp_path / f"lab{suffix}"), (1, 3)), 32, 1)
+    src = open_source(
+        DataConfig("idx", str(tmp_path / f"img{suffix}"), str(tmp_path / f"lab{suffix}"), (1, 3)),
+        32,
+        1,
+    )
     assert len(src) == 10
     assert src.batch([0]).shape == (1, 1, 32, 32)
     rgb = open_source(DataConfig("idx", str(tmp_path / f"img{suffix}")), 16, 3)

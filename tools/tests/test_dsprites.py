@@ -19,8 +19,15 @@ def test_factor_grid_is_exactly_dsprites():
 
 def test_index_order_is_row_major():
     f = dsprites.index_to_factors(np.array([0, 1, 32, 1024, 40960, 245760, 737279]))
-    assert f.tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 1, 0], [0, 0, 1, 0, 0],
-                          [0, 1, 0, 0, 0], [1, 0, 0, 0, 0], [2, 5, 39, 31, 31]]
+    assert f.tolist() == [
+        [0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 1],
+        [0, 0, 0, 1, 0],
+        [0, 0, 1, 0, 0],
+        [0, 1, 0, 0, 0],
+        [1, 0, 0, 0, 0],
+        [2, 5, 39, 31, 31],
+    ]
     idx = np.random.default_rng(0).integers(0, dsprites.NUM_IMAGES, 1000)
     assert np.array_equal(dsprites.factors_to_index(dsprites.index_to_factors(idx)), idx)
     with pytest.raises(IndexError):

@@ -10,9 +10,20 @@ from bvae_tools.errors import UserError
 from bvae_tools.export import ExportError, check_parity, export
 
 METADATA_KEYS = {
-    "bvae.format", "bvae.latent_dim", "bvae.channels", "bvae.height", "bvae.width",
-    "bvae.likelihood", "bvae.objective", "bvae.beta", "bvae.gamma", "bvae.capacity_max",
-    "bvae.latent_kl", "bvae.dataset", "bvae.steps", "bvae.seed",
+    "bvae.format",
+    "bvae.latent_dim",
+    "bvae.channels",
+    "bvae.height",
+    "bvae.width",
+    "bvae.likelihood",
+    "bvae.objective",
+    "bvae.beta",
+    "bvae.gamma",
+    "bvae.capacity_max",
+    "bvae.latent_kl",
+    "bvae.dataset",
+    "bvae.steps",
+    "bvae.seed",
 }
 
 
@@ -26,8 +37,14 @@ def exported(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported_dynamo(trained_rgb_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "rgb.onnx"
-    summary = export(trained_rgb_run, out, exporter="dynamo", external_data=True,
-                     kl_samples=256, parity_samples=8)
+    summary = export(
+        trained_rgb_run,
+        out,
+        exporter="dynamo",
+        external_data=True,
+        kl_samples=256,
+        parity_samples=8,
+    )
     return out, summary
 
 
@@ -46,13 +63,23 @@ def test_torchscript_export_contract(exported):
     assert [o.name for o in m.graph.output] == ["mu", "logvar", "recon"]
     dims = m.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 32, 32]
-    io_shapes = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
-                 for vi in (*m.graph.input, *m.graph.output)}
-    assert io_shapes == {"image": ["N", 1, 32, 32], "mu": ["N", 3], "logvar": ["N", 3],
-                         "recon": ["N", 1, 32, 32]}
+    io_shapes = {
+        vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+        for vi in (*m.graph.input, *m.graph.output)
+    }
+    assert io_shapes == {
+        "image": ["N", 1, 32, 32],
+        "mu": ["N", 3],
+        "logvar": ["N", 3],
+        "recon": ["N", 1, 32, 32],
+    }
     d = onnx.load(str(dec))
     assert [d.dim_param or d.dim_value for d in d.graph.output[0].type.tensor_type.shape.dim] == [
-        "N", 1, 32, 32]
+        "N",
+        1,
+        32,
+        32,
+    ]
     assert [i.name for i in d.graph.input] == ["z"]
     assert [o.name for o in d.graph.output] == ["recon"]
 
@@ -82,8 +109,14 @@ def test_golden_fixture(exported):
     manifest = json.loads((g / "manifest.json").read_text())
     assert manifest["model"] == "tiny.onnx" and manifest["decoder"] == "tiny.decoder.onnx"
     assert manifest["n"] == 4 and manifest["torch"]
-    shapes = {"image": (4, 1, 32, 32), "mu": (4, 3), "logvar": (4, 3), "recon": (4, 1, 32, 32),
-              "z": (4, 3), "decoder_recon": (4, 1, 32, 32)}
+    shapes = {
+        "image": (4, 1, 32, 32),
+        "mu": (4, 3),
+        "logvar": (4, 3),
+        "recon": (4, 1, 32, 32),
+        "z": (4, 3),
+        "decoder_recon": (4, 1, 32, 32),
+    }
     arrs = {}
     for name, shape in shapes.items():
         raw = (g / f"{name}.npy").read_bytes()
@@ -99,8 +132,9 @@ def test_golden_fixture(exported):
     np.testing.assert_allclose(mu, arrs["mu"], rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(logvar, arrs["logvar"], rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(recon, arrs["recon"], rtol=1e-3, atol=1e-5)
-    dsess = ort.InferenceSession(str(out.with_name("tiny.decoder.onnx")),
-                                 providers=["CPUExecutionProvider"])
+    dsess = ort.InferenceSession(
+        str(out.with_name("tiny.decoder.onnx")), providers=["CPUExecutionProvider"]
+    )
     (drec,) = dsess.run(None, {"z": arrs["z"]})
     np.testing.assert_allclose(drec, arrs["decoder_recon"], rtol=1e-3, atol=1e-5)
 
@@ -135,8 +169,7 @@ def test_reexport_without_external_data_removes_stale_data(trained_rgb_run, tmp_
     out = tmp_path / "m.onnx"
     export(trained_rgb_run, out, external_data=True, kl_samples=64, parity_samples=4)
     assert (tmp_path / "m.onnx.data").exists()
-    export(trained_rgb_run, out, external_data=False, kl_samples=64, parity_samples=4,
-           golden=False)
+    export(trained_rgb_run, out, external_data=False, kl_samples=64, parity_samples=4, golden=False)
     assert not (tmp_path / "m.onnx.data").exists()
     ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
 
@@ -148,8 +181,9 @@ def test_parity_failure_is_loud(exported):
     logvar = np.load(out.with_name("tiny.golden") / "logvar.npy")
     recon = np.load(out.with_name("tiny.golden") / "recon.npy")
     with pytest.raises(ExportError, match="'mu'.*differs from PyTorch"):
-        check_parity(out, "image", image, {"mu": mu + 1e-2, "logvar": logvar, "recon": recon},
-                     threads=1)
+        check_parity(
+            out, "image", image, {"mu": mu + 1e-2, "logvar": logvar, "recon": recon}, threads=1
+        )
 
 
 def test_export_argument_errors(trained_run, tmp_path):
@@ -171,6 +205,7 @@ def test_failed_check_removes_the_files(trained_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ex, "check_parity", bad_parity)
     with pytest.raises(ExportError, match="were removed"):
-        export(trained_run, tmp_path / "m.onnx", external_data=True, kl_samples=16,
-               parity_samples=4)
+        export(
+            trained_run, tmp_path / "m.onnx", external_data=True, kl_samples=16, parity_samples=4
+        )
     assert list(tmp_path.iterdir()) == []

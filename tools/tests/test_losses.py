@@ -24,8 +24,10 @@ def sig(v):
 BERNOULLI = [bce(0.0, 1.0) + bce(2.0, 0.0), bce(-1.0, 0.25) + bce(0.5, 1.0)]
 GAUSSIAN = [(sig(0.0) - 1) ** 2 + sig(2.0) ** 2, (sig(-1.0) - 0.25) ** 2 + (sig(0.5) - 1) ** 2]
 # KL_j = 0.5 (mu^2 + sigma^2 - 1 - log sigma^2)
-KL = [[0.5 * (1 + 1 - 1 - 0), 0.5 * (0 + 2 - 1 - math.log(2))],
-      [0.5 * (0 + 0.5 - 1 - math.log(0.5)), 0.5 * (4 + 1 - 1 - 0)]]
+KL = [
+    [0.5 * (1 + 1 - 1 - 0), 0.5 * (0 + 2 - 1 - math.log(2))],
+    [0.5 * (0 + 0.5 - 1 - math.log(0.5)), 0.5 * (4 + 1 - 1 - 0)],
+]
 KL_Z = [(KL[0][0] + KL[1][0]) / 2, (KL[0][1] + KL[1][1]) / 2]
 KL_TOTAL = sum(KL_Z)
 
@@ -52,8 +54,13 @@ def test_beta_objective_by_hand(likelihood, recon):
 
 @pytest.mark.parametrize("likelihood,recon", [("bernoulli", BERNOULLI), ("gaussian", GAUSSIAN)])
 def test_capacity_objective_by_hand(likelihood, recon):
-    cfg = LossConfig(likelihood=likelihood, objective="capacity", gamma=100.0,
-                     capacity_max=5.0, capacity_steps=1000)
+    cfg = LossConfig(
+        likelihood=likelihood,
+        objective="capacity",
+        gamma=100.0,
+        capacity_max=5.0,
+        capacity_steps=1000,
+    )
     mean_recon = sum(recon) / 2
     # step 250 of 1000: C = 1.25 nats, below the KL; step 2000: C = C_max, above it
     for step, c in ((250, 1.25), (2000, 5.0)):
@@ -70,9 +77,18 @@ def test_capacity_schedule_is_linear_then_flat():
     assert capacity_at(10_000, 25.0, 100) == 25.0
 
 
-@pytest.mark.parametrize("kw", [{"beta": -1.0}, {"gamma": -0.5}, {"capacity_max": -1.0},
-                                {"capacity_steps": 0}, {"likelihood": "poisson"},
-                                {"objective": "elbo"}, {"beta": float("nan")}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"beta": -1.0},
+        {"gamma": -0.5},
+        {"capacity_max": -1.0},
+        {"capacity_steps": 0},
+        {"likelihood": "poisson"},
+        {"objective": "elbo"},
+        {"beta": float("nan")},
+    ],
+)
 def test_bad_hyperparameters(kw):
     with pytest.raises(UserError):
         LossConfig(**kw).validate()

@@ -35,8 +35,10 @@ def test_architecture_matches_the_paper():
     assert [m.out_features for m in linears] == [256, 20]
 
 
-@pytest.mark.parametrize("cfg", [ModelConfig(2, 64, 10), ModelConfig(1, 40, 10),
-                                 ModelConfig(1, 8, 10), ModelConfig(1, 64, 0)])
+@pytest.mark.parametrize(
+    "cfg",
+    [ModelConfig(2, 64, 10), ModelConfig(1, 40, 10), ModelConfig(1, 8, 10), ModelConfig(1, 64, 0)],
+)
 def test_bad_configs_are_user_errors(cfg):
     with pytest.raises(UserError):
         cfg.validate()
