@@ -112,12 +112,22 @@ impl Profile {
 
     /// Loads a profile and checks that it was made for `model`.
     pub fn load(path: &Path, model: &Model) -> Result<Profile, ProfileError> {
-        let unreadable = |detail: String| ProfileError::Unreadable { path: path.to_path_buf(), detail };
+        let unreadable = |detail: String| ProfileError::Unreadable {
+            path: path.to_path_buf(),
+            detail,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
-        let p: Profile = serde_json::from_str(&text).map_err(|e| unreadable(format!("not a bvae profile: {e}")))?;
-        let invalid = |detail: String| ProfileError::Invalid { path: path.to_path_buf(), detail };
+        let p: Profile = serde_json::from_str(&text)
+            .map_err(|e| unreadable(format!("not a bvae profile: {e}")))?;
+        let invalid = |detail: String| ProfileError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        };
         if p.format != PROFILE_FORMAT {
-            return Err(invalid(format!("format {} is not the supported {PROFILE_FORMAT}", p.format)));
+            return Err(invalid(format!(
+                "format {} is not the supported {PROFILE_FORMAT}",
+                p.format
+            )));
         }
         if p.model_sha256 != model.sha256() {
             return Err(ProfileError::ModelMismatch {
@@ -130,10 +140,15 @@ impl Profile {
         let z = model.spec().latent_dim;
         let g = &p.latent.gaussian;
         if g.mean.len() != z || g.cov.len() != z * z || p.latent.std.len() != z {
-            return Err(invalid(format!("latent statistics are not for {z} latents")));
+            return Err(invalid(format!(
+                "latent statistics are not for {z} latents"
+            )));
         }
-        if !p.threshold.is_finite() || p.scores.get(&p.method).is_none() {
-            return Err(invalid(format!("no finite threshold for the default method {}", p.method)));
+        if !p.threshold.is_finite() || !p.scores.contains_key(&p.method) {
+            return Err(invalid(format!(
+                "no finite threshold for the default method {}",
+                p.method
+            )));
         }
         if let Err(e) = Mahalanobis::new(g) {
             return Err(invalid(format!("latent covariance unusable: {e}")));
@@ -241,7 +256,9 @@ pub fn calibrate(
     let mut probes: Vec<Vec<f32>> = vec![];
     for (i, f) in files.iter().enumerate() {
         let frame = crate::imageio::load_image(f)?;
-        let s = pipe.process(frame.as_ref()).with_context(|| format!("scoring {}", f.display()))?;
+        let s = pipe
+            .process(frame.as_ref())
+            .with_context(|| format!("scoring {}", f.display()))?;
         for m in [Method::Recon, Method::Kl, Method::Elbo] {
             let v = s.get(m).context("full plan produced no reconstruction")?;
             normal.entry(m).or_default().push(v as f64);
@@ -284,7 +301,14 @@ pub fn calibrate(
     let mut detected: BTreeMap<Method, usize> = BTreeMap::new();
     let mut pipe = Pipeline::new(model, PlanKind::Full, opts.fit, Some(full.clone()))?;
     for (k, img) in probes.iter_mut().enumerate() {
-        perturb(img, spec.channels, spec.height, spec.width, k % SYNTHETIC_KINDS, &mut rng);
+        perturb(
+            img,
+            spec.channels,
+            spec.height,
+            spec.width,
+            k % SYNTHETIC_KINDS,
+            &mut rng,
+        );
         let s = pipe.process_tensor(img)?;
         for m in Method::ALL {
             if let (Some(v), Some(t)) = (s.get(m), thresholds.get(&m))
@@ -356,7 +380,11 @@ pub fn calibrate(
     Ok(Profile {
         format: PROFILE_FORMAT,
         model_sha256: model.sha256().to_string(),
-        model_file: model.path().file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        model_file: model
+            .path()
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         frames: n,
         fit: opts.fit,

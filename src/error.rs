@@ -8,10 +8,24 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// The file could not be read at all.
-    #[error("cannot read model file {path}: {source}")]
+    #[error("cannot read model file {path}")]
     Io {
         /// The file that was asked for.
         path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The model keeps its weights in a separate file that cannot be read.
+    #[error(
+        "{model} keeps its weights in {data}, which cannot be read; copy it next to the model \
+         (torch's exporter writes it with external data)"
+    )]
+    MissingWeights {
+        /// The model file.
+        model: PathBuf,
+        /// The external data file it names.
+        data: PathBuf,
         /// The operating system's reason.
         #[source]
         source: std::io::Error,
@@ -37,13 +51,12 @@ pub enum ModelError {
         problems: Vec<String>,
     },
     /// tract could not analyse, optimise or run the graph.
-    #[error("{what}: {source:#}")]
+    #[error("{what}: {cause:#}")]
     Runtime {
         /// What was being done.
         what: String,
-        /// tract's error chain.
-        #[source]
-        source: anyhow::Error,
+        /// tract's error chain (printed in the message).
+        cause: anyhow::Error,
     },
     /// A caller asked for something the model cannot do.
     #[error("{0}")]

@@ -40,7 +40,7 @@ pub fn load_image(path: &Path) -> Result<Frame> {
             "{} declares an image too large to decode ({l}); the limit is {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels",
             path.display()
         ),
-        other => anyhow::anyhow!("{} is not a readable image: {other}", path.display()),
+        other => anyhow::anyhow!("{} is not a readable PNG or JPEG image: {other}", path.display()),
     })?;
     Ok(frame_from_image(img))
 }
@@ -205,7 +205,7 @@ mod tests {
         std::fs::write(&bad, b"this is text").unwrap();
         let e = format!("{:#}", load_image(&bad).unwrap_err());
         assert!(
-            e.contains("not an image") || e.contains("not a readable image"),
+            e.contains("not an image") || e.contains("not a readable PNG or JPEG image"),
             "{e}"
         );
         assert!(list_images(&dir.path().join("missing")).is_err());

@@ -195,8 +195,9 @@ fn read_onnx(path: &Path) -> Result<ParsedFile, ModelError> {
     external.dedup();
     for loc in &external {
         let p = dir.join(loc);
-        let data = std::fs::read(&p).map_err(|source| ModelError::Io {
-            path: p.clone(),
+        let data = std::fs::read(&p).map_err(|source| ModelError::MissingWeights {
+            model: path.to_path_buf(),
+            data: p.clone(),
             source,
         })?;
         hasher.update(loc.as_bytes());
@@ -245,7 +246,7 @@ fn runtime<E: Into<anyhow::Error>>(what: impl Into<String>) -> impl FnOnce(E) ->
     let what = what.into();
     move |e| ModelError::Runtime {
         what,
-        source: e.into(),
+        cause: e.into(),
     }
 }
 

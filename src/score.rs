@@ -20,7 +20,19 @@ use crate::stats::Mahalanobis;
 const LOG_FLOOR: f32 = -100.0;
 
 /// The score methods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// Mean per-pixel reconstruction NLL.

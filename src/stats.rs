@@ -1,6 +1,9 @@
 //! Small statistics used by scoring and calibration: quantiles, summary
 //! statistics, a shrinkage covariance and Mahalanobis distances.
 
+// Matrix code reads best with explicit row and column indices.
+#![allow(clippy::needless_range_loop)]
+
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 

@@ -51,21 +51,44 @@ pub fn traversal_grid(
     spec: &TraversalSpec,
 ) -> Result<Picture> {
     let z = spec.base.len();
-    ensure!(z > 0 && spec.span.len() == z, "base and span must both have one value per latent");
-    ensure!(spec.steps >= 2, "a traversal needs at least 2 steps, found {}", spec.steps);
-    ensure!(decoder.batch() == spec.steps, "decoder must be planned for {} vectors", spec.steps);
+    ensure!(
+        z > 0 && spec.span.len() == z,
+        "base and span must both have one value per latent"
+    );
+    ensure!(
+        spec.steps >= 2,
+        "a traversal needs at least 2 steps, found {}",
+        spec.steps
+    );
+    ensure!(
+        decoder.batch() == spec.steps,
+        "decoder must be planned for {} vectors",
+        spec.steps
+    );
     let scale = spec.scale.max(1);
     let (cw, ch) = (width * scale, height * scale);
-    let bar = if spec.kl.is_some() { BAR_WIDTH + GAP } else { 0 };
+    let bar = if spec.kl.is_some() {
+        BAR_WIDTH + GAP
+    } else {
+        0
+    };
     let out_w = bar + spec.steps * (cw + GAP) + GAP;
     let out_h = z * (ch + GAP) + GAP;
     let bpp = if channels == 1 { 1 } else { 3 };
-    let format = if channels == 1 { PixelFormat::Gray8 } else { PixelFormat::Rgb8 };
+    let format = if channels == 1 {
+        PixelFormat::Gray8
+    } else {
+        PixelFormat::Rgb8
+    };
     let mut data = vec![BACKGROUND; out_w * out_h * bpp];
     let image_len = channels * height * width;
     let mut zs = vec![0.0f32; spec.steps * z];
     let mut recon = vec![0.0f32; spec.steps * image_len];
-    let kl_max = spec.kl.as_ref().map(|k| k.iter().cloned().fold(0.0f32, f32::max)).unwrap_or(0.0);
+    let kl_max = spec
+        .kl
+        .as_ref()
+        .map(|k| k.iter().cloned().fold(0.0f32, f32::max))
+        .unwrap_or(0.0);
     for row in 0..z {
         for col in 0..spec.steps {
             let t = -1.0 + 2.0 * col as f32 / (spec.steps - 1) as f32;
@@ -77,7 +100,11 @@ pub fn traversal_grid(
         let y0 = GAP + row * (ch + GAP);
         if let Some(kl) = &spec.kl {
             // A bar whose length is this latent's share of the largest KL.
-            let frac = if kl_max > 0.0 { (kl[row] / kl_max).clamp(0.0, 1.0) } else { 0.0 };
+            let frac = if kl_max > 0.0 {
+                (kl[row] / kl_max).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             let len = ((BAR_WIDTH as f32) * frac).round() as usize;
             let by0 = y0 + ch / 3;
             for y in by0..(by0 + (ch / 3).max(1)).min(out_h) {
@@ -96,11 +123,17 @@ pub fn traversal_grid(
                     let (sy, sx) = (y / scale, x / scale);
                     for b in 0..bpp {
                         let v = img[b * height * width + sy * width + sx];
-                        data[((y0 + y) * out_w + x0 + x) * bpp + b] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                        data[((y0 + y) * out_w + x0 + x) * bpp + b] =
+                            (v.clamp(0.0, 1.0) * 255.0).round() as u8;
                     }
                 }
             }
         }
     }
-    Ok(Picture { width: out_w, height: out_h, format, data })
+    Ok(Picture {
+        width: out_w,
+        height: out_h,
+        format,
+        data,
+    })
 }

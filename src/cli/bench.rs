@@ -117,7 +117,13 @@ pub fn run(args: Args) -> Result<()> {
     pre.process(frame, &mut input)?;
     let (n, wu) = (args.iterations, args.warmup);
     let mut stages = vec![];
-    stages.push(time_stage(&format!("preprocess {w}x{h} RGB"), wu, n, 1, || pre.process(frame, &mut input))?);
+    stages.push(time_stage(
+        &format!("preprocess {w}x{h} RGB"),
+        wu,
+        n,
+        1,
+        || pre.process(frame, &mut input),
+    )?);
 
     let mut enc = model.plan(PlanKind::EncoderOnly, 1)?.session()?;
     enc.input_mut()?.copy_from_slice(&input);
@@ -125,23 +131,44 @@ pub fn run(args: Args) -> Result<()> {
         enc.run()?;
         load_start.elapsed().as_secs_f64() * 1e3
     };
-    stages.push(time_stage("encode (encoder-only plan)", wu, n, 1, || Ok(enc.run()?))?);
+    stages.push(time_stage("encode (encoder-only plan)", wu, n, 1, || {
+        Ok(enc.run()?)
+    })?);
     let mut full = model.plan(PlanKind::Full, 1)?.session()?;
     full.input_mut()?.copy_from_slice(&input);
-    stages.push(time_stage("full pass (mu, logvar, recon)", wu, n, 1, || Ok(full.run()?))?);
+    stages.push(time_stage(
+        "full pass (mu, logvar, recon)",
+        wu,
+        n,
+        1,
+        || Ok(full.run()?),
+    )?);
     if args.batch > 1 && spec.max_batch.is_none() {
         let mut fb = model.plan(PlanKind::Full, args.batch)?.session()?;
         for chunk in fb.input_mut()?.chunks_mut(input.len()) {
             chunk.copy_from_slice(&input);
         }
         let name = format!("full pass, batch {} (per frame)", args.batch);
-        stages.push(time_stage(&name, wu, n.div_ceil(args.batch).max(10), args.batch, || Ok(fb.run()?))?);
+        stages.push(time_stage(
+            &name,
+            wu,
+            n.div_ceil(args.batch).max(10),
+            args.batch,
+            || Ok(fb.run()?),
+        )?);
     }
-    if let Some(dp) = args.decoder.clone().or_else(|| super::sibling_decoder(&args.model)) {
-        let mut dec = Decoder::load(&dp, &spec, 1).with_context(|| format!("loading decoder {}", dp.display()))?;
+    if let Some(dp) = args
+        .decoder
+        .clone()
+        .or_else(|| super::sibling_decoder(&args.model))
+    {
+        let mut dec = Decoder::load(&dp, &spec, 1)
+            .with_context(|| format!("loading decoder {}", dp.display()))?;
         let z = enc.mu()?.to_vec();
         let mut out = vec![0.0f32; spec.image_len()];
-        stages.push(time_stage("decode (decoder model)", wu, n, 1, || Ok(dec.decode(&z, &mut out)?))?);
+        stages.push(time_stage("decode (decoder model)", wu, n, 1, || {
+            Ok(dec.decode(&z, &mut out)?)
+        })?);
     }
     let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
     let mut scorer = Scorer::new(&spec, maha.clone());
@@ -152,8 +179,17 @@ pub fn run(args: Args) -> Result<()> {
         Ok(())
     })?);
     let method = profile.as_ref().map_or(Method::Kl, |p| p.method);
-    let kind = if method.needs_recon() { PlanKind::Full } else { PlanKind::EncoderOnly };
-    let mut pipe = Pipeline::new(&model, kind, profile.as_ref().map_or(Fit::Crop, |p| p.fit), maha)?;
+    let kind = if method.needs_recon() {
+        PlanKind::Full
+    } else {
+        PlanKind::EncoderOnly
+    };
+    let mut pipe = Pipeline::new(
+        &model,
+        kind,
+        profile.as_ref().map_or(Fit::Crop, |p| p.fit),
+        maha,
+    )?;
     let e2e_name = format!("end to end ({w}x{h} RGB → {method} score)");
     stages.push(time_stage(&e2e_name, wu, n, 1, || {
         std::hint::black_box(pipe.process(frame)?);
@@ -170,11 +206,28 @@ pub fn run(args: Args) -> Result<()> {
         println!("{out}");
         return Ok(());
     }
-    println!("model {} ({}×{}×{}, Z={}), one thread", args.model.display(), spec.channels, spec.height, spec.width, spec.latent_dim);
-    println!("load {:.1} ms, load to first result {:.1} ms", model.load_time().as_secs_f64() * 1e3, first_result_ms);
-    println!("{:<44} {:>9} {:>9} {:>9} {:>9}", "stage", "min ms", "median", "p99", "fps");
+    println!(
+        "model {} ({}×{}×{}, Z={}), one thread",
+        args.model.display(),
+        spec.channels,
+        spec.height,
+        spec.width,
+        spec.latent_dim
+    );
+    println!(
+        "load {:.1} ms, load to first result {:.1} ms",
+        model.load_time().as_secs_f64() * 1e3,
+        first_result_ms
+    );
+    println!(
+        "{:<44} {:>9} {:>9} {:>9} {:>9}",
+        "stage", "min ms", "median", "p99", "fps"
+    );
     for s in &stages {
-        println!("{:<44} {:>9.3} {:>9.3} {:>9.3} {:>9.0}", s.stage, s.min_ms, s.median_ms, s.p99_ms, s.fps);
+        println!(
+            "{:<44} {:>9.3} {:>9.3} {:>9.3} {:>9.0}",
+            s.stage, s.min_ms, s.median_ms, s.p99_ms, s.fps
+        );
     }
     Ok(())
 }

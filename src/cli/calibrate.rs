@@ -44,19 +44,31 @@ pub fn run(args: Args) -> Result<()> {
     let output = match args.output {
         Some(o) => o,
         None => {
-            let name = args.model.file_name().and_then(|n| n.to_str()).unwrap_or("model.onnx");
+            let name = args
+                .model
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("model.onnx");
             let stem = name.strip_suffix(".onnx").unwrap_or(name);
-            args.model.with_file_name(format!("{stem}.calibration.json"))
+            args.model
+                .with_file_name(format!("{stem}.calibration.json"))
         }
     };
     let pb = super::progress_bar(files.len(), "calibrating");
-    let opts = CalibrateOptions { fpr: args.fpr, fit: args.fit, method: args.method, seed: args.seed };
+    let opts = CalibrateOptions {
+        fpr: args.fpr,
+        fit: args.fit,
+        method: args.method,
+        seed: args.seed,
+    };
     let profile = calibrate(&model, &files, &opts, |done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })?;
     pb.finish_and_clear();
-    profile.save(&output).with_context(|| format!("saving {}", output.display()))?;
+    profile
+        .save(&output)
+        .with_context(|| format!("saving {}", output.display()))?;
     if args.json {
         println!("{}", serde_json::to_string(&profile)?);
         return Ok(());
@@ -64,10 +76,22 @@ pub fn run(args: Args) -> Result<()> {
     for w in &profile.warnings {
         eprintln!("warning: {w}");
     }
-    println!("calibrated on {} normal images, target false-positive rate {}", profile.frames, profile.fpr);
-    println!("{:<8} {:>12} {:>12} {:>12} {:>10}", "score", "median", "p99", "threshold", "synthetic");
+    println!(
+        "calibrated on {} normal images, target false-positive rate {}",
+        profile.frames, profile.fpr
+    );
+    println!(
+        "{:<8} {:>12} {:>12} {:>12} {:>10}",
+        "score", "median", "p99", "threshold", "synthetic"
+    );
     for (m, c) in &profile.scores {
-        let q = |q: f64| c.normal.quantiles.iter().find(|(k, _)| (*k - q).abs() < 1e-9).map_or(f64::NAN, |p| p.1);
+        let q = |q: f64| {
+            c.normal
+                .quantiles
+                .iter()
+                .find(|(k, _)| (*k - q).abs() < 1e-9)
+                .map_or(f64::NAN, |p| p.1)
+        };
         println!(
             "{:<8} {:>12.5} {:>12.5} {:>12.5} {:>9.1}%",
             m.name(),
@@ -77,7 +101,10 @@ pub fn run(args: Args) -> Result<()> {
             100.0 * c.synthetic_detection
         );
     }
-    println!("default score: {} ({})", profile.method, profile.method_reason);
+    println!(
+        "default score: {} ({})",
+        profile.method, profile.method_reason
+    );
     println!("wrote {}", output.display());
     Ok(())
 }

@@ -58,17 +58,29 @@ pub fn run(args: Args) -> Result<()> {
         pipe.process(frame.as_ref())?;
         let (mu, lv, kl) = (pipe.mu()?, pipe.logvar()?, pipe.kl_latents());
         if args.csv {
-            let vals: Vec<String> = mu.iter().chain(lv).chain(kl).map(|v| v.to_string()).collect();
+            let vals: Vec<String> = mu
+                .iter()
+                .chain(lv)
+                .chain(kl)
+                .map(|v| v.to_string())
+                .collect();
             let name = f.display().to_string().replace('"', "\"\"");
             writeln!(out, "\"{name}\",{}", vals.join(","))?;
         } else {
-            writeln!(out, "{}", json!({"file": f, "mu": mu, "logvar": lv, "kl": kl}))?;
+            writeln!(
+                out,
+                "{}",
+                json!({"file": f, "mu": mu, "logvar": lv, "kl": kl})
+            )?;
         }
     }
     pb.finish_and_clear();
     out.flush()?;
     if failed > 0 {
-        bail!("{failed} of {} images could not be read (see the errors above)", files.len());
+        bail!(
+            "{failed} of {} images could not be read (see the errors above)",
+            files.len()
+        );
     }
     Ok(())
 }

@@ -70,12 +70,24 @@ pub fn run(args: Args) -> Result<()> {
         s.height,
         if s.channels == 1 { "gray" } else { "RGB" }
     );
-    println!("likelihood {}{}", s.likelihood, if m.likelihood.is_none() { " (default: not in metadata)" } else { "" });
+    println!(
+        "likelihood {}{}",
+        s.likelihood,
+        if m.likelihood.is_none() {
+            " (default: not in metadata)"
+        } else {
+            ""
+        }
+    );
     match s.objective {
         crate::meta::Objective::Beta => println!(
             "objective  beta, β = {}{}",
             s.beta,
-            if m.beta.is_none() { " (default: not in metadata)" } else { "" }
+            if m.beta.is_none() {
+                " (default: not in metadata)"
+            } else {
+                ""
+            }
         ),
         crate::meta::Objective::Capacity => println!(
             "objective  capacity, γ = {}, C_max = {} nats",
@@ -89,7 +101,11 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(st) = m.steps {
         println!("steps      {st}");
     }
-    println!("batch      {}", s.max_batch.map_or("dynamic".to_string(), |b| format!("fixed at {b}")));
+    println!(
+        "batch      {}",
+        s.max_batch
+            .map_or("dynamic".to_string(), |b| format!("fixed at {b}"))
+    );
     match super::sibling_decoder(model.path()) {
         Some(d) => println!("decoder    {}", d.display()),
         None => println!("decoder    none found (traversals need NAME.decoder.onnx)"),
@@ -99,10 +115,16 @@ pub fn run(args: Args) -> Result<()> {
         (Some(kl), Some(act)) => {
             let max = kl.iter().cloned().fold(0.0f32, f32::max).max(1e-9);
             let n_active = act.iter().filter(|a| **a).count();
-            println!("  {n_active} of {} active (mean KL ≥ {ACTIVE_KL_NATS} nats on training data)", s.latent_dim);
+            println!(
+                "  {n_active} of {} active (mean KL ≥ {ACTIVE_KL_NATS} nats on training data)",
+                s.latent_dim
+            );
             for (i, (k, a)) in kl.iter().zip(act).enumerate() {
                 let bar = "#".repeat(((k / max) * 30.0).round() as usize);
-                println!("  z{i:<3} {k:>7.3} nats  {:<8} {bar}", if *a { "active" } else { "inactive" });
+                println!(
+                    "  z{i:<3} {k:>7.3} nats  {:<8} {bar}",
+                    if *a { "active" } else { "inactive" }
+                );
             }
         }
         _ => println!("  per-latent KL unknown (no bvae.latent_kl metadata)"),

@@ -88,5 +88,8 @@ pub fn progress_bar(n: usize, what: &str) -> indicatif::ProgressBar {
 
 /// Formats floats compactly for JSON-free human output.
 pub fn fmt_vec(v: &[f32]) -> String {
-    v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" ")
+    v.iter()
+        .map(|x| format!("{x:.3}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

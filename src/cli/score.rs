@@ -102,7 +102,10 @@ pub fn run(args: Args) -> Result<()> {
     if args.method.is_some() && profile.is_none() {
         bail!("--method needs --calibration: thresholds come from a calibration profile");
     }
-    let fit = args.fit.or(profile.as_ref().map(|p| p.fit)).unwrap_or_default();
+    let fit = args
+        .fit
+        .or(profile.as_ref().map(|p| p.fit))
+        .unwrap_or_default();
     let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
     let mut pipe = Pipeline::new(&model, PlanKind::Full, fit, maha)?;
     let files = expand_inputs(&args.images)?;
@@ -140,12 +143,15 @@ pub fn run(args: Args) -> Result<()> {
         }
         let devs = deviations(pipe.mu()?, pipe.kl_latents(), profile.as_ref(), args.top);
         if args.json {
-            let line = serde_json::json!({"file": f, "scores": s, "decision": decision, "latents": devs});
+            let line =
+                serde_json::json!({"file": f, "scores": s, "decision": decision, "latents": devs});
             writeln!(out, "{line}")?;
         } else {
             let opt = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
             let verdict = match &decision {
-                Some(d) if d.anomalous => format!("  ANOMALY ({} {:.2}× threshold)", d.method, d.ratio),
+                Some(d) if d.anomalous => {
+                    format!("  ANOMALY ({} {:.2}× threshold)", d.method, d.ratio)
+                }
                 Some(d) => format!("  normal ({} {:.2}× threshold)", d.method, d.ratio),
                 None => String::new(),
             };
@@ -171,10 +177,16 @@ pub fn run(args: Args) -> Result<()> {
     pb.finish_and_clear();
     out.flush()?;
     if profile.is_some() && !args.json {
-        eprintln!("{flagged} of {} images flagged as anomalous", files.len() - failed);
+        eprintln!(
+            "{flagged} of {} images flagged as anomalous",
+            files.len() - failed
+        );
     }
     if failed > 0 {
-        bail!("{failed} of {} images could not be read (see the errors above)", files.len());
+        bail!(
+            "{failed} of {} images could not be read (see the errors above)",
+            files.len()
+        );
     }
     Ok(())
 }

@@ -45,7 +45,11 @@ const SIGMAS: f32 = 3.0;
 pub fn run(args: Args) -> Result<()> {
     let model = super::load_model(&args.model)?;
     let spec = model.spec().clone();
-    let Some(dec_path) = args.decoder.clone().or_else(|| super::sibling_decoder(&args.model)) else {
+    let Some(dec_path) = args
+        .decoder
+        .clone()
+        .or_else(|| super::sibling_decoder(&args.model))
+    else {
         bail!(
             "no decoder: pass --decoder NAME.decoder.onnx (none found next to {})",
             args.model.display()
@@ -60,7 +64,13 @@ pub fn run(args: Args) -> Result<()> {
     let (mut base, mut span) = (vec![0.0f32; z], vec![SIGMAS; z]);
     if let Some(p) = &args.calibration {
         let prof = super::load_profile(p, &model)?;
-        base = prof.latent.gaussian.mean.iter().map(|&v| v as f32).collect();
+        base = prof
+            .latent
+            .gaussian
+            .mean
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
         span = prof.latent.std.iter().map(|&s| SIGMAS * s as f32).collect();
     }
     if let Some(img) = &args.image {
@@ -69,11 +79,20 @@ pub fn run(args: Args) -> Result<()> {
         pipe.process(frame.as_ref())?;
         base = pipe.mu()?.to_vec();
     }
-    let scale = args.scale.unwrap_or_else(|| 64usize.div_ceil(spec.height.min(spec.width)).max(1));
-    let tspec = TraversalSpec { base, span, steps: args.steps, kl: spec.latent_kl.clone(), scale };
+    let scale = args
+        .scale
+        .unwrap_or_else(|| 64usize.div_ceil(spec.height.min(spec.width)).max(1));
+    let tspec = TraversalSpec {
+        base,
+        span,
+        steps: args.steps,
+        kl: spec.latent_kl.clone(),
+        scale,
+    };
     let pic = traversal_grid(&mut decoder, spec.channels, spec.height, spec.width, &tspec)?;
     let png = encode_png(pic.width as u32, pic.height as u32, pic.format, &pic.data)?;
-    write_atomic(&args.output, &png).with_context(|| format!("writing {}", args.output.display()))?;
+    write_atomic(&args.output, &png)
+        .with_context(|| format!("writing {}", args.output.display()))?;
     if args.json {
         let out = serde_json::json!({
             "output": args.output, "width": pic.width, "height": pic.height,
@@ -89,7 +108,14 @@ pub fn run(args: Args) -> Result<()> {
         );
         if let Some(kl) = &spec.latent_kl {
             for (i, k) in kl.iter().enumerate() {
-                println!("  row {i}: z{i} {k:.3} nats{}", if *k < crate::meta::ACTIVE_KL_NATS { " (inactive)" } else { "" });
+                println!(
+                    "  row {i}: z{i} {k:.3} nats{}",
+                    if *k < crate::meta::ACTIVE_KL_NATS {
+                        " (inactive)"
+                    } else {
+                        ""
+                    }
+                );
             }
         }
     }
