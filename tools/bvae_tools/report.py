@@ -62,6 +62,12 @@ def plot_losses(log: dict[str, np.ndarray], path: Path) -> None:
     if np.any(log["capacity"] > 0):
         axes[2].plot(ep, log["capacity"], ":", label="capacity C")
     axes[2].set_title("KL (nats)")
+    for ax in axes[:2]:
+        # the first epoch often dwarfs the rest; a log axis keeps the later epochs readable
+        values = np.concatenate([ax_line.get_ydata() for ax_line in ax.get_lines()])
+        values = values[np.isfinite(values)]
+        if len(values) and values.min() > 0 and values.max() / values.min() > 5:
+            ax.set_yscale("log")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
