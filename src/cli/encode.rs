@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde_json::json;
 
-use crate::imageio::{expand_inputs, load_image};
+use crate::imageio::expand_inputs;
 use crate::model::PlanKind;
 use crate::pipeline::Pipeline;
 use crate::preprocess::Fit;
@@ -43,18 +43,7 @@ pub fn run(args: Args) -> Result<()> {
             .collect();
         writeln!(out, "file,{}", cols.join(","))?;
     }
-    let pb = super::progress_bar(files.len(), "encoding");
-    let mut failed = 0;
-    for f in &files {
-        pb.inc(1);
-        let frame = match load_image(f) {
-            Ok(fr) => fr,
-            Err(e) => {
-                pb.suspend(|| eprintln!("error: {e:#}"));
-                failed += 1;
-                continue;
-            }
-        };
+    let failed = super::for_each_image(&files, "encoding", |f, frame| {
         pipe.process(frame.as_ref())?;
         let (mu, lv, kl) = (pipe.mu()?, pipe.logvar()?, pipe.kl_latents());
         if args.csv {
@@ -73,14 +62,8 @@ pub fn run(args: Args) -> Result<()> {
                 json!({"file": f, "mu": mu, "logvar": lv, "kl": kl})
             )?;
         }
-    }
-    pb.finish_and_clear();
+        Ok(())
+    })?;
     out.flush()?;
-    if failed > 0 {
-        bail!(
-            "{failed} of {} images could not be read (see the errors above)",
-            files.len()
-        );
-    }
-    Ok(())
+    super::unreadable(failed, files.len())
 }

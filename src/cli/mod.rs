@@ -86,6 +86,38 @@ pub fn progress_bar(n: usize, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
+/// Runs `f` on every readable image of `files` behind a progress bar.
+/// Files that cannot be read are reported on stderr and skipped; returns
+/// how many were skipped. Errors from `f` stop the run.
+pub fn for_each_image(
+    files: &[PathBuf],
+    what: &str,
+    mut f: impl FnMut(&Path, crate::frame::Frame) -> Result<()>,
+) -> Result<usize> {
+    let pb = progress_bar(files.len(), what);
+    let mut failed = 0;
+    for path in files {
+        pb.inc(1);
+        match crate::imageio::load_image(path) {
+            Ok(frame) => f(path, frame)?,
+            Err(e) => {
+                pb.suspend(|| eprintln!("error: {e:#}"));
+                failed += 1;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    Ok(failed)
+}
+
+/// The error for `failed` unreadable images out of `total`.
+pub fn unreadable(failed: usize, total: usize) -> Result<()> {
+    if failed > 0 {
+        anyhow::bail!("{failed} of {total} images could not be read (see the errors above)");
+    }
+    Ok(())
+}
+
 /// Formats floats compactly for JSON-free human output.
 pub fn fmt_vec(v: &[f32]) -> String {
     v.iter()

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::calibrate::Profile;
-use crate::imageio::{expand_inputs, load_image};
+use crate::imageio::expand_inputs;
 use crate::model::PlanKind;
 use crate::pipeline::Pipeline;
 use crate::preprocess::Fit;
@@ -111,18 +111,8 @@ pub fn run(args: Args) -> Result<()> {
     let files = expand_inputs(&args.images)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let pb = super::progress_bar(files.len(), "scoring");
-    let (mut failed, mut flagged) = (0, 0);
-    for f in &files {
-        pb.inc(1);
-        let frame = match load_image(f) {
-            Ok(fr) => fr,
-            Err(e) => {
-                pb.suspend(|| eprintln!("error: {e:#}"));
-                failed += 1;
-                continue;
-            }
-        };
+    let mut flagged = 0;
+    let failed = super::for_each_image(&files, "scoring", |f, frame| {
         let s: Scores = pipe.process(frame.as_ref())?;
         let decision = match &profile {
             Some(p) => {
@@ -173,8 +163,8 @@ pub fn run(args: Args) -> Result<()> {
                 lat.join(", ")
             )?;
         }
-    }
-    pb.finish_and_clear();
+        Ok(())
+    })?;
     out.flush()?;
     if profile.is_some() && !args.json {
         eprintln!(
@@ -182,11 +172,5 @@ pub fn run(args: Args) -> Result<()> {
             files.len() - failed
         );
     }
-    if failed > 0 {
-        bail!(
-            "{failed} of {} images could not be read (see the errors above)",
-            files.len()
-        );
-    }
-    Ok(())
+    super::unreadable(failed, files.len())
 }
