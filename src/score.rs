@@ -75,6 +75,10 @@ impl std::fmt::Display for Method {
 #[inline]
 pub fn pixel_nll(x: f32, r: f32, likelihood: Likelihood) -> f32 {
     match likelihood {
+        // Binary pixels (the common case for Bernoulli models) need one
+        // logarithm, not two.
+        Likelihood::Bernoulli if x <= 0.0 => -(1.0 - r).ln().max(LOG_FLOOR),
+        Likelihood::Bernoulli if x >= 1.0 => -r.ln().max(LOG_FLOOR),
         Likelihood::Bernoulli => {
             let lr = r.ln().max(LOG_FLOOR);
             let l1r = (1.0 - r).ln().max(LOG_FLOOR);
@@ -254,6 +258,14 @@ mod tests {
         assert!((sc.recon.unwrap() - (0.25 + 0.0625) / 2.0).abs() < 1e-7);
         assert_eq!(sc.kl, 0.0);
         assert!((sc.elbo.unwrap() - 0.3125).abs() < 1e-7);
+    }
+
+    #[test]
+    fn binary_and_gray_pixels_agree_with_the_formula() {
+        for &(x, r) in &[(0.0f32, 0.3f32), (1.0, 0.3), (0.4, 0.3), (1.0, 0.999), (0.0, 1e-6)] {
+            let want = -(x * r.ln().max(LOG_FLOOR) + (1.0 - x) * (1.0 - r).ln().max(LOG_FLOOR));
+            assert!((pixel_nll(x, r, Likelihood::Bernoulli) - want).abs() < 1e-6, "x={x} r={r}");
+        }
     }
 
     #[test]
