@@ -15,6 +15,7 @@ pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 pub mod score;
+pub mod source;
 pub mod stats;
 pub mod traverse;
 

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod calibrate;
 pub mod encode;
 pub mod info;
+pub mod record;
 pub mod score;
 pub mod traverse;
 
@@ -42,6 +43,9 @@ pub enum Command {
     Traverse(traverse::Args),
     /// Time each stage (preprocess, encode, decode, score) and end to end.
     Bench(bench::Args),
+    /// Save frames from a source (camera, video, images, synthetic scene)
+    /// as PNG files for training.
+    Record(record::Args),
 }
 
 /// Runs a parsed command line.
@@ -53,6 +57,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Calibrate(a) => calibrate::run(a),
         Command::Traverse(a) => traverse::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Record(a) => record::run(a),
     }
 }
 
