@@ -46,8 +46,8 @@ pub struct Args {
     pub force: bool,
 }
 
-/// Checks that `dir` is missing or empty (or `force`), and creates it.
-fn prepare_output(dir: &Path, force: bool) -> Result<()> {
+/// Checks that `dir` is missing or empty (or `force`).
+fn check_output(dir: &Path, force: bool) -> Result<()> {
     if dir.exists() {
         if !dir.is_dir() {
             bail!("{} exists and is not a folder", dir.display());
@@ -62,7 +62,7 @@ fn prepare_output(dir: &Path, force: bool) -> Result<()> {
             );
         }
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+    Ok(())
 }
 
 /// Runs `bvae record`.
@@ -82,8 +82,10 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let normal_only = args.normal_only || (synthetic && !args.keep_anomalies);
-    prepare_output(&args.output, args.force)?;
+    check_output(&args.output, args.force)?;
     let mut source = open_source(&spec)?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
     let digits = (args.frames.saturating_sub(1)).to_string().len().max(6);
     let mut frame = Frame {
         width: 0,

@@ -42,8 +42,8 @@ pub mod y4m;
 
 pub use images::ImageSource;
 pub use synthetic::{
-    AnomalySchedule, Scene, SceneState, Shape, Sprite, SyntheticConfig, SyntheticSource,
-    render_frame,
+    AnomalySchedule, Blob, Episode, SHAPE_SEGMENT, Scene, SceneState, Shape, Sprite,
+    SyntheticConfig, SyntheticSource, render_frame,
 };
 pub use y4m::VideoSource;
 
