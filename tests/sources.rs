@@ -384,7 +384,7 @@ fn y4m_mono_frames_loop_and_truncation() {
     assert_eq!(results, [true, false, true, false]);
 
     // Garbage where a FRAME line should be.
-    let mut bad = y4m("YUV4MPEG2 W4 H3 Cmono", &[frame0.clone()]);
+    let mut bad = y4m("YUV4MPEG2 W4 H3 Cmono", &[frame0]);
     bad.extend_from_slice(b"GARBAGE\n");
     let mut src = video(dir.path(), "bad.y4m", &bad, false);
     src.next_frame(&mut f).unwrap();
