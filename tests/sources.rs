@@ -439,6 +439,7 @@ fn y4m_420_colours_become_rgb() {
         ),
         ("text.y4m", &b"hello\n"[..], "not a YUV4MPEG2 file"),
         ("empty.y4m", &b""[..], "is empty"),
+        ("endless.y4m", &b"YUV4MPEG2 W2 H2 C420"[..], "no end"),
     ] {
         let p = dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::{FrameInfo, FrameSource, SourceError, reshape};
 use crate::frame::{Frame, PixelFormat};
-use crate::imageio::MAX_IMAGE_SIDE;
+use crate::imageio::{MAX_IMAGE_ALLOC, MAX_IMAGE_SIDE};
 
 /// Longest stream header line accepted.
 const MAX_HEADER: u64 = 4096;
@@ -78,16 +78,18 @@ impl Y4mHeader {
         let mut chroma = Chroma::C420;
         let mut range = None;
         for t in tokens.filter(|t| !t.is_empty()) {
-            let (tag, val) = t.split_at(1);
+            let mut chars = t.chars();
+            let tag = chars.next();
+            let val = chars.as_str();
             match tag {
-                "W" => width = val.parse::<usize>().ok(),
-                "H" => height = val.parse::<usize>().ok(),
-                "F" => {
+                Some('W') => width = val.parse::<usize>().ok(),
+                Some('H') => height = val.parse::<usize>().ok(),
+                Some('F') => {
                     fps = val
                         .split_once(':')
                         .and_then(|(n, d)| Some((n.parse().ok()?, d.parse().ok()?)))
                 }
-                "C" => {
+                Some('C') => {
                     chroma = match val {
                         "420jpeg" | "420paldv" | "420mpeg2" | "420" => Chroma::C420,
                         "422" => Chroma::C422,
@@ -102,7 +104,7 @@ impl Y4mHeader {
                         }
                     }
                 }
-                "X" => match val {
+                Some('X') => match val {
                     "COLORRANGE=FULL" => range = Some(Range::Full),
                     "COLORRANGE=LIMITED" => range = Some(Range::Limited),
                     _ => {}
@@ -119,9 +121,10 @@ impl Y4mHeader {
                 "the header has no valid {name} (W and H are required)"
             )),
         };
-        Ok(Y4mHeader {
-            width: side(width, "width")?,
-            height: side(height, "height")?,
+        let (width, height) = (side(width, "width")?, side(height, "height")?);
+        let header = Y4mHeader {
+            width,
+            height,
             fps,
             chroma,
             range: range.unwrap_or(if chroma == Chroma::Mono {
@@ -129,7 +132,16 @@ impl Y4mHeader {
             } else {
                 Range::Limited
             }),
-        })
+        };
+        // The decoded frame is the largest buffer: RGB, 3 bytes per pixel.
+        if (width * height * 3) as u64 > MAX_IMAGE_ALLOC {
+            return Err(format!(
+                "frames of {width}×{height} pixels are too large to decode (more than {} MiB \
+                 per frame)",
+                MAX_IMAGE_ALLOC >> 20
+            ));
+        }
+        Ok(header)
     }
 
     /// Size of one chroma plane, width and height.
@@ -216,9 +228,18 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// How a line read by [`read_line`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// At its newline.
+    Complete,
+    /// At the length limit or the end of the file, without a newline.
+    Cut,
+}
+
 /// Reads one line of at most `max` bytes, without its newline. `None` at
 /// the end of the file.
-fn read_line(r: &mut impl BufRead, max: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<()>> {
+fn read_line(r: &mut impl BufRead, max: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<Line>> {
     buf.clear();
     let n = r.take(max).read_until(b'\n', buf)?;
     if n == 0 {
@@ -226,8 +247,10 @@ fn read_line(r: &mut impl BufRead, max: u64, buf: &mut Vec<u8>) -> std::io::Resu
     }
     if buf.last() == Some(&b'\n') {
         buf.pop();
+        Ok(Some(Line::Complete))
+    } else {
+        Ok(Some(Line::Cut))
     }
-    Ok(Some(()))
 }
 
 /// A `.y4m` file as a frame source, optionally looping.
@@ -311,8 +334,8 @@ impl VideoSource {
                 self.rewind()?;
                 return self.read_frame();
             }
-            Ok(Some(())) if self.line.starts_with(b"FRAME") => {}
-            Ok(Some(())) => {
+            Ok(Some(Line::Complete)) if self.line.starts_with(b"FRAME") => {}
+            Ok(Some(_)) => {
                 self.at_end = true;
                 return Err(SourceError::BadFrame(format!(
                     "{}: expected a FRAME line before frame {}, found {:?}; the file is \
@@ -366,7 +389,14 @@ impl FrameSource for VideoSource {
         let file = File::open(&self.path).map_err(|e| self.lost("cannot open", e))?;
         let mut reader = BufReader::new(file);
         let line = match read_line(&mut reader, MAX_HEADER, &mut self.line) {
-            Ok(Some(())) => String::from_utf8_lossy(&self.line).into_owned(),
+            Ok(Some(Line::Complete)) => String::from_utf8_lossy(&self.line).into_owned(),
+            Ok(Some(Line::Cut)) => {
+                return Err(SourceError::Disconnected(format!(
+                    "{}: the header line has no end (no newline in its first {MAX_HEADER} bytes); \
+                     expected a YUV4MPEG2 video",
+                    self.path.display()
+                )));
+            }
             Ok(None) => {
                 return Err(SourceError::Disconnected(format!(
                     "{} is empty: expected a YUV4MPEG2 video",
@@ -421,6 +451,9 @@ mod tests {
         );
         let h = Y4mHeader::parse("YUV4MPEG2 W5 H3 C420 XCOLORRANGE=FULL").unwrap();
         assert_eq!((h.range, h.chroma_size()), (Range::Full, (3, 2)));
+        // Unknown tags, even non-ASCII ones, are ignored.
+        let h = Y4mHeader::parse("YUV4MPEG2 W3 H3 éx Cmono Zz").unwrap();
+        assert_eq!(h.chroma, Chroma::Mono);
         let h = Y4mHeader::parse("YUV4MPEG2 W4 H2 C422").unwrap();
         assert_eq!(h.frame_bytes(), 8 + 2 * 4);
         for (bad, needle) in [
@@ -432,6 +465,7 @@ mod tests {
             ("YUV4MPEG2 H3", "no valid width"),
             ("YUV4MPEG2 W0 H3", "width is 0"),
             ("YUV4MPEG2 W100000 H3", "width is 100000"),
+            ("YUV4MPEG2 W16000 H16000", "too large"),
         ] {
             let e = Y4mHeader::parse(bad).unwrap_err();
             assert!(e.contains(needle), "{bad}: {e}");
