@@ -41,6 +41,7 @@ class DataConfig:
     path: str | None = None
     labels: str | None = None
     classes: tuple[int, ...] = ()
+    fit: str = "crop"
 
     def describe(self) -> str:
         """Short dataset name for ``bvae.dataset`` metadata."""
@@ -58,7 +59,13 @@ class DataConfig:
 
     @staticmethod
     def from_dict(d: dict) -> DataConfig:
-        return DataConfig(d["kind"], d.get("path"), d.get("labels"), tuple(d.get("classes", ())))
+        return DataConfig(
+            d["kind"],
+            d.get("path"),
+            d.get("labels"),
+            tuple(d.get("classes", ())),
+            d.get("fit", "crop"),
+        )
 
 
 class ImageSource:
@@ -128,13 +135,23 @@ def find_images(folder: Path) -> list[Path]:
     return files
 
 
-def load_image(path: Path, size: int, channels: int) -> np.ndarray:
+FITS = ("crop", "letterbox")
+
+
+def load_image(path: Path, size: int, channels: int, fit: str = "crop") -> np.ndarray:
     """One image file -> uint8 ``[C, size, size]``: resized so the shorter side
-    is ``size``, then centre-cropped; converted to gray (C=1) or RGB (C=3)."""
+    is ``size``, then centre-cropped (``fit="crop"``), or resized so the longer
+    side is ``size`` and centred on black (``fit="letterbox"``); converted to
+    gray (C=1) or RGB (C=3)."""
+    if fit not in FITS:
+        raise UserError(f"fit must be one of {FITS}, got {fit!r}")
     try:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
-            im = ImageOps.fit(im, (size, size), method=Image.Resampling.BILINEAR)
+            if fit == "crop":
+                im = ImageOps.fit(im, (size, size), method=Image.Resampling.BILINEAR)
+            else:
+                im = ImageOps.pad(im, (size, size), method=Image.Resampling.BILINEAR, color=0)
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UserError(
@@ -148,9 +165,9 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def load_folder(folder: str | Path, size: int, channels: int) -> TensorSource:
+def load_folder(folder: str | Path, size: int, channels: int, fit: str = "crop") -> TensorSource:
     files = find_images(Path(folder))
-    arr = np.stack([load_image(p, size, channels) for p in files])
+    arr = np.stack([load_image(p, size, channels, fit) for p in files])
     return TensorSource(torch.from_numpy(arr))
 
 
@@ -225,7 +242,7 @@ def open_source(data: DataConfig, size: int, channels: int) -> ImageSource:
     if data.kind == "dsprites":
         return DSpritesSource(size, channels)
     if data.kind == "folder":
-        return load_folder(data.path, size, channels)
+        return load_folder(data.path, size, channels, data.fit)
     if data.kind == "idx":
         return load_idx(data.path, data.labels, data.classes, size, channels)
     raise UserError(f"unknown data kind {data.kind!r}; expected one of {DATA_KINDS}")

@@ -111,6 +111,7 @@ def metadata(cfg: TrainConfig, steps: int, latent_kl: np.ndarray) -> dict[str, s
         "bvae.capacity_max": repr(float(cfg.loss.capacity_max)),
         "bvae.latent_kl": json.dumps([round(float(v), 6) for v in latent_kl]),
         "bvae.dataset": cfg.data.describe(),
+        "bvae.fit": cfg.data.fit,
         "bvae.steps": str(int(steps)),
         "bvae.seed": str(int(cfg.seed)),
     }

@@ -56,6 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 gray, 3 RGB")
     m.add_argument("--size", type=int, default=64, help="input side in pixels, multiple of 16")
+    m.add_argument(
+        "--fit",
+        choices=("crop", "letterbox"),
+        default="crop",
+        help="how --images of another aspect ratio become square: centre crop, or "
+        "shrink to fit on black borders (calibrate the runtime with the same --fit)",
+    )
     m.add_argument("--latent-dim", type=int, default=10, help="number of latents Z")
     o = p.add_argument_group("objective")
     o.add_argument(
@@ -118,7 +125,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.dsprites:
         data = DataConfig("dsprites")
     elif args.images:
-        data = DataConfig("folder", str(Path(args.images).absolute()))
+        data = DataConfig("folder", str(Path(args.images).absolute()), fit=args.fit)
     else:
         # absolute paths, so that export and report work from any directory
         data = DataConfig(

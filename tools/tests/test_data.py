@@ -108,3 +108,20 @@ def test_split_is_reproducible_and_disjoint():
     assert len(b) == 20 and len(a) == 80 and not set(a) & set(b)
     assert len(split_indices(3, 0.0, 0)[1]) == 0
     assert len(split_indices(2, 0.5, 0)[0]) >= 1
+
+
+def test_letterbox_fit_pads_with_black(tmp_path):
+    from PIL import Image
+
+    from bvae_tools.data import load_image
+
+    p = tmp_path / "wide.png"
+    Image.new("L", (32, 16), 255).save(p)
+    crop = load_image(p, 16, 1, "crop")
+    assert (crop == 255).all()
+    box = load_image(p, 16, 1, "letterbox")
+    assert box.shape == (1, 16, 16)
+    assert (box[0, :4] == 0).all() and (box[0, 12:] == 0).all()
+    assert (box[0, 4:12] == 255).all()
+    with pytest.raises(UserError, match="fit must be one of"):
+        load_image(p, 16, 1, "stretch")
