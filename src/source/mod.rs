@@ -36,6 +36,9 @@ use anyhow::{Context, Result};
 
 use crate::frame::{Frame, PixelFormat};
 
+#[cfg(feature = "camera")]
+pub mod camera;
+pub mod decode;
 pub mod images;
 pub mod synthetic;
 pub mod y4m;
@@ -340,11 +343,39 @@ impl fmt::Display for SourceSpec {
 pub const NO_CAMERA_FEATURE: &str =
     "camera sources need the `camera` feature: cargo build --release --features camera";
 
+/// One camera found by [`list_cameras`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CameraDescription {
+    /// What to pass as `camera:INDEX`.
+    pub index: String,
+    /// The device's name.
+    pub name: String,
+    /// The driver's description.
+    pub description: String,
+}
+
+/// The cameras the system has (empty when there are none). Without the
+/// `camera` feature, an error saying how to build with it.
+pub fn list_cameras() -> Result<Vec<CameraDescription>> {
+    #[cfg(feature = "camera")]
+    return camera::list_cameras();
+    #[cfg(not(feature = "camera"))]
+    anyhow::bail!(NO_CAMERA_FEATURE)
+}
+
 /// Creates the source `spec` names and opens it once, so that a missing
 /// folder, an unreadable video or an unsupported option is reported here,
 /// with context, rather than as the first frame's error.
 pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn FrameSource>> {
     let mut source: Box<dyn FrameSource> = match spec {
+        #[cfg(feature = "camera")]
+        SourceSpec::Camera {
+            index,
+            width,
+            height,
+            fps,
+        } => Box::new(camera::CameraSource::new(*index, *width, *height, *fps)),
+        #[cfg(not(feature = "camera"))]
         SourceSpec::Camera { .. } => anyhow::bail!(NO_CAMERA_FEATURE),
         SourceSpec::Images { dir, looping } => Box::new(ImageSource::new(dir.clone(), *looping)),
         SourceSpec::Video { path, looping } => Box::new(VideoSource::new(path.clone(), *looping)),
@@ -433,9 +464,22 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "camera"))]
     fn camera_without_feature_says_which_feature() {
         let spec: SourceSpec = "camera:0".parse().unwrap();
         let e = format!("{:#}", open_source(&spec).err().unwrap());
         assert!(e.contains("--features camera"), "{e}");
+        let e = format!("{:#}", list_cameras().unwrap_err());
+        assert!(e.contains("--features camera"), "{e}");
+    }
+
+    /// There is no camera on the build machines: opening one fails cleanly.
+    #[test]
+    #[cfg(feature = "camera")]
+    fn a_missing_camera_is_a_clear_error() {
+        let spec: SourceSpec = "camera:57".parse().unwrap();
+        let e = format!("{:#}", open_source(&spec).err().unwrap());
+        assert!(e.contains("cannot open camera 57"), "{e}");
+        assert!(list_cameras().is_ok());
     }
 }

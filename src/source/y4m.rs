@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::decode::Bt601;
 use super::{FrameInfo, FrameSource, SourceError, reshape};
 use crate::frame::{Frame, PixelFormat};
 use crate::imageio::{MAX_IMAGE_ALLOC, MAX_IMAGE_SIDE};
@@ -41,14 +42,7 @@ pub enum Chroma {
     Mono,
 }
 
-/// Value range of the samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Range {
-    /// Y 16–235, U/V 16–240 ("TV" range).
-    Limited,
-    /// 0–255 ("PC"/JPEG range).
-    Full,
-}
+pub use super::decode::Range;
 
 /// A parsed stream header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,33 +176,13 @@ impl Y4mHeader {
         let (cw, ch) = self.chroma_size();
         let (u_plane, v_plane) = rest.split_at(cw * ch);
         let (sx, sy) = (w.div_ceil(cw).max(1), h.div_ceil(ch).max(1));
-        // BT.601 in 16.16 fixed point.
-        const ONE: f64 = 65536.0;
-        let (ky, y0, rv, gu, gv, bu) = match self.range {
-            Range::Full => (1.0, 0, 1.402, 0.344_136, 0.714_136, 1.772),
-            Range::Limited => (
-                255.0 / 219.0,
-                16,
-                1.596_027,
-                0.391_762,
-                0.812_968,
-                2.017_232,
-            ),
-        };
-        let fx = |c: f64| (c * ONE).round() as i32;
-        let (ky, rv, gu, gv, bu) = (fx(ky), fx(rv), fx(gu), fx(gv), fx(bu));
-        let clamp = |v: i32| ((v + 32768) >> 16).clamp(0, 255) as u8;
+        let m = Bt601::new(self.range);
         for (row, out) in frame.data.chunks_exact_mut(w * 3).enumerate() {
             let crow = (row / sy) * cw;
             let ys = &y_plane[row * w..(row + 1) * w];
             for (col, px) in out.chunks_exact_mut(3).enumerate() {
                 let c = crow + col / sx;
-                let y = ky * (ys[col] as i32 - y0);
-                let u = u_plane[c] as i32 - 128;
-                let v = v_plane[c] as i32 - 128;
-                px[0] = clamp(y + rv * v);
-                px[1] = clamp(y - gu * u - gv * v);
-                px[2] = clamp(y + bu * u);
+                px.copy_from_slice(&m.rgb(ys[col], u_plane[c], v_plane[c]));
             }
         }
     }
