@@ -383,6 +383,10 @@ pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn FrameSource>> {
     };
     source
         .open()
+        .map_err(|e| match e {
+            SourceError::Disconnected(why) | SourceError::BadFrame(why) => anyhow::anyhow!(why),
+            other => anyhow::anyhow!(other),
+        })
         .with_context(|| format!("cannot open source {spec}"))?;
     Ok(source)
 }
