@@ -8,8 +8,10 @@
 pub mod calibrate;
 pub mod cli;
 pub mod error;
+pub mod explain;
 pub mod frame;
 pub mod imageio;
+pub mod live;
 pub mod meta;
 pub mod model;
 pub mod pipeline;

@@ -262,9 +262,18 @@ mod tests {
 
     #[test]
     fn binary_and_gray_pixels_agree_with_the_formula() {
-        for &(x, r) in &[(0.0f32, 0.3f32), (1.0, 0.3), (0.4, 0.3), (1.0, 0.999), (0.0, 1e-6)] {
+        for &(x, r) in &[
+            (0.0f32, 0.3f32),
+            (1.0, 0.3),
+            (0.4, 0.3),
+            (1.0, 0.999),
+            (0.0, 1e-6),
+        ] {
             let want = -(x * r.ln().max(LOG_FLOOR) + (1.0 - x) * (1.0 - r).ln().max(LOG_FLOOR));
-            assert!((pixel_nll(x, r, Likelihood::Bernoulli) - want).abs() < 1e-6, "x={x} r={r}");
+            assert!(
+                (pixel_nll(x, r, Likelihood::Bernoulli) - want).abs() < 1e-6,
+                "x={x} r={r}"
+            );
         }
     }
 

@@ -26,15 +26,24 @@ pub struct Args {
     /// Use this score as the default instead of choosing it on synthetic anomalies.
     #[arg(long, value_enum)]
     pub method: Option<Method>,
-    /// How frames with another aspect ratio are fitted to the model.
-    #[arg(long, value_enum, default_value_t = Fit::Crop)]
-    pub fit: Fit,
+    /// How frames with another aspect ratio are fitted to the model
+    /// [default: the model's `bvae.fit` metadata (as it was trained), else crop].
+    #[arg(long, value_enum)]
+    pub fit: Option<Fit>,
     /// Seed of the synthetic anomalies used to choose the default score.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Print the profile as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The fit a model was trained with (`bvae.fit` metadata), else crop.
+pub fn model_fit(model: &crate::model::Model) -> Fit {
+    match model.meta().other.get("bvae.fit").map(String::as_str) {
+        Some("letterbox") => Fit::Letterbox,
+        _ => Fit::Crop,
+    }
 }
 
 /// Runs `bvae calibrate`.
@@ -57,7 +66,7 @@ pub fn run(args: Args) -> Result<()> {
     let pb = super::progress_bar(files.len(), "calibrating");
     let opts = CalibrateOptions {
         fpr: args.fpr,
-        fit: args.fit,
+        fit: args.fit.unwrap_or_else(|| model_fit(&model)),
         method: args.method,
         seed: args.seed,
     };

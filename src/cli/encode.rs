@@ -23,16 +23,23 @@ pub struct Args {
     /// ({"file", "mu", "logvar", "kl"} per image).
     #[arg(long)]
     pub csv: bool,
-    /// How frames with another aspect ratio are fitted to the model.
-    #[arg(long, value_enum, default_value_t = Fit::Crop)]
-    pub fit: Fit,
+    /// How frames with another aspect ratio are fitted to the model
+    /// [default: as the model was trained (`bvae.fit`), else crop].
+    #[arg(long, value_enum)]
+    pub fit: Option<Fit>,
 }
 
 /// Runs `bvae encode`.
 pub fn run(args: Args) -> Result<()> {
     let model = super::load_model(&args.model)?;
     let files = expand_inputs(&args.images)?;
-    let mut pipe = Pipeline::new(&model, PlanKind::EncoderOnly, args.fit, None)?;
+    let mut pipe = Pipeline::new(
+        &model,
+        PlanKind::EncoderOnly,
+        args.fit
+            .unwrap_or_else(|| super::calibrate::model_fit(&model)),
+        None,
+    )?;
     let z = model.spec().latent_dim;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

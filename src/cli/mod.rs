@@ -11,11 +11,13 @@ use crate::model::Model;
 
 pub mod bench;
 pub mod calibrate;
+pub mod demo;
 pub mod encode;
 pub mod info;
 pub mod record;
 pub mod score;
 pub mod traverse;
+pub mod watch;
 
 /// β-VAE anomaly detection for cameras on small boards.
 #[derive(Debug, Parser)]
@@ -46,6 +48,12 @@ pub enum Command {
     /// Save frames from a source (camera, video, images, synthetic scene)
     /// as PNG files for training.
     Record(record::Args),
+    /// Watch a source live: scores, anomaly events with hysteresis, camera
+    /// watchdog, stats (JSON Lines on stdout or --events FILE).
+    Watch(watch::Args),
+    /// The live loop on the synthetic scene with injected anomalies and the
+    /// shipped default model, with a ground-truth summary at the end.
+    Demo(demo::Args),
 }
 
 /// Runs a parsed command line.
@@ -58,6 +66,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Traverse(a) => traverse::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Record(a) => record::run(a),
+        Command::Watch(a) => watch::run(a),
+        Command::Demo(a) => demo::run(a),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::calibrate::Profile;
+use crate::explain::deviations;
 use crate::imageio::expand_inputs;
 use crate::model::PlanKind;
 use crate::pipeline::Pipeline;
@@ -57,41 +57,6 @@ pub struct Decision {
     pub anomalous: bool,
 }
 
-/// One latent's deviation.
-#[derive(Debug, Clone, Serialize)]
-pub struct Deviation {
-    /// Latent index.
-    pub latent: usize,
-    /// mu of the latent.
-    pub value: f32,
-    /// z-score against normal data (with a profile).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub z: Option<f64>,
-    /// KL of the latent in nats.
-    pub kl: f32,
-}
-
-/// Latents ranked by |z| against the profile, or by KL without one.
-pub fn deviations(mu: &[f32], kl: &[f32], profile: Option<&Profile>, top: usize) -> Vec<Deviation> {
-    let mut d: Vec<Deviation> = (0..mu.len())
-        .map(|i| Deviation {
-            latent: i,
-            value: mu[i],
-            z: profile.map(|p| {
-                let g = &p.latent.gaussian;
-                (mu[i] as f64 - g.mean[i]) / p.latent.std[i].max(1e-9)
-            }),
-            kl: kl[i],
-        })
-        .collect();
-    d.sort_by(|a, b| match (a.z, b.z) {
-        (Some(x), Some(y)) => y.abs().total_cmp(&x.abs()),
-        _ => b.kl.total_cmp(&a.kl),
-    });
-    d.truncate(top);
-    d
-}
-
 /// Runs `bvae score`.
 pub fn run(args: Args) -> Result<()> {
     let model = super::load_model(&args.model)?;
@@ -105,7 +70,7 @@ pub fn run(args: Args) -> Result<()> {
     let fit = args
         .fit
         .or(profile.as_ref().map(|p| p.fit))
-        .unwrap_or_default();
+        .unwrap_or_else(|| super::calibrate::model_fit(&model));
     let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
     let mut pipe = Pipeline::new(&model, PlanKind::Full, fit, maha)?;
     let files = expand_inputs(&args.images)?;

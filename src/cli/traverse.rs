@@ -75,7 +75,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(img) = &args.image {
         let frame = load_image(img)?;
-        let mut pipe = Pipeline::new(&model, PlanKind::EncoderOnly, Default::default(), None)?;
+        let mut pipe = Pipeline::new(
+            &model,
+            PlanKind::EncoderOnly,
+            super::calibrate::model_fit(&model),
+            None,
+        )?;
         pipe.process(frame.as_ref())?;
         base = pipe.mu()?.to_vec();
     }

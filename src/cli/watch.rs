@@ -1,0 +1,259 @@
+//! `bvae watch MODEL --calibration P --source S`: the live loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::live::events::{EventSink, JsonLines};
+use crate::live::{LiveConfig, Summary};
+use crate::score::Method;
+use crate::source::{SourceSpec, open_source};
+
+/// Set by Ctrl-C (SIGINT) or SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Installs the SIGINT/SIGTERM handler once.
+pub fn install_stop_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
+            eprintln!("warning: Ctrl-C will not stop cleanly: {e}");
+        }
+    });
+}
+
+/// The stop flag the handler sets.
+pub fn stop_flag() -> &'static AtomicBool {
+    &STOP
+}
+
+/// Options shared by `watch` and `demo`; each may also come from a TOML file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LoopArgs {
+    /// Decide with this score instead of the profile's default.
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Frames above threshold before an anomaly starts [default: 3].
+    #[arg(long)]
+    pub enter_after: Option<u32>,
+    /// Frames below threshold before it ends [default: 5].
+    #[arg(long)]
+    pub leave_after: Option<u32>,
+    /// Identical consecutive frames that mean a frozen camera, 0 = off [default: 15].
+    #[arg(long)]
+    pub freeze_frames: Option<u32>,
+    /// Seconds without a frame before the camera counts as lost [default: 2].
+    #[arg(long)]
+    pub stall_timeout: Option<f64>,
+    /// Seconds between `stats` events [default: 5].
+    #[arg(long)]
+    pub stats_interval: Option<f64>,
+    /// Least seconds between `anomaly_update` events of one episode [default: 1].
+    #[arg(long)]
+    pub update_interval: Option<f64>,
+    /// Stop after this many processed frames.
+    #[arg(long)]
+    pub max_frames: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Write events to this file (JSON Lines) instead of stdout.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+}
+
+/// The TOML configuration file: the same keys as the flags (with `_`),
+/// plus `model`, `calibration` and `source`. Unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    model: Option<PathBuf>,
+    calibration: Option<PathBuf>,
+    source: Option<String>,
+    method: Option<Method>,
+    enter_after: Option<u32>,
+    leave_after: Option<u32>,
+    freeze_frames: Option<u32>,
+    stall_timeout: Option<f64>,
+    stats_interval: Option<f64>,
+    update_interval: Option<f64>,
+    max_frames: Option<u64>,
+    duration: Option<f64>,
+    events: Option<PathBuf>,
+}
+
+/// Arguments of `bvae watch`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The encoder model (NAME.onnx) [or `model` in --config].
+    pub model: Option<PathBuf>,
+    /// Calibration profile [default: NAME.calibration.json next to the model].
+    #[arg(long, short)]
+    pub calibration: Option<PathBuf>,
+    /// Where frames come from: camera:INDEX, images:DIR[,loop],
+    /// video:FILE.y4m[,loop] or synthetic[:seed=N,...] [or `source` in --config].
+    #[arg(long, short)]
+    pub source: Option<String>,
+    /// TOML file with any of these options (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Loop options.
+    #[command(flatten)]
+    pub lp: LoopArgs,
+}
+
+fn secs(what: &str, v: f64) -> Result<Duration> {
+    if !(v.is_finite() && v >= 0.0) {
+        bail!("{what} must be a number of seconds ≥ 0, found {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Resolves loop options over a profile's defaults.
+pub fn resolve_loop(lp: &LoopArgs, profile: &crate::calibrate::Profile) -> Result<LiveConfig> {
+    let mut c = LiveConfig::for_profile(profile);
+    if let Some(m) = lp.method {
+        c.method = m;
+        c.threshold = profile
+            .threshold_for(m)
+            .with_context(|| format!("the profile has no threshold for {m}"))?;
+    }
+    if let Some(v) = lp.enter_after {
+        c.enter_after = v.max(1);
+    }
+    if let Some(v) = lp.leave_after {
+        c.leave_after = v.max(1);
+    }
+    if let Some(v) = lp.freeze_frames {
+        c.freeze_frames = v;
+    }
+    if let Some(v) = lp.stall_timeout {
+        c.stall_timeout = secs("--stall-timeout", v)?;
+    }
+    if let Some(v) = lp.stats_interval {
+        c.stats_interval = secs("--stats-interval", v)?;
+    }
+    if let Some(v) = lp.update_interval {
+        c.update_interval = secs("--update-interval", v)?;
+    }
+    c.max_frames = lp.max_frames;
+    c.max_duration = lp.duration.map(|d| secs("--duration", d)).transpose()?;
+    Ok(c)
+}
+
+/// Opens the events sink: a file (created, appended) or stdout.
+pub fn open_sink(path: Option<&Path>) -> Result<Box<dyn EventSink>> {
+    Ok(match path {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open events file {}", p.display()))?;
+            Box::new(JsonLines::new(std::io::BufWriter::new(f)))
+        }
+        None => Box::new(JsonLines::new(std::io::stdout())),
+    })
+}
+
+/// Prints the end-of-run summary to stderr.
+pub fn print_summary(s: &Summary) {
+    eprintln!(
+        "processed {} frames in {:.1} s ({:.1} fps), {} dropped, {} bad, {} anomalies, camera lost {} times, median latency {:.2} ms",
+        s.processed,
+        s.seconds,
+        s.processed_fps,
+        s.dropped,
+        s.bad_frames,
+        s.anomalies,
+        s.camera_lost,
+        s.latency_ms_p50
+    );
+    if let Some(t) = &s.truth {
+        eprintln!(
+            "ground truth: detected {} of {} injected anomalies, {} false alarms ({:.2} per 1000 normal frames), mean detection delay {}",
+            t.detected,
+            t.injected,
+            t.false_alarms,
+            t.false_alarms_per_1000,
+            t.mean_delay_frames
+                .map_or("-".to_string(), |d| format!("{d:.1} frames"))
+        );
+        for (k, (inj, det)) in &t.per_kind {
+            eprintln!("  {k:<14} {det}/{inj}");
+        }
+    }
+}
+
+/// Runs `bvae watch`.
+pub fn run(args: Args) -> Result<()> {
+    let file: FileConfig = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("invalid configuration {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let Some(model_path) = args.model.clone().or(file.model) else {
+        bail!("no model: pass MODEL or set `model` in --config");
+    };
+    let Some(source) = args.source.clone().or(file.source) else {
+        bail!(
+            "no source: pass --source (camera:0, images:DIR, video:FILE.y4m, synthetic) or set `source` in --config"
+        );
+    };
+    let calibration = match args.calibration.clone().or(file.calibration) {
+        Some(c) => c,
+        None => {
+            let name = model_path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("model.onnx");
+            let p = model_path.with_file_name(format!(
+                "{}.calibration.json",
+                name.strip_suffix(".onnx").unwrap_or(name)
+            ));
+            if !p.exists() {
+                bail!(
+                    "no calibration profile: pass --calibration (run `bvae calibrate` first); {} does not exist",
+                    p.display()
+                );
+            }
+            p
+        }
+    };
+    let lp = LoopArgs {
+        method: args.lp.method.or(file.method),
+        enter_after: args.lp.enter_after.or(file.enter_after),
+        leave_after: args.lp.leave_after.or(file.leave_after),
+        freeze_frames: args.lp.freeze_frames.or(file.freeze_frames),
+        stall_timeout: args.lp.stall_timeout.or(file.stall_timeout),
+        stats_interval: args.lp.stats_interval.or(file.stats_interval),
+        update_interval: args.lp.update_interval.or(file.update_interval),
+        max_frames: args.lp.max_frames.or(file.max_frames),
+        duration: args.lp.duration.or(file.duration),
+        events: args.lp.events.clone().or(file.events),
+    };
+    let model = super::load_model(&model_path)?;
+    let profile = super::load_profile(&calibration, &model)?;
+    let cfg = resolve_loop(&lp, &profile)?;
+    let spec: SourceSpec = source.parse()?;
+    let src = open_source(&spec)?;
+    eprintln!(
+        "watching {} with {} ({} score, threshold {:.4}); Ctrl-C stops",
+        src.describe(),
+        model_path.display(),
+        cfg.method,
+        cfg.threshold
+    );
+    let mut sink = open_sink(lp.events.as_deref())?;
+    install_stop_handler();
+    let summary = crate::live::run(&model, &profile, src, &cfg, sink.as_mut(), stop_flag())?;
+    print_summary(&summary);
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Events of the live loop, written as JSON Lines (one object per line,
+//! with a `type` field).
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::explain::Deviation;
+use crate::score::Method;
+use crate::source::AnomalyKind;
+
+/// Why a frame counts as anomalous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The calibrated score is above its threshold.
+    Score,
+    /// The frame has not changed for many frames (a stuck camera).
+    FrozenFrame,
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// An anomaly episode starts (after `enter_after` frames above threshold).
+    AnomalyStart {
+        /// Wall-clock time, RFC 3339 UTC.
+        time: String,
+        /// Seconds since the loop started.
+        t: f64,
+        /// Source frame index.
+        frame: u64,
+        /// Score method.
+        method: Method,
+        /// Score of this frame.
+        score: f64,
+        /// Calibrated threshold.
+        threshold: f64,
+        /// score / threshold.
+        ratio: f64,
+        /// Highest ratio so far in the episode.
+        peak_ratio: f64,
+        /// Why the frame is anomalous.
+        cause: Cause,
+        /// Latents that deviate most from normal data.
+        latents: Vec<Deviation>,
+    },
+    /// The episode goes on (at most one per update interval).
+    AnomalyUpdate {
+        /// Wall-clock time.
+        time: String,
+        /// Seconds since start.
+        t: f64,
+        /// Source frame index.
+        frame: u64,
+        /// Score method.
+        method: Method,
+        /// Score of this frame.
+        score: f64,
+        /// Calibrated threshold.
+        threshold: f64,
+        /// score / threshold.
+        ratio: f64,
+        /// Highest ratio so far in the episode.
+        peak_ratio: f64,
+        /// Why the frame is anomalous.
+        cause: Cause,
+        /// Latents that deviate most from normal data.
+        latents: Vec<Deviation>,
+    },
+    /// The episode ended (after `leave_after` frames below threshold).
+    AnomalyEnd {
+        /// Wall-clock time.
+        time: String,
+        /// Seconds since start.
+        t: f64,
+        /// Frame at which the end was declared.
+        frame: u64,
+        /// Frame at which the episode started.
+        start_frame: u64,
+        /// Frames processed during the episode.
+        frames: u64,
+        /// Highest score / threshold ratio.
+        peak_ratio: f64,
+        /// Frame of the peak.
+        peak_frame: u64,
+    },
+    /// No frame for longer than the stall timeout, or the source reported itself lost.
+    CameraLost {
+        /// Wall-clock time.
+        time: String,
+        /// Seconds since start.
+        t: f64,
+        /// Last frame processed.
+        last_frame: Option<u64>,
+        /// What the source last reported.
+        reason: String,
+    },
+    /// Frames are coming again.
+    CameraRecovered {
+        /// Wall-clock time.
+        time: String,
+        /// Seconds since start.
+        t: f64,
+        /// First frame after the outage.
+        frame: u64,
+        /// How long no frame came, in seconds.
+        down_s: f64,
+    },
+    /// Periodic statistics.
+    Stats {
+        /// Wall-clock time.
+        time: String,
+        /// Seconds since start.
+        t: f64,
+        /// Frames delivered by the source per second (this period).
+        capture_fps: f64,
+        /// Frames scored per second (this period).
+        processed_fps: f64,
+        /// Frames processed so far.
+        processed: u64,
+        /// Frames replaced before they could be processed, so far.
+        dropped: u64,
+        /// Frames the source could not decode, so far.
+        bad_frames: u64,
+        /// Median per-frame latency (preprocess + inference + score), ms.
+        latency_ms_p50: f64,
+        /// 99th percentile latency, ms.
+        latency_ms_p99: f64,
+        /// Resident memory, MB (when the OS reports it).
+        rss_mb: Option<f64>,
+    },
+}
+
+/// The wall-clock time as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Where events go.
+pub trait EventSink {
+    /// Records one event.
+    fn emit(&mut self, event: &Event) -> Result<()>;
+    /// Flushes buffered events.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes events as JSON Lines, flushing each line (events are rare and a
+/// reader tailing the file should see them at once).
+pub struct JsonLines<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonLines<W> {
+    /// Wraps a writer.
+    pub fn new(out: W) -> Self {
+        JsonLines { out }
+    }
+}
+
+impl<W: Write> EventSink for JsonLines<W> {
+    fn emit(&mut self, event: &Event) -> Result<()> {
+        serde_json::to_writer(&mut self.out, event).context("writing an event")?;
+        self.out.write_all(b"\n").context("writing an event")?;
+        self.out.flush().context("flushing events")
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.out.flush().context("flushing events")
+    }
+}
+
+/// Keeps events in memory (tests, summaries).
+impl EventSink for Vec<Event> {
+    fn emit(&mut self, event: &Event) -> Result<()> {
+        self.push(event.clone());
+        Ok(())
+    }
+}
+
+/// Ground truth of one injected anomaly episode, for the summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TruthEpisode {
+    /// Kind of anomaly.
+    pub kind: AnomalyKind,
+    /// First processed frame of the episode.
+    pub start_frame: u64,
+    /// Last processed frame of the episode.
+    pub end_frame: u64,
+    /// Frame at which the loop raised `anomaly_start`, if it did.
+    pub detected_at: Option<u64>,
+}

@@ -1,0 +1,233 @@
+//! The single-slot mailbox between the capture thread and the loop: only
+//! the newest frame is kept; a frame replaced before it was taken is
+//! dropped and counted, never queued. Frames move by swapping buffers, so
+//! steady-state capture allocates nothing.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::frame::{Frame, PixelFormat};
+use crate::source::FrameInfo;
+
+/// Counters kept by the slot, read by the loop for stats and the watchdog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotCounters {
+    /// Frames published by the capture thread.
+    pub published: u64,
+    /// Frames replaced before the loop took them.
+    pub dropped: u64,
+    /// Frames the source could not decode.
+    pub bad_frames: u64,
+    /// Times the source reported it was lost.
+    pub disconnects: u64,
+    /// Failed attempts to (re)open the source.
+    pub failed_opens: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    frame: Frame,
+    info: Option<FrameInfo>,
+    counters: SlotCounters,
+    last_error: Option<String>,
+    reopen_requested: bool,
+    closed: bool,
+}
+
+/// What [`FrameSlot::take`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// A new frame was swapped into the caller's buffer.
+    Frame(FrameInfo),
+    /// No new frame within the timeout.
+    Timeout,
+    /// The capture side has finished (finite source ended, or stopped).
+    Closed,
+}
+
+/// The newest-frame mailbox.
+#[derive(Debug)]
+pub struct FrameSlot {
+    inner: Mutex<Inner>,
+    ready: Condvar,
+}
+
+impl Default for FrameSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameSlot {
+    /// An empty slot.
+    pub fn new() -> FrameSlot {
+        FrameSlot {
+            inner: Mutex::new(Inner {
+                frame: Frame {
+                    width: 0,
+                    height: 0,
+                    format: PixelFormat::Gray8,
+                    data: Vec::new(),
+                },
+                info: None,
+                counters: SlotCounters::default(),
+                last_error: None,
+                reopen_requested: false,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes `frame` as the newest frame. The caller gets back the
+    /// slot's previous buffer to fill next.
+    pub fn publish(&self, frame: &mut Frame, info: FrameInfo) {
+        let mut g = self.lock();
+        if g.info.is_some() {
+            g.counters.dropped += 1;
+        }
+        std::mem::swap(&mut g.frame, frame);
+        g.info = Some(info);
+        g.counters.published += 1;
+        drop(g);
+        self.ready.notify_one();
+    }
+
+    /// Waits up to `timeout` for a new frame and swaps it into `frame`.
+    pub fn take(&self, frame: &mut Frame, timeout: Duration) -> Take {
+        let mut g = self.lock();
+        if g.info.is_none() && !g.closed {
+            g = match self
+                .ready
+                .wait_timeout_while(g, timeout, |i| i.info.is_none() && !i.closed)
+            {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        match g.info.take() {
+            Some(info) => {
+                std::mem::swap(&mut g.frame, frame);
+                Take::Frame(info)
+            }
+            None if g.closed => Take::Closed,
+            None => Take::Timeout,
+        }
+    }
+
+    /// Counts a frame the source could not decode.
+    pub fn note_bad_frame(&self, _why: &str) {
+        self.lock().counters.bad_frames += 1;
+    }
+
+    /// Records that the source was lost.
+    pub fn note_disconnect(&self, why: &str) {
+        let mut g = self.lock();
+        g.counters.disconnects += 1;
+        g.last_error = Some(why.to_string());
+    }
+
+    /// Records a failed (re)open.
+    pub fn note_failed_open(&self, why: &str) {
+        let mut g = self.lock();
+        g.counters.failed_opens += 1;
+        g.last_error = Some(why.to_string());
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> SlotCounters {
+        self.lock().counters
+    }
+
+    /// The last reason the source gave for being lost or failing to open.
+    pub fn last_error(&self) -> Option<String> {
+        self.lock().last_error.clone()
+    }
+
+    /// Asks the capture thread to close and reopen its source (the
+    /// watchdog does this when frames stop coming).
+    pub fn request_reopen(&self) {
+        self.lock().reopen_requested = true;
+    }
+
+    /// Takes a pending reopen request (capture side).
+    pub fn take_reopen_request(&self) -> bool {
+        std::mem::take(&mut self.lock().reopen_requested)
+    }
+
+    /// Marks the capture side as finished and wakes the loop.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// Whether the capture side has finished.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(v: u8) -> Frame {
+        Frame {
+            width: 1,
+            height: 1,
+            format: PixelFormat::Gray8,
+            data: vec![v],
+        }
+    }
+
+    #[test]
+    fn only_the_newest_frame_is_kept_and_drops_are_counted() {
+        let slot = FrameSlot::new();
+        for i in 0..3u8 {
+            slot.publish(&mut frame(i), FrameInfo::unlabelled(i as u64));
+        }
+        let mut got = frame(99);
+        assert_eq!(
+            slot.take(&mut got, Duration::ZERO),
+            Take::Frame(FrameInfo::unlabelled(2))
+        );
+        assert_eq!(got.data, vec![2]);
+        assert_eq!(slot.take(&mut got, Duration::from_millis(1)), Take::Timeout);
+        let c = slot.counters();
+        assert_eq!((c.published, c.dropped), (3, 2));
+        slot.close();
+        assert_eq!(slot.take(&mut got, Duration::from_secs(5)), Take::Closed);
+    }
+
+    #[test]
+    fn buffers_are_recycled_not_reallocated() {
+        let slot = FrameSlot::new();
+        let mut producer = frame(0);
+        let mut consumer = frame(0);
+        let mut pointers = std::collections::HashSet::new();
+        for round in 0..20u8 {
+            // the capture side refills whatever buffer it got back
+            producer.data.clear();
+            producer.data.resize(64, round);
+            slot.publish(&mut producer, FrameInfo::unlabelled(round as u64));
+            if round % 3 != 0 {
+                assert!(matches!(
+                    slot.take(&mut consumer, Duration::ZERO),
+                    Take::Frame(_)
+                ));
+                assert_eq!(consumer.data, vec![round; 64]);
+            }
+            if round >= 5 {
+                pointers.insert(consumer.data.as_ptr() as usize);
+                pointers.insert(producer.data.as_ptr() as usize);
+            }
+        }
+        // three buffers circulate (producer, slot, consumer), no more
+        assert!(pointers.len() <= 3, "{} distinct buffers", pointers.len());
+    }
+}
