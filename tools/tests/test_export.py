@@ -24,6 +24,7 @@ METADATA_KEYS = {
     "bvae.dataset",
     "bvae.steps",
     "bvae.seed",
+    "bvae.fit",  # not in the contract: how folder frames were fitted (crop | letterbox)
 }
 
 
@@ -98,6 +99,7 @@ def test_metadata_on_both_files(exported, trained_run):
         assert float(md["bvae.capacity_max"]) == 25.0
         assert md["bvae.dataset"] == "dsprites"
         assert md["bvae.steps"] == str(state["step"]) and md["bvae.seed"] == "0"
+        assert md["bvae.fit"] == "crop"
         kl = json.loads(md["bvae.latent_kl"])
         assert len(kl) == 3 and all(isinstance(v, float) and v >= 0 for v in kl)
         assert kl == pytest.approx(summary["latent_kl"], abs=1e-5)
