@@ -278,3 +278,22 @@ fn help_is_there_for_every_command() {
         assert!(run.ok().contains("Usage: bvae"), "{cmd}");
     }
 }
+
+#[test]
+fn cameras_says_clearly_what_it_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = bvae(dir.path(), &["cameras"]);
+    if cfg!(feature = "camera") {
+        // this machine has no camera: a clear message, not an error
+        assert!(
+            run.ok().contains("no camera found") || run.stdout.contains("camera:"),
+            "{}",
+            run.stdout
+        );
+    } else {
+        run.fails_with(&[
+            "camera sources need the `camera` feature",
+            "--features camera",
+        ]);
+    }
+}

@@ -11,6 +11,7 @@ use crate::model::Model;
 
 pub mod bench;
 pub mod calibrate;
+pub mod cameras;
 pub mod demo;
 pub mod encode;
 pub mod info;
@@ -54,6 +55,9 @@ pub enum Command {
     /// The live loop on the synthetic scene with injected anomalies and the
     /// shipped default model, with a ground-truth summary at the end.
     Demo(demo::Args),
+    /// List the cameras `--source camera:INDEX` can open (needs the
+    /// `camera` feature).
+    Cameras(cameras::Args),
 }
 
 /// Runs a parsed command line.
@@ -68,6 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Record(a) => record::run(a),
         Command::Watch(a) => watch::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Cameras(a) => cameras::run(a),
     }
 }
 
