@@ -73,6 +73,16 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A 0×0 frame with no buffer yet: sources fill and size it on first use.
+    pub fn empty() -> Frame {
+        Frame {
+            width: 0,
+            height: 0,
+            format: PixelFormat::Gray8,
+            data: Vec::new(),
+        }
+    }
+
     /// Borrows the frame.
     pub fn as_ref(&self) -> FrameRef<'_> {
         FrameRef {

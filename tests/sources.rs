@@ -14,15 +14,6 @@ use bvae::source::{
 };
 use common::{bvae, s};
 
-fn blank() -> Frame {
-    Frame {
-        width: 0,
-        height: 0,
-        format: PixelFormat::Gray8,
-        data: vec![],
-    }
-}
-
 /// An unpaced scene of the given size.
 fn config(seed: u64, width: u32, height: u32) -> SyntheticConfig {
     SyntheticConfig {
@@ -37,7 +28,7 @@ fn config(seed: u64, width: u32, height: u32) -> SyntheticConfig {
 fn frames(source: &mut dyn FrameSource, n: usize) -> Vec<Frame> {
     (0..n)
         .map(|_| {
-            let mut f = blank();
+            let mut f = Frame::empty();
             source.next_frame(&mut f).unwrap();
             f
         })
@@ -67,7 +58,7 @@ fn synthetic_scene_is_deterministic_per_seed() {
     assert_eq!(differ, 40, "another seed gives another scene");
     // The pure renderer gives the source's bytes.
     let scene = Scene::new(config(7, 160, 120)).unwrap();
-    let mut f = blank();
+    let mut f = Frame::empty();
     render_frame(&scene.state(39), &mut f);
     assert_eq!(f, fa[39]);
     assert_eq!(
@@ -84,7 +75,7 @@ fn synthetic_motion_is_smooth_and_covers_the_frame() {
     })
     .unwrap();
     let n = 600;
-    let (mut prev, mut cur) = (blank(), blank());
+    let (mut prev, mut cur) = (Frame::empty(), Frame::empty());
     render_frame(&scene.state(0), &mut prev);
     let first = prev.clone();
     let mut worst: f64 = 0.0;
@@ -149,9 +140,9 @@ fn anomaly_schedule_has_every_kind_with_ground_truth() {
     let scene = Scene::new(cfg.clone()).unwrap();
     let mut source = SyntheticSource::new(cfg).unwrap();
     let mut counts: HashMap<Option<AnomalyKind>, usize> = HashMap::new();
-    let mut f = blank();
-    let mut normal = blank();
-    let mut last_normal = blank();
+    let mut f = Frame::empty();
+    let mut normal = Frame::empty();
+    let mut last_normal = Frame::empty();
     for i in 0..30 + 40 * 5 {
         let info = source.next_frame(&mut f).unwrap();
         assert_eq!(info.index, i);
@@ -275,7 +266,7 @@ fn images_come_in_order_loop_and_skip_bad_files() {
     let spec: SourceSpec = format!("images:{}", s(dir.path())).parse().unwrap();
     let mut src = open_source(&spec).unwrap();
     assert!(src.describe().contains("(4 files)"), "{}", src.describe());
-    let mut f = blank();
+    let mut f = Frame::empty();
     let mut got = vec![];
     for _ in 0..4 {
         match src.next_frame(&mut f) {
@@ -303,7 +294,7 @@ fn images_come_in_order_loop_and_skip_bad_files() {
     let spec: SourceSpec = format!("images:{},loop", s(dir.path())).parse().unwrap();
     let mut src = open_source(&spec).unwrap();
     let mut values = vec![];
-    let mut f = blank();
+    let mut f = Frame::empty();
     for _ in 0..9 {
         if src.next_frame(&mut f).is_ok() {
             values.push(f.data[0]);
@@ -349,7 +340,7 @@ fn y4m_mono_frames_loop_and_truncation() {
     );
     let mut src = video(dir.path(), "gray.y4m", &bytes, false);
     assert!(src.describe().contains("4x3"), "{}", src.describe());
-    let mut f = blank();
+    let mut f = Frame::empty();
     assert_eq!(src.next_frame(&mut f).unwrap().index, 0);
     assert_eq!((f.width, f.height, f.format), (4, 3, PixelFormat::Gray8));
     assert_eq!(f.data, frame0);
@@ -411,7 +402,7 @@ fn y4m_420_colours_become_rgb() {
         &[planes],
     );
     let mut src = video(dir.path(), "colour.y4m", &bytes, false);
-    let mut f = blank();
+    let mut f = Frame::empty();
     src.next_frame(&mut f).unwrap();
     assert_eq!((f.width, f.height, f.format), (4, 2, PixelFormat::Rgb8));
     let want = |x: usize| if x < 2 { [255, 0, 0] } else { [0, 0, 255] };
@@ -612,7 +603,7 @@ fn render_speed() {
             ..config(1, 320, 240)
         })
         .unwrap();
-        let mut f = blank();
+        let mut f = Frame::empty();
         let n = 3000;
         let t = std::time::Instant::now();
         for i in 0..n {

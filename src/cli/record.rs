@@ -87,12 +87,7 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let digits = (args.frames.saturating_sub(1)).to_string().len().max(6);
-    let mut frame = Frame {
-        width: 0,
-        height: 0,
-        format: PixelFormat::Gray8,
-        data: vec![],
-    };
+    let mut frame = Frame::empty();
     let mut labels = String::new();
     let (mut written, mut read, mut skipped_anomalies, mut bad, mut bad_in_a_row) =
         (0usize, 0u64, 0u64, 0usize, 0usize);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::frame::{Frame, PixelFormat};
+use crate::frame::Frame;
 use crate::live::slot::FrameSlot;
 use crate::source::{FrameSource, SourceError};
 
@@ -64,12 +64,7 @@ pub fn spawn_capture(
     std::thread::Builder::new()
         .name("bvae-capture".into())
         .spawn(move || {
-            let mut buf = Frame {
-                width: 0,
-                height: 0,
-                format: PixelFormat::Gray8,
-                data: Vec::new(),
-            };
+            let mut buf = Frame::empty();
             let mut opened = true; // open_source hands over an opened source
             let mut wait = backoff.initial;
             while !stop.load(Ordering::Relaxed) {

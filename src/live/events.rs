@@ -21,56 +21,39 @@ pub enum Cause {
     FrozenFrame,
 }
 
+/// The state of an anomaly at one frame (`anomaly_start`, `anomaly_update`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnomalyReport {
+    /// Wall-clock time, RFC 3339 UTC.
+    pub time: String,
+    /// Seconds since the loop started.
+    pub t: f64,
+    /// Source frame index.
+    pub frame: u64,
+    /// Score method.
+    pub method: Method,
+    /// Score of this frame.
+    pub score: f64,
+    /// Calibrated threshold.
+    pub threshold: f64,
+    /// score / threshold.
+    pub ratio: f64,
+    /// Highest ratio so far in the episode.
+    pub peak_ratio: f64,
+    /// Why the frame is anomalous.
+    pub cause: Cause,
+    /// Latents that deviate most from normal data.
+    pub latents: Vec<Deviation>,
+}
+
 /// One event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// An anomaly episode starts (after `enter_after` frames above threshold).
-    AnomalyStart {
-        /// Wall-clock time, RFC 3339 UTC.
-        time: String,
-        /// Seconds since the loop started.
-        t: f64,
-        /// Source frame index.
-        frame: u64,
-        /// Score method.
-        method: Method,
-        /// Score of this frame.
-        score: f64,
-        /// Calibrated threshold.
-        threshold: f64,
-        /// score / threshold.
-        ratio: f64,
-        /// Highest ratio so far in the episode.
-        peak_ratio: f64,
-        /// Why the frame is anomalous.
-        cause: Cause,
-        /// Latents that deviate most from normal data.
-        latents: Vec<Deviation>,
-    },
+    AnomalyStart(AnomalyReport),
     /// The episode goes on (at most one per update interval).
-    AnomalyUpdate {
-        /// Wall-clock time.
-        time: String,
-        /// Seconds since start.
-        t: f64,
-        /// Source frame index.
-        frame: u64,
-        /// Score method.
-        method: Method,
-        /// Score of this frame.
-        score: f64,
-        /// Calibrated threshold.
-        threshold: f64,
-        /// score / threshold.
-        ratio: f64,
-        /// Highest ratio so far in the episode.
-        peak_ratio: f64,
-        /// Why the frame is anomalous.
-        cause: Cause,
-        /// Latents that deviate most from normal data.
-        latents: Vec<Deviation>,
-    },
+    AnomalyUpdate(AnomalyReport),
     /// The episode ended (after `leave_after` frames below threshold).
     AnomalyEnd {
         /// Wall-clock time.

@@ -23,14 +23,14 @@ use serde::Serialize;
 
 use crate::calibrate::Profile;
 use crate::explain::deviations;
-use crate::frame::{Frame, PixelFormat};
+use crate::frame::Frame;
 use crate::model::{Model, PlanKind};
 use crate::pipeline::Pipeline;
 use crate::score::Method;
 use crate::source::{AnomalyKind, FrameSource};
 use capture::{Backoff, spawn_capture};
 use decide::{Hysteresis, Transition};
-use events::{Cause, Event, EventSink, TruthEpisode, now_rfc3339};
+use events::{AnomalyReport, Cause, Event, EventSink, TruthEpisode, now_rfc3339};
 use slot::{FrameSlot, Take};
 
 /// Ratio reported for a frozen frame whose score alone is below threshold.
@@ -281,15 +281,6 @@ impl Truth {
     }
 }
 
-fn empty_frame() -> Frame {
-    Frame {
-        width: 0,
-        height: 0,
-        format: PixelFormat::Gray8,
-        data: Vec::new(),
-    }
-}
-
 /// Runs the live loop until `stop` is set, the source ends, or a limit in
 /// `cfg` is reached. Events go to `sink`.
 pub fn run(
@@ -313,8 +304,8 @@ pub fn run(
         .context("starting the capture thread")?;
 
     let start = Instant::now();
-    let mut frame = empty_frame();
-    let mut previous = empty_frame();
+    let mut frame = Frame::empty();
+    let mut previous = Frame::empty();
     let mut identical_run = 0u32;
     let mut hyst = Hysteresis::new(cfg.enter_after, cfg.leave_after);
     let mut lat = Latencies::new();
@@ -397,50 +388,37 @@ pub fn run(
                     lat.push(now.elapsed().as_secs_f64() * 1e3);
                     let transition = hyst.update(info.index, ratio);
                     let peak = hyst.episode().map_or(ratio, |e| e.peak_ratio);
+                    let report = |pipe: &Pipeline| -> Result<AnomalyReport> {
+                        Ok(AnomalyReport {
+                            time: now_rfc3339(),
+                            t: ts(start),
+                            frame: info.index,
+                            method: cfg.method,
+                            score,
+                            threshold: cfg.threshold,
+                            ratio,
+                            peak_ratio: peak,
+                            cause,
+                            latents: deviations(
+                                pipe.mu()?,
+                                pipe.kl_latents(),
+                                Some(profile),
+                                cfg.top_latents,
+                            ),
+                        })
+                    };
                     match transition {
                         Transition::Start => {
                             anomalies += 1;
                             truth.alarm(info.index);
                             last_update = now;
-                            sink.emit(&Event::AnomalyStart {
-                                time: now_rfc3339(),
-                                t: ts(start),
-                                frame: info.index,
-                                method: cfg.method,
-                                score,
-                                threshold: cfg.threshold,
-                                ratio,
-                                peak_ratio: peak,
-                                cause,
-                                latents: deviations(
-                                    pipe.mu()?,
-                                    pipe.kl_latents(),
-                                    Some(profile),
-                                    cfg.top_latents,
-                                ),
-                            })?;
+                            sink.emit(&Event::AnomalyStart(report(&pipe)?))?;
                         }
                         Transition::Continue
                             if now.duration_since(last_update) >= cfg.update_interval =>
                         {
                             last_update = now;
-                            sink.emit(&Event::AnomalyUpdate {
-                                time: now_rfc3339(),
-                                t: ts(start),
-                                frame: info.index,
-                                method: cfg.method,
-                                score,
-                                threshold: cfg.threshold,
-                                ratio,
-                                peak_ratio: peak,
-                                cause,
-                                latents: deviations(
-                                    pipe.mu()?,
-                                    pipe.kl_latents(),
-                                    Some(profile),
-                                    cfg.top_latents,
-                                ),
-                            })?;
+                            sink.emit(&Event::AnomalyUpdate(report(&pipe)?))?;
                         }
                         Transition::End(ep) => sink.emit(&Event::AnomalyEnd {
                             time: now_rfc3339(),

@@ -6,7 +6,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::frame::{Frame, PixelFormat};
+use crate::frame::Frame;
 use crate::source::FrameInfo;
 
 /// Counters kept by the slot, read by the loop for stats and the watchdog.
@@ -63,12 +63,7 @@ impl FrameSlot {
     pub fn new() -> FrameSlot {
         FrameSlot {
             inner: Mutex::new(Inner {
-                frame: Frame {
-                    width: 0,
-                    height: 0,
-                    format: PixelFormat::Gray8,
-                    data: Vec::new(),
-                },
+                frame: Frame::empty(),
                 info: None,
                 counters: SlotCounters::default(),
                 last_error: None,
@@ -175,6 +170,7 @@ impl FrameSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::PixelFormat;
 
     fn frame(v: u8) -> Frame {
         Frame {

@@ -220,15 +220,6 @@ pub fn catch_decoder_panic(
 mod tests {
     use super::*;
 
-    fn blank() -> Frame {
-        Frame {
-            width: 0,
-            height: 0,
-            format: PixelFormat::Gray8,
-            data: vec![],
-        }
-    }
-
     fn close(got: &[u8], want: [u8; 3]) -> bool {
         got.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= 2)
     }
@@ -238,7 +229,7 @@ mod tests {
         // Two pixels: white and red (limited range) sharing red's chroma
         // would tint white, so use one pixel pair per colour.
         let yuyv = [81, 90, 81, 240, 41, 240, 41, 110];
-        let mut f = blank();
+        let mut f = Frame::empty();
         decode_yuyv(&yuyv, 4, 1, Range::Limited, &mut f).unwrap();
         assert_eq!((f.width, f.height, f.format), (4, 1, PixelFormat::Rgb8));
         assert!(close(&f.data[0..3], [255, 0, 0]), "{:?}", f.data);
@@ -264,7 +255,7 @@ mod tests {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
             .encode(&rgb, 16, 8, image::ExtendedColorType::Rgb8)
             .unwrap();
-        let mut f = blank();
+        let mut f = Frame::empty();
         decode_mjpeg(&jpeg, &mut f).unwrap();
         assert_eq!((f.width, f.height, f.format), (16, 8, PixelFormat::Rgb8));
         assert!(

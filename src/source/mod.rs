@@ -23,7 +23,7 @@
 //!
 //! let spec: SourceSpec = "synthetic:seed=3,fps=0".parse().unwrap();
 //! let mut source = open_source(&spec).unwrap();
-//! let mut frame = Frame { width: 0, height: 0, format: PixelFormat::Gray8, data: vec![] };
+//! let mut frame = Frame::empty();
 //! let info = source.next_frame(&mut frame).unwrap();
 //! assert_eq!((frame.width, frame.height, info.index), (320, 240, 0));
 //! ```

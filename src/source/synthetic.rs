@@ -680,15 +680,6 @@ impl FrameSource for SyntheticSource {
 mod tests {
     use super::*;
 
-    fn blank() -> Frame {
-        Frame {
-            width: 0,
-            height: 0,
-            format: PixelFormat::Gray8,
-            data: vec![],
-        }
-    }
-
     #[test]
     fn schedule_cycles_through_every_kind() {
         let s = AnomalySchedule {
@@ -740,7 +731,7 @@ mod tests {
     #[test]
     fn render_reuses_the_buffer() {
         let scene = Scene::new(SyntheticConfig::default()).unwrap();
-        let mut f = blank();
+        let mut f = Frame::empty();
         render_frame(&scene.state(0), &mut f);
         let ptr = f.data.as_ptr();
         for i in 1..20 {
@@ -759,7 +750,7 @@ mod tests {
             ..SyntheticConfig::default()
         })
         .unwrap();
-        let mut f = blank();
+        let mut f = Frame::empty();
         let t = Instant::now();
         for _ in 0..11 {
             src.next_frame(&mut f).unwrap();

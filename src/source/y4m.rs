@@ -451,12 +451,7 @@ mod tests {
         // Limited range: Y=235 U=V=128 is white, Y=16 black, and pure red
         // in BT.601 is Y=81 U=90 V=240.
         let h = Y4mHeader::parse("YUV4MPEG2 W1 H1 C444").unwrap();
-        let mut f = Frame {
-            width: 0,
-            height: 0,
-            format: PixelFormat::Gray8,
-            data: vec![],
-        };
+        let mut f = Frame::empty();
         for (yuv, rgb) in [
             ([235, 128, 128], [255, 255, 255]),
             ([16, 128, 128], [0, 0, 0]),
