@@ -291,6 +291,13 @@ fn events_are_json_lines_with_the_documented_fields() {
             ],
             "camera_lost" => &["time", "t", "last_frame", "reason"],
             "camera_recovered" => &["time", "t", "frame", "down_s"],
+            "summary" => &[
+                "processed",
+                "captured",
+                "dropped",
+                "anomalies",
+                "processed_fps",
+            ],
             "stats" => &[
                 "time",
                 "capture_fps",
@@ -426,5 +433,47 @@ fn soak_memory_is_flat() {
     assert!(
         mb_per_1000 < 0.05,
         "RSS grows {mb_per_1000:.4} MB per 1000 frames"
+    );
+}
+
+/// `bvae demo` on a short run of the synthetic scene with the shipped
+/// default model, scored against ground truth. Measured (4000 frames):
+/// 16/20 episodes detected, every kind but the novel shape; 0.28 false
+/// alarms per 1000 normal frames. The target (≥95%) is not met yet
+/// because novel shapes are missed; this test holds what works today.
+#[test]
+fn demo_detects_injected_anomalies_against_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("demo.jsonl");
+    let run = common::bvae(
+        dir.path(),
+        &[
+            "demo",
+            "--models",
+            common::s(&common::root().join("models")),
+            "--source",
+            "synthetic:seed=2026,fps=200",
+            "--max-frames",
+            "2000",
+            "--events",
+            common::s(&events),
+        ],
+    );
+    run.ok();
+    let text = std::fs::read_to_string(&events).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["type"], "summary", "{text}");
+    let t = &summary["truth"];
+    eprintln!("demo: {}", t);
+    assert!(t["injected"].as_u64().unwrap() >= 9, "{t}");
+    for kind in ["frozen_frame", "noise_burst", "occlusion", "two_objects"] {
+        let k = &t["per_kind"][kind];
+        assert_eq!(k[0], k[1], "{kind}: detected {} of {}", k[1], k[0]);
+    }
+    assert!(t["false_alarms_per_1000"].as_f64().unwrap() <= 1.0, "{t}");
+    assert!(
+        run.stderr.contains("ground truth: detected"),
+        "{}",
+        run.stderr
     );
 }

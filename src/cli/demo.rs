@@ -76,6 +76,8 @@ pub fn run(mut args: Args) -> Result<()> {
         sink.as_mut(),
         super::watch::stop_flag(),
     )?;
+    sink.emit(&crate::live::events::Event::Summary(summary.clone()))?;
+    sink.flush()?;
     super::watch::print_summary(&summary);
     Ok(())
 }

@@ -254,6 +254,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut sink = open_sink(lp.events.as_deref())?;
     install_stop_handler();
     let summary = crate::live::run(&model, &profile, src, &cfg, sink.as_mut(), stop_flag())?;
+    sink.emit(&crate::live::events::Event::Summary(summary.clone()))?;
+    sink.flush()?;
     print_summary(&summary);
     Ok(())
 }

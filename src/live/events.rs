@@ -93,6 +93,8 @@ pub enum Event {
         /// How long no frame came, in seconds.
         down_s: f64,
     },
+    /// The end-of-run summary (last line of a `watch` or `demo` run).
+    Summary(crate::live::Summary),
     /// Periodic statistics.
     Stats {
         /// Wall-clock time.
