@@ -455,6 +455,10 @@ fn demo_detects_injected_anomalies_against_ground_truth() {
             "synthetic:seed=2026,fps=200",
             "--max-frames",
             "2000",
+            // a frozen episode lasts 20 frames: under a loaded CI machine a
+            // few may be dropped, so call 8 identical frames frozen here
+            "--freeze-frames",
+            "8",
             "--events",
             common::s(&events),
         ],
