@@ -253,19 +253,19 @@ fn runtime<E: Into<anyhow::Error>>(what: impl Into<String>) -> impl FnOnce(E) ->
 /// Resolves one spatial/channel dimension from the graph and the metadata.
 fn resolve_dim(
     what: &str,
-    graph: Option<&Dim>,
+    graph: &Dim,
     meta: Option<usize>,
     meta_key: &str,
     problems: &mut Vec<String>,
 ) -> Option<usize> {
     match (graph, meta) {
-        (Some(Dim::Fixed(g)), Some(m)) if *g != m => {
+        (Dim::Fixed(g), Some(m)) if *g != m => {
             problems.push(format!(
                 "input `image`: {what} is {g} in the graph but metadata `{meta_key}` says {m}"
             ));
             None
         }
-        (Some(Dim::Fixed(g)), _) => Some(*g),
+        (Dim::Fixed(g), _) => Some(*g),
         (_, Some(m)) if m > 0 => Some(m),
         _ => {
             problems.push(format!(
@@ -332,27 +332,15 @@ impl Model {
                     if let Dim::Fixed(n) = dims[0] {
                         max_batch = Some(n);
                     }
-                    c = resolve_dim(
-                        "channels",
-                        Some(&dims[1]),
-                        meta.channels,
-                        "bvae.channels",
-                        &mut problems,
-                    );
-                    h = resolve_dim(
-                        "height",
-                        Some(&dims[2]),
-                        meta.height,
-                        "bvae.height",
-                        &mut problems,
-                    );
-                    w = resolve_dim(
-                        "width",
-                        Some(&dims[3]),
-                        meta.width,
-                        "bvae.width",
-                        &mut problems,
-                    );
+                    let fields = [
+                        ("channels", meta.channels, "bvae.channels"),
+                        ("height", meta.height, "bvae.height"),
+                        ("width", meta.width, "bvae.width"),
+                    ];
+                    [c, h, w] = std::array::from_fn(|i| {
+                        let (what, m, key) = fields[i];
+                        resolve_dim(what, &dims[i + 1], m, key, &mut problems)
+                    });
                     if let Some(ch) = c
                         && ch != 1
                         && ch != 3

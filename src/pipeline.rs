@@ -96,15 +96,16 @@ impl Pipeline {
     /// Per-pixel anomaly map `[H, W]` of the last frame, when the plan
     /// computes the reconstruction.
     pub fn pixel_map(&mut self) -> Result<Option<&[f32]>> {
-        let spec = self.session.plan().spec().clone();
+        let spec = self.session.plan().spec();
+        let (likelihood, channels) = (spec.likelihood, spec.channels);
         let Some(r) = self.session.recon()? else {
             return Ok(None);
         };
         pixel_map(
             self.session.input()?,
             r,
-            spec.likelihood,
-            spec.channels,
+            likelihood,
+            channels,
             &mut self.map,
         );
         Ok(Some(&self.map))

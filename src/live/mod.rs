@@ -370,11 +370,9 @@ pub fn run(
                         && frame.format == previous.format
                         && frame.data == previous.data;
                     identical_run = if same { identical_run + 1 } else { 0 };
-                    previous.width = frame.width;
-                    previous.height = frame.height;
-                    previous.format = frame.format;
-                    previous.data.clear();
-                    previous.data.extend_from_slice(&frame.data);
+                    // Keep this frame for the next comparison by swapping
+                    // buffers: no copy, and the slot recycles the other one.
+                    std::mem::swap(&mut frame, &mut previous);
                     let score = scores.get(cfg.method).map_or(f64::NAN, |v| v as f64);
                     let mut ratio = score / cfg.threshold;
                     let mut cause = Cause::Score;
