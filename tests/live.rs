@@ -127,6 +127,26 @@ fn source(steps: Vec<Step>, frames: &[Frame]) -> Box<dyn FrameSource> {
     })
 }
 
+/// Runs the loop on a scripted source with the test configuration.
+fn run_scripted(
+    m: &Model,
+    p: &Profile,
+    steps: Vec<Step>,
+    frames: &[Frame],
+) -> (bvae::live::Summary, Vec<Event>) {
+    let mut events: Vec<Event> = vec![];
+    let s = run(
+        m,
+        p,
+        source(steps, frames),
+        &config(p),
+        &mut events,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    (s, events)
+}
+
 fn kinds(events: &[Event]) -> Vec<&'static str> {
     events
         .iter()
@@ -149,16 +169,7 @@ fn a_stalled_source_is_reported_lost_then_recovered() {
         10,
     ));
     steps.extend((10..20).map(Step::Frame));
-    let mut events: Vec<Event> = vec![];
-    let s = run(
-        &m,
-        &p,
-        source(steps, &frames),
-        &config(&p),
-        &mut events,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let (s, events) = run_scripted(&m, &p, steps, &frames);
     assert_eq!(kinds(&events), vec!["lost", "recovered"], "{events:#?}");
     assert_eq!(s.camera_lost, 1);
     assert_eq!(s.processed + s.dropped, 20);
@@ -177,16 +188,7 @@ fn a_source_that_errors_then_recovers() {
     let mut steps: Vec<Step> = (0..5).map(Step::Frame).collect();
     steps.push(Step::FailOpens(3));
     steps.extend((5..10).map(Step::Frame));
-    let mut events: Vec<Event> = vec![];
-    let s = run(
-        &m,
-        &p,
-        source(steps, &frames),
-        &config(&p),
-        &mut events,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let (s, events) = run_scripted(&m, &p, steps, &frames);
     assert_eq!(kinds(&events), vec!["lost", "recovered"], "{events:#?}");
     match events
         .iter()
@@ -221,16 +223,7 @@ fn garbage_bad_and_panicking_frames_do_not_stop_the_loop() {
         Step::Lost,
         Step::Frame(2),
     ];
-    let mut events: Vec<Event> = vec![];
-    let s = run(
-        &m,
-        &p,
-        source(steps, &frames),
-        &config(&p),
-        &mut events,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let (s, _events) = run_scripted(&m, &p, steps, &frames);
     assert_eq!(s.bad_frames, 3, "two bad frames and one panic");
     assert!(s.processed + s.dropped + s.failed_frames >= 6, "{s:?}");
 }
