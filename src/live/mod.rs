@@ -11,6 +11,7 @@
 pub mod capture;
 pub mod decide;
 pub mod events;
+pub mod observe;
 pub mod slot;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ use crate::source::{AnomalyKind, FrameSource};
 use capture::{Backoff, spawn_capture};
 use decide::{Hysteresis, Transition};
 use events::{AnomalyReport, Cause, Event, EventSink, TruthEpisode, now_rfc3339};
+use observe::{Control, FrameView, Observer};
 use slot::{FrameSlot, Take};
 
 /// Ratio reported for a frozen frame whose score alone is below threshold.
@@ -291,7 +293,21 @@ pub fn run(
     sink: &mut dyn EventSink,
     stop: &AtomicBool,
 ) -> Result<Summary> {
-    let kind = if cfg.method.needs_recon() {
+    run_with(model, profile, source, cfg, sink, stop, &mut [])
+}
+
+/// [`run`], with `observers` shown every processed frame (snapshots, the
+/// live window). An observer returning [`Control::Stop`] ends the loop.
+pub fn run_with(
+    model: &Model,
+    profile: &Profile,
+    source: Box<dyn FrameSource>,
+    cfg: &LiveConfig,
+    sink: &mut dyn EventSink,
+    stop: &AtomicBool,
+    observers: &mut [&mut dyn Observer],
+) -> Result<Summary> {
+    let kind = if cfg.method.needs_recon() || observers.iter().any(|o| o.needs_recon()) {
         PlanKind::Full
     } else {
         PlanKind::EncoderOnly
@@ -329,6 +345,7 @@ pub fn run(
     let (mut stats_published, mut stats_processed) = (0u64, 0u64);
     let poll = (cfg.stall_timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
     let ts = |start: Instant| start.elapsed().as_secs_f64();
+    let mut stop_requested = false;
 
     let result: Result<()> = (|| {
         loop {
@@ -405,18 +422,23 @@ pub fn run(
                             ),
                         })
                     };
+                    let mut emitted: Option<AnomalyReport> = None;
                     match transition {
                         Transition::Start => {
                             anomalies += 1;
                             truth.alarm(info.index);
                             last_update = now;
-                            sink.emit(&Event::AnomalyStart(report(&pipe)?))?;
+                            let r = report(&pipe)?;
+                            sink.emit(&Event::AnomalyStart(r.clone()))?;
+                            emitted = Some(r);
                         }
                         Transition::Continue
                             if now.duration_since(last_update) >= cfg.update_interval =>
                         {
                             last_update = now;
-                            sink.emit(&Event::AnomalyUpdate(report(&pipe)?))?;
+                            let r = report(&pipe)?;
+                            sink.emit(&Event::AnomalyUpdate(r.clone()))?;
+                            emitted = Some(r);
                         }
                         Transition::End(ep) => sink.emit(&Event::AnomalyEnd {
                             time: now_rfc3339(),
@@ -428,6 +450,31 @@ pub fn run(
                             peak_frame: ep.peak_frame,
                         })?,
                         _ => {}
+                    }
+                    if !observers.is_empty() {
+                        let in_episode = hyst.episode().is_some();
+                        let mut view = FrameView {
+                            index: info.index,
+                            // `previous` holds this frame since the swap above.
+                            frame: previous.as_ref(),
+                            pipeline: &mut pipe,
+                            profile,
+                            method: cfg.method,
+                            score,
+                            threshold: cfg.threshold,
+                            ratio,
+                            transition,
+                            in_episode,
+                            report: emitted.as_ref(),
+                        };
+                        for o in observers.iter_mut() {
+                            if o.frame(&mut view, sink)? == Control::Stop {
+                                stop_requested = true;
+                            }
+                        }
+                        if stop_requested {
+                            break;
+                        }
                     }
                 }
             }
@@ -505,8 +552,10 @@ pub fn run(
             peak_frame: ep.peak_frame,
         })?;
     }
+    let finished = observers.iter_mut().try_for_each(|o| o.finish(sink));
     sink.flush()?;
     result?;
+    finished?;
     let c = slot.counters();
     let seconds = start.elapsed().as_secs_f64();
     let (p50, _) = lat.percentiles();
