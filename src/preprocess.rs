@@ -26,6 +26,77 @@ pub enum Fit {
     Letterbox,
 }
 
+/// Where a frame lands in the model input under a [`Fit`]: the region of
+/// the frame that is resampled and the rectangle of the model input it
+/// fills (the rest is black padding). [`Preprocessor`] uses it, and so do
+/// overlays that map the model's pixel anomaly map back onto the frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    /// Resampled region of the frame: x, y, width, height in frame pixels
+    /// (fractional; pixel edges at integers).
+    pub src: (f64, f64, f64, f64),
+    /// Filled rectangle of the model input: x, y, width, height in model pixels.
+    pub dst: (usize, usize, usize, usize),
+}
+
+impl Geometry {
+    /// The geometry of a `frame_w`×`frame_h` frame fitted to a
+    /// `model_w`×`model_h` input. Crop keeps the largest centred region with
+    /// the model's aspect ratio; letterbox shrinks the whole frame into a
+    /// centred rectangle of rounded size.
+    pub fn new(
+        fit: Fit,
+        frame_w: usize,
+        frame_h: usize,
+        model_w: usize,
+        model_h: usize,
+    ) -> Geometry {
+        let (fw, fh) = (frame_w.max(1) as f64, frame_h.max(1) as f64);
+        let (w, h) = (model_w.max(1), model_h.max(1));
+        match fit {
+            Fit::Crop => {
+                let target = w as f64 / h as f64;
+                let (cw, ch) = if fw / fh > target {
+                    (fh * target, fh)
+                } else {
+                    (fw, fw / target)
+                };
+                Geometry {
+                    src: ((fw - cw) / 2.0, (fh - ch) / 2.0, cw, ch),
+                    dst: (0, 0, w, h),
+                }
+            }
+            Fit::Letterbox => {
+                let scale = (w as f64 / fw).min(h as f64 / fh);
+                let dw = ((fw * scale).round() as usize).clamp(1, w);
+                let dh = ((fh * scale).round() as usize).clamp(1, h);
+                Geometry {
+                    src: (0.0, 0.0, fw, fh),
+                    dst: ((w - dw) / 2, (h - dh) / 2, dw, dh),
+                }
+            }
+        }
+    }
+
+    /// Model-input coordinates of the frame point (`x`, `y`); both in
+    /// continuous pixel units (the centre of pixel *i* is at *i* + 0.5).
+    pub fn frame_to_model(&self, x: f64, y: f64) -> (f64, f64) {
+        let (sx, sy, sw, sh) = self.src;
+        let (dx, dy, dw, dh) = self.dst;
+        (
+            dx as f64 + (x - sx) * dw as f64 / sw,
+            dy as f64 + (y - sy) * dh as f64 / sh,
+        )
+    }
+
+    /// Whether the frame point (`x`, `y`) is inside the resampled region
+    /// (what the model sees).
+    pub fn sees(&self, x: f64, y: f64) -> bool {
+        let (sx, sy, sw, sh) = self.src;
+        x >= sx && x <= sx + sw && y >= sy && y <= sy + sh
+    }
+}
+
 /// Converts frames of any size to one model's input layout, reusing its
 /// buffers from frame to frame.
 pub struct Preprocessor {
@@ -92,25 +163,9 @@ impl Preprocessor {
             PixelFormat::Gray8 => PixelType::U8,
             PixelFormat::Rgb8 => PixelType::U8x3,
         };
-        let (fw, fh) = (frame.width as f64, frame.height as f64);
-        // Region of the destination the frame lands in, and the source crop.
-        let (dw, dh, crop) = match self.fit {
-            Fit::Crop => {
-                let target = w as f64 / h as f64;
-                let (cw, ch) = if fw / fh > target {
-                    (fh * target, fh)
-                } else {
-                    (fw, fw / target)
-                };
-                (w, h, ((fw - cw) / 2.0, (fh - ch) / 2.0, cw, ch))
-            }
-            Fit::Letterbox => {
-                let scale = (w as f64 / fw).min(h as f64 / fh);
-                let dw = ((fw * scale).round() as usize).clamp(1, w);
-                let dh = ((fh * scale).round() as usize).clamp(1, h);
-                (dw, dh, (0.0, 0.0, fw, fh))
-            }
-        };
+        let g = Geometry::new(self.fit, frame.width, frame.height, w, h);
+        let (ox, oy, dw, dh) = g.dst;
+        let crop = g.src;
         let src = ImageRef::new(
             frame.width as u32,
             frame.height as u32,
@@ -139,7 +194,6 @@ impl Preprocessor {
             .resize(&src, dst, &options)
             .context("resizing the frame")?;
 
-        let (ox, oy) = ((w - dw) / 2, (h - dh) / 2);
         if dw != w || dh != h {
             out.fill(0.0);
         }
@@ -248,6 +302,22 @@ mod tests {
         // 8×4 → 4×2 centred in 4×4: rows 1 and 2 white, rows 0 and 3 black.
         let rows: Vec<f32> = out.chunks(4).map(|r| r.iter().sum::<f32>() / 4.0).collect();
         assert_eq!(rows, vec![0.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn geometry_maps_frame_points_to_model_points() {
+        // 320×240 into 64×64, cropped: the centred 240×240 square.
+        let g = Geometry::new(Fit::Crop, 320, 240, 64, 64);
+        assert_eq!(g.src, (40.0, 0.0, 240.0, 240.0));
+        assert_eq!(g.frame_to_model(40.0, 0.0), (0.0, 0.0));
+        assert_eq!(g.frame_to_model(280.0, 240.0), (64.0, 64.0));
+        assert!(g.sees(160.0, 120.0) && !g.sees(20.0, 120.0));
+        // Letterboxed: 64×48 rows 8..56.
+        let g = Geometry::new(Fit::Letterbox, 320, 240, 64, 64);
+        assert_eq!(g.dst, (0, 8, 64, 48));
+        assert_eq!(g.frame_to_model(160.0, 120.0), (32.0, 32.0));
+        assert_eq!(g.frame_to_model(0.0, 0.0), (0.0, 8.0));
+        assert!(g.sees(0.0, 0.0) && g.sees(320.0, 240.0));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::live::events::{EventSink, JsonLines};
+use crate::live::snapshot::{SnapshotConfig, Snapshotter};
 use crate::live::{LiveConfig, Summary};
 use crate::score::Method;
 use crate::source::{SourceSpec, open_source};
@@ -63,6 +64,14 @@ pub struct LoopArgs {
     /// Write events to this file (JSON Lines) instead of stdout.
     #[arg(long)]
     pub events: Option<PathBuf>,
+    /// Save each anomalous frame reported by `anomaly_start` / `anomaly_update`
+    /// as a PNG with the anomaly heatmap in this folder (off by default).
+    #[arg(long, value_name = "DIR")]
+    pub snapshots: Option<PathBuf>,
+    /// Disk budget of --snapshots in MB: the oldest snapshots are deleted
+    /// to stay within it [default: 100].
+    #[arg(long, value_name = "N")]
+    pub snapshot_budget_mb: Option<f64>,
 }
 
 /// The TOML configuration file: the same keys as the flags (with `_`),
@@ -83,6 +92,8 @@ struct FileConfig {
     max_frames: Option<u64>,
     duration: Option<f64>,
     events: Option<PathBuf>,
+    snapshots: Option<PathBuf>,
+    snapshot_budget_mb: Option<f64>,
 }
 
 /// Arguments of `bvae watch`.
@@ -142,6 +153,38 @@ pub fn resolve_loop(lp: &LoopArgs, profile: &crate::calibrate::Profile) -> Resul
     c.max_frames = lp.max_frames;
     c.max_duration = lp.duration.map(|d| secs("--duration", d)).transpose()?;
     Ok(c)
+}
+
+/// Opens the snapshot folder of `--snapshots`, if one is given.
+pub fn open_snapshots(lp: &LoopArgs) -> Result<Option<Snapshotter>> {
+    let Some(dir) = &lp.snapshots else {
+        if lp.snapshot_budget_mb.is_some() {
+            bail!("--snapshot-budget-mb needs --snapshots DIR");
+        }
+        return Ok(None);
+    };
+    let mut cfg = SnapshotConfig::new(dir);
+    if let Some(mb) = lp.snapshot_budget_mb {
+        if !(mb.is_finite() && mb > 0.0) {
+            bail!("--snapshot-budget-mb must be a number of MB > 0, found {mb}");
+        }
+        cfg.budget_bytes = ((mb * 1e6) as u64).max(1);
+    }
+    Ok(Some(Snapshotter::new(cfg)?))
+}
+
+/// Prints what the snapshotter did to stderr.
+pub fn print_snapshots(s: &Snapshotter) {
+    let c = s.counts();
+    eprintln!(
+        "snapshots: {} written to {} ({:.1} MB kept), {} failed, {} skipped after a failure, {} old ones deleted for the budget",
+        c.written,
+        s.dir().display(),
+        s.used_bytes() as f64 / 1e6,
+        c.failed,
+        c.skipped,
+        c.deleted
+    );
 }
 
 /// Opens the events sink: a file (created, appended) or stdout.
@@ -238,6 +281,8 @@ pub fn run(args: Args) -> Result<()> {
         max_frames: args.lp.max_frames.or(file.max_frames),
         duration: args.lp.duration.or(file.duration),
         events: args.lp.events.clone().or(file.events),
+        snapshots: args.lp.snapshots.clone().or(file.snapshots),
+        snapshot_budget_mb: args.lp.snapshot_budget_mb.or(file.snapshot_budget_mb),
     };
     let model = super::load_model(&model_path)?;
     let profile = super::load_profile(&calibration, &model)?;
@@ -251,11 +296,27 @@ pub fn run(args: Args) -> Result<()> {
         cfg.method,
         cfg.threshold
     );
+    let mut snapshots = open_snapshots(&lp)?;
     let mut sink = open_sink(lp.events.as_deref())?;
     install_stop_handler();
-    let summary = crate::live::run(&model, &profile, src, &cfg, sink.as_mut(), stop_flag())?;
+    let mut observers: Vec<&mut dyn crate::live::observe::Observer> = vec![];
+    if let Some(s) = snapshots.as_mut() {
+        observers.push(s);
+    }
+    let summary = crate::live::run_with(
+        &model,
+        &profile,
+        src,
+        &cfg,
+        sink.as_mut(),
+        stop_flag(),
+        &mut observers,
+    )?;
     sink.emit(&crate::live::events::Event::Summary(summary.clone()))?;
     sink.flush()?;
     print_summary(&summary);
+    if let Some(s) = &snapshots {
+        print_snapshots(s);
+    }
     Ok(())
 }

@@ -93,6 +93,42 @@ pub enum Event {
         /// How long no frame came, in seconds.
         down_s: f64,
     },
+    /// A snapshot of an anomalous frame was written (`--snapshots DIR`).
+    Snapshot {
+        /// Wall-clock time.
+        time: String,
+        /// Seconds since start.
+        t: f64,
+        /// Frame shown.
+        frame: u64,
+        /// `start` or `update`: the anomaly event the snapshot belongs to.
+        anomaly: String,
+        /// The PNG file.
+        path: String,
+        /// Its size in bytes.
+        bytes: u64,
+        /// Older snapshots deleted to stay within the disk budget.
+        deleted: u32,
+    },
+    /// A snapshot could not be written (full disk, unwritable folder, or
+    /// a snapshot larger than the budget). The loop goes on; the next
+    /// attempt waits `retry_in_s` seconds.
+    SnapshotError {
+        /// Wall-clock time.
+        time: String,
+        /// Seconds since start.
+        t: f64,
+        /// Frame that was not saved.
+        frame: u64,
+        /// The file it was meant for.
+        path: String,
+        /// What went wrong.
+        reason: String,
+        /// Whether the disk (or quota) is full.
+        disk_full: bool,
+        /// Seconds until snapshots are tried again.
+        retry_in_s: f64,
+    },
     /// The end-of-run summary (last line of a `watch` or `demo` run).
     Summary(crate::live::Summary),
     /// Periodic statistics.

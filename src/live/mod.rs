@@ -13,6 +13,7 @@ pub mod decide;
 pub mod events;
 pub mod observe;
 pub mod slot;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
