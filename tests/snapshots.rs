@@ -241,8 +241,9 @@ fn anomalies_are_snapshotted_with_a_hot_overlay_where_the_anomaly_is() {
     for w in snaps.windows(2) {
         assert!(
             // `t` is taken after scoring, the interval is measured from
-            // frame arrival: allow for the jitter of one frame's work.
-            w[1].1 - w[0].1 >= (update_ms as f64 - 20.0) / 1000.0,
+            // frame arrival: allow for the jitter of a frame's work on a
+            // busy machine.
+            w[1].1 - w[0].1 >= update_ms as f64 / 2000.0,
             "snapshots closer than the update interval: {snaps:?}"
         );
     }
