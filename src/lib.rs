@@ -7,6 +7,8 @@
 
 pub mod calibrate;
 pub mod cli;
+#[cfg(feature = "display")]
+pub mod display;
 pub mod error;
 pub mod explain;
 pub mod frame;

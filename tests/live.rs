@@ -333,7 +333,7 @@ fn watch_runs_from_a_toml_file_and_rejects_unknown_keys() {
     std::fs::write(
         &cfg,
         format!(
-            "model = {:?}\ncalibration = {:?}\nsource = \"synthetic:seed=5,fps=0\"\nmax_frames = 40\nstats_interval = 0.05\n",
+            "model = {:?}\ncalibration = {:?}\nsource = \"synthetic:seed=5,fps=0\"\nmax_frames = 40\nstats_interval = 0.05\nheadless = true\n",
             model("dsprites.onnx"),
             model("dsprites.calibration.json")
         ),
@@ -396,6 +396,7 @@ fn soak_memory_is_flat() {
             "0.1",
             "--events",
             common::s(&events),
+            "--headless",
         ],
     );
     run.ok();
@@ -454,6 +455,7 @@ fn demo_detects_injected_anomalies_against_ground_truth() {
             "8",
             "--events",
             common::s(&events),
+            "--headless",
         ],
     );
     run.ok();

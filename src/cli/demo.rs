@@ -69,7 +69,9 @@ pub fn run(mut args: Args) -> Result<()> {
     let mut snapshots = super::watch::open_snapshots(&args.lp)?;
     let mut sink = super::watch::open_sink(args.lp.events.as_deref())?;
     super::watch::install_stop_handler();
-    let mut observers: Vec<&mut dyn crate::live::observe::Observer> = vec![];
+    let mut window = super::window::open(args.lp.headless, &model, &profile, "bvae demo");
+    let mut observers: Vec<&mut dyn crate::live::observe::Observer> =
+        window.iter_mut().map(|w| &mut **w as _).collect();
     if let Some(s) = snapshots.as_mut() {
         observers.push(s);
     }

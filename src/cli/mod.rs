@@ -19,6 +19,7 @@ pub mod record;
 pub mod score;
 pub mod traverse;
 pub mod watch;
+pub mod window;
 
 /// β-VAE anomaly detection for cameras on small boards.
 #[derive(Debug, Parser)]

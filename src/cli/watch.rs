@@ -64,6 +64,9 @@ pub struct LoopArgs {
     /// Write events to this file (JSON Lines) instead of stdout.
     #[arg(long)]
     pub events: Option<PathBuf>,
+    /// No live window (by default one opens when a display exists).
+    #[arg(long)]
+    pub headless: bool,
     /// Save each anomalous frame reported by `anomaly_start` / `anomaly_update`
     /// as a PNG with the anomaly heatmap in this folder (off by default).
     #[arg(long, value_name = "DIR")]
@@ -92,6 +95,7 @@ struct FileConfig {
     max_frames: Option<u64>,
     duration: Option<f64>,
     events: Option<PathBuf>,
+    headless: Option<bool>,
     snapshots: Option<PathBuf>,
     snapshot_budget_mb: Option<f64>,
 }
@@ -281,6 +285,7 @@ pub fn run(args: Args) -> Result<()> {
         max_frames: args.lp.max_frames.or(file.max_frames),
         duration: args.lp.duration.or(file.duration),
         events: args.lp.events.clone().or(file.events),
+        headless: args.lp.headless || file.headless.unwrap_or(false),
         snapshots: args.lp.snapshots.clone().or(file.snapshots),
         snapshot_budget_mb: args.lp.snapshot_budget_mb.or(file.snapshot_budget_mb),
     };
@@ -299,7 +304,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut snapshots = open_snapshots(&lp)?;
     let mut sink = open_sink(lp.events.as_deref())?;
     install_stop_handler();
-    let mut observers: Vec<&mut dyn crate::live::observe::Observer> = vec![];
+    let mut window = super::window::open(lp.headless, &model, &profile, "bvae watch");
+    let mut observers: Vec<&mut dyn crate::live::observe::Observer> =
+        window.iter_mut().map(|w| &mut **w as _).collect();
     if let Some(s) = snapshots.as_mut() {
         observers.push(s);
     }

@@ -1,0 +1,51 @@
+//! The live window of `bvae watch` and `bvae demo`: opened unless
+//! `--headless`; when it cannot be (no display, no X11, a build without
+//! the `display` feature) the loop runs headless after one note on stderr.
+
+use crate::calibrate::Profile;
+use crate::live::observe::Observer;
+use crate::model::Model;
+
+/// The window as a live-loop observer, or `None` to run headless.
+pub fn open(
+    headless: bool,
+    model: &Model,
+    profile: &Profile,
+    title: &str,
+) -> Option<Box<dyn Observer>> {
+    if headless {
+        return None;
+    }
+    #[cfg(feature = "display")]
+    {
+        use crate::display::{LiveWindow, RenderConfig};
+        let spec = model.spec();
+        let cfg = RenderConfig::new(
+            profile,
+            spec.channels,
+            spec.height,
+            spec.width,
+            spec.active_latents(),
+        );
+        match LiveWindow::open(title, cfg) {
+            Ok(w) => {
+                eprintln!("live window open: Esc, Q or closing it stops the loop");
+                Some(Box::new(w))
+            }
+            Err(e) => {
+                eprintln!(
+                    "note: no live window ({e:#}); running headless (--headless skips the window)"
+                );
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "display"))]
+    {
+        let _ = (model, profile, title);
+        eprintln!(
+            "note: this build has no live window (built without the `display` feature); running headless"
+        );
+        None
+    }
+}
