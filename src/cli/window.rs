@@ -34,7 +34,7 @@ pub fn open(
             }
             Err(e) => {
                 eprintln!(
-                    "note: no live window ({e:#}); running headless (--headless skips the window)"
+                    "note: no live window: {e:#}; running headless (--headless skips the window and this note)"
                 );
                 None
             }
@@ -44,7 +44,7 @@ pub fn open(
     {
         let _ = (model, profile, title);
         eprintln!(
-            "note: this build has no live window (built without the `display` feature); running headless"
+            "note: no live window: this build lacks the `display` feature; running headless (--headless skips this note)"
         );
         None
     }

@@ -32,7 +32,7 @@ fn check_display(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<()>
         if set("WAYLAND_DISPLAY") {
             bail!("WAYLAND_DISPLAY is set but DISPLAY is not (the window needs X11 or XWayland)");
         }
-        bail!("no display (DISPLAY is not set)");
+        bail!("DISPLAY is not set");
     }
     Ok(())
 }
