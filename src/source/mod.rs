@@ -71,7 +71,7 @@ pub trait FrameSource: Send {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyKind {
-    /// A shape never seen in normal frames (cross, triangle or star).
+    /// A shape never seen in normal frames (a ring, an open square frame, or two squares touching at a corner).
     NovelShape,
     /// Two sprites at once where normal frames have one.
     TwoObjects,

@@ -14,8 +14,8 @@
 //! the model's input is a real resize, not a pixel copy.
 //!
 //! Anomaly episodes ([`AnomalySchedule`]) cycle through the
-//! [`AnomalyKind`]s: a shape never seen in normal frames (cross, triangle,
-//! star), two sprites, a large bright occluding blob, a noise burst, and a
+//! [`AnomalyKind`]s: a shape never seen in normal frames (a ring, an
+//! open square frame, two squares touching at a corner), two sprites, a large bright occluding blob, a noise burst, and a
 //! frozen frame (the last normal frame repeated, byte for byte).
 
 use std::fmt;
@@ -210,19 +210,20 @@ pub enum Shape {
     Ellipse,
     /// A heart (normal).
     Heart,
-    /// A plus-shaped cross (novel).
-    Cross,
-    /// An equilateral triangle (novel).
-    Triangle,
-    /// A five-pointed star (novel).
-    Star,
+    /// Two squares touching at a corner, like a 2×2 checkerboard's dark
+    /// cells (novel).
+    Checker,
+    /// A ring: a disc with a hole (novel).
+    Ring,
+    /// A hollow square, an open frame (novel).
+    Frame,
 }
 
 impl Shape {
     /// Shapes of normal frames.
     pub const NORMAL: [Shape; 3] = [Shape::Square, Shape::Ellipse, Shape::Heart];
     /// Shapes that never appear in normal frames.
-    pub const NOVEL: [Shape; 3] = [Shape::Cross, Shape::Triangle, Shape::Star];
+    pub const NOVEL: [Shape; 3] = [Shape::Ring, Shape::Frame, Shape::Checker];
 
     /// Whether the point (`u`, `v`) of the sprite's own frame (unit size,
     /// `v` pointing down as in images) is inside the shape.
@@ -236,25 +237,14 @@ impl Shape {
                 let a = x * x + y * y - 1.0;
                 a * a * a - x * x * y * y * y <= 0.0
             }
-            Shape::Cross => {
-                (u.abs() <= 0.95 && y.abs() <= 0.3) || (u.abs() <= 0.3 && y.abs() <= 0.95)
+            Shape::Checker => u * y >= 0.0 && u.abs() <= 0.85 && y.abs() <= 0.85,
+            Shape::Ring => {
+                let r2 = u * u + y * y;
+                (0.5 * 0.5..=1.0).contains(&r2)
             }
-            Shape::Triangle => y >= -0.5 && y <= 1.0 - 1.732 * u.abs(),
-            Shape::Star => {
-                let r = (u * u + y * y).sqrt();
-                if r > 1.0 {
-                    return false;
-                }
-                // Fold into the half-sector between a tip (angle 0, radius
-                // 1) and an inner corner (angle π/5, radius 0.45); inside
-                // when on the centre's side of the edge joining them.
-                let sector = std::f32::consts::TAU / 5.0;
-                let a = ((u.atan2(y)).rem_euclid(sector) - sector / 2.0).abs();
-                let a = sector / 2.0 - a;
-                let (px, py) = (r * a.cos(), r * a.sin());
-                let (cx, cy) = (0.45 * (sector / 2.0).cos(), 0.45 * (sector / 2.0).sin());
-                let (dx, dy) = (cx - 1.0, cy);
-                dx * py - dy * (px - 1.0) >= 0.0
+            Shape::Frame => {
+                let m = u.abs().max(y.abs());
+                (0.45..=0.85).contains(&m)
             }
         }
     }
@@ -376,14 +366,14 @@ impl Scene {
         let mut rng = SplitMix(config.seed);
         let motion = Motion {
             x: [
-                wave(&mut rng, 0.22, 200.0, 420.0),
-                wave(&mut rng, 0.09, 70.0, 150.0),
+                wave(&mut rng, 0.2, 200.0, 420.0),
+                wave(&mut rng, 0.08, 70.0, 150.0),
             ],
             y: [
-                wave(&mut rng, 0.22, 200.0, 420.0),
-                wave(&mut rng, 0.09, 70.0, 150.0),
+                wave(&mut rng, 0.2, 200.0, 420.0),
+                wave(&mut rng, 0.08, 70.0, 150.0),
             ],
-            size: wave(&mut rng, 0.03, 150.0, 300.0),
+            size: wave(&mut rng, 0.035, 150.0, 300.0),
             spin: rng.range(0.01, 0.03) * if rng.next() & 1 == 0 { 1.0 } else { -1.0 },
             wobble: wave(&mut rng, 0.6, 100.0, 250.0),
         };
@@ -414,7 +404,7 @@ impl Scene {
             shape,
             x: 0.5 + m.x[0].at(index) + m.x[1].at(index),
             y: 0.5 + m.y[0].at(index) + m.y[1].at(index),
-            size: 0.085 + m.size.at(index),
+            size: 0.15 + m.size.at(index),
             angle: ((m.spin * index as f64) % std::f64::consts::TAU) as f32 + m.wobble.at(index),
         }
     }
