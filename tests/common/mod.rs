@@ -62,9 +62,28 @@ impl Run {
     }
 }
 
+/// A command that starts the built `bvae`. When the tests themselves run
+/// under an emulator (cross-compiled for ARM and run by qemu-user in
+/// `.ci/run`), the binary they start must go through it too, since the host
+/// may not run foreign binaries by itself: `BVAE_TEST_RUNNER` then holds that
+/// command line, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`.
+pub fn bvae_command() -> Command {
+    let bin = env!("CARGO_BIN_EXE_bvae");
+    let runner = std::env::var("BVAE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// Runs `bvae ARGS` in `dir`.
 pub fn bvae(dir: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_bvae"))
+    let out: Output = bvae_command()
         .args(args)
         .current_dir(dir)
         .output()
