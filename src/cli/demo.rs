@@ -66,29 +66,5 @@ pub fn run(mut args: Args) -> Result<()> {
         cfg.method,
         cfg.threshold
     );
-    let mut snapshots = super::watch::open_snapshots(&args.lp)?;
-    let mut sink = super::watch::open_sink(args.lp.events.as_deref())?;
-    super::watch::install_stop_handler();
-    let mut window = super::window::open(args.lp.headless, &model, &profile, "bvae demo");
-    let mut observers: Vec<&mut dyn crate::live::observe::Observer> =
-        window.iter_mut().map(|w| &mut **w as _).collect();
-    if let Some(s) = snapshots.as_mut() {
-        observers.push(s);
-    }
-    let summary = crate::live::run_with(
-        &model,
-        &profile,
-        src,
-        &cfg,
-        sink.as_mut(),
-        super::watch::stop_flag(),
-        &mut observers,
-    )?;
-    sink.emit(&crate::live::events::Event::Summary(summary.clone()))?;
-    sink.flush()?;
-    super::watch::print_summary(&summary);
-    if let Some(s) = &snapshots {
-        super::watch::print_snapshots(s);
-    }
-    Ok(())
+    super::watch::run_live(&model, &profile, src, &cfg, &args.lp, "bvae demo")
 }

@@ -7,9 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::calibrate::Profile;
 use crate::live::events::{EventSink, JsonLines};
 use crate::live::snapshot::{SnapshotConfig, Snapshotter};
 use crate::live::{LiveConfig, Summary};
+use crate::model::Model;
 use crate::score::Method;
 use crate::source::{SourceSpec, open_source};
 
@@ -301,20 +303,34 @@ pub fn run(args: Args) -> Result<()> {
         cfg.method,
         cfg.threshold
     );
-    let mut snapshots = open_snapshots(&lp)?;
+    run_live(&model, &profile, src, &cfg, &lp, "bvae watch")
+}
+
+/// The live loop as `watch` and `demo` run it: snapshots, the event sink,
+/// the stop handler and the window (titled `title`) set up from `lp`, then
+/// the loop, its summary event and the summary on stderr.
+pub(crate) fn run_live(
+    model: &Model,
+    profile: &Profile,
+    src: Box<dyn crate::source::FrameSource>,
+    cfg: &LiveConfig,
+    lp: &LoopArgs,
+    title: &str,
+) -> Result<()> {
+    let mut snapshots = open_snapshots(lp)?;
     let mut sink = open_sink(lp.events.as_deref())?;
     install_stop_handler();
-    let mut window = super::window::open(lp.headless, &model, &profile, "bvae watch");
+    let mut window = super::window::open(lp.headless, model, profile, title);
     let mut observers: Vec<&mut dyn crate::live::observe::Observer> =
         window.iter_mut().map(|w| &mut **w as _).collect();
     if let Some(s) = snapshots.as_mut() {
         observers.push(s);
     }
     let summary = crate::live::run_with(
-        &model,
-        &profile,
+        model,
+        profile,
         src,
-        &cfg,
+        cfg,
         sink.as_mut(),
         stop_flag(),
         &mut observers,
