@@ -1,10 +1,16 @@
 //! Loading a contract β-VAE with tract: file checks, contract validation,
 //! optimised plans with concrete shapes, and reusable sessions.
 //!
-//! A [`Model`] is parsed once. [`Model::plan`] builds an optimised plan for
-//! one batch size and one set of outputs ([`PlanKind`]); a [`Session`] owns
-//! one spawned state of a plan and its input buffer, and is reused for every
-//! frame of a stream.
+//! A [`Model`] is parsed and analysed once (for a batch of one image).
+//! [`Model::plan`] optimises that analysed graph for one set of outputs
+//! ([`PlanKind`]) and one batch size; a [`Session`] owns one spawned state of
+//! a plan and its input buffer, and is reused for every frame of a stream.
+//!
+//! A batch of several images runs image by image through the batch-1 plan
+//! (for models whose batch axis is dynamic): tract 0.23 lowers a batched
+//! convolution to an explicit im2col whose buffer outgrows the caches, which
+//! costs about twice as much per image as a batch of one. [`set_threads`]
+//! lets tract's matrix products use more than one core.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -287,6 +293,9 @@ pub struct Model {
     inputs: Vec<Port>,
     outputs: Vec<Port>,
     inference: InferenceModel,
+    /// The graph analysed for a batch of one image: every plan starts here,
+    /// so planning does not analyse the graph again.
+    typed1: TypedModel,
     load_time: Duration,
 }
 
@@ -493,6 +502,7 @@ impl Model {
             inputs: file.inputs,
             outputs: file.outputs,
             inference,
+            typed1: typed,
             load_time: start.elapsed(),
         })
     }
@@ -532,7 +542,10 @@ impl Model {
         self.load_time
     }
 
-    /// Builds an optimised plan for `batch` images at a time.
+    /// Builds an optimised plan for `batch` images at a time. With a dynamic
+    /// batch axis the plan is the batch-1 plan run once per image (see the
+    /// module documentation); a graph with a fixed batch size is planned for
+    /// that size.
     pub fn plan(&self, kind: PlanKind, batch: usize) -> Result<Plan, ModelError> {
         if batch == 0 {
             return Err(ModelError::Usage(
@@ -555,8 +568,14 @@ impl Model {
                 self.path.display()
             )
         };
-        let mut typed = typed_for(&self.inference, batch, s.channels, s.height, s.width)
-            .map_err(runtime(what()))?;
+        // Images per run of the tract plan.
+        let run_batch = if s.max_batch.is_some() { batch } else { 1 };
+        let mut typed = if run_batch == 1 {
+            self.typed1.clone()
+        } else {
+            typed_for(&self.inference, batch, s.channels, s.height, s.width)
+                .map_err(runtime(what()))?
+        };
         let names: &[&str] = match kind {
             PlanKind::Full => &[OUTPUT_MU, OUTPUT_LOGVAR, OUTPUT_RECON],
             PlanKind::EncoderOnly => &[OUTPUT_MU, OUTPUT_LOGVAR],
@@ -577,6 +596,7 @@ impl Model {
             runnable,
             kind,
             batch,
+            run_batch,
             spec: self.spec.clone(),
         })
     }
@@ -636,6 +656,9 @@ pub struct Plan {
     runnable: Arc<TypedRunnableModel>,
     kind: PlanKind,
     batch: usize,
+    /// Images per run of `runnable`: `batch`, or 1 when a batch runs image
+    /// by image.
+    run_batch: usize,
     spec: ModelSpec,
 }
 
@@ -662,11 +685,27 @@ impl Plan {
         let s = &self.spec;
         let input = Tensor::zero::<f32>(&[self.batch, s.channels, s.height, s.width])
             .map_err(runtime("cannot allocate the input tensor"))?;
+        let (z, image) = (s.latent_dim, s.image_len());
+        let gathered = if self.run_batch == self.batch {
+            vec![]
+        } else {
+            let mut g = vec![vec![0.0; self.batch * z], vec![0.0; self.batch * z]];
+            if self.kind == PlanKind::Full {
+                g.push(vec![0.0; self.batch * image]);
+            }
+            g
+        };
         Ok(Session {
             plan: self.clone(),
             state,
             input: Arc::new(input),
             outputs: tvec![],
+            gathered,
+            single: Arc::new(
+                Tensor::zero::<f32>(&[1, s.channels, s.height, s.width])
+                    .map_err(runtime("cannot allocate the input tensor"))?,
+            ),
+            ran: false,
         })
     }
 }
@@ -678,6 +717,12 @@ pub struct Session {
     state: TypedSimpleState,
     input: Arc<Tensor>,
     outputs: TVec<TValue>,
+    /// Outputs of a batch run image by image (`mu`, `logvar`, `recon`),
+    /// empty when the plan runs the whole batch at once.
+    gathered: Vec<Vec<f32>>,
+    /// The one-image input of a batch run image by image.
+    single: Arc<Tensor>,
+    ran: bool,
 }
 
 impl Session {
@@ -690,6 +735,7 @@ impl Session {
     /// [0, 1]. Fill it, then call [`Session::run`].
     pub fn input_mut(&mut self) -> Result<&mut [f32], ModelError> {
         self.outputs.clear();
+        self.ran = false;
         if Arc::get_mut(&mut self.input).is_none() {
             // tract kept a reference to the last input: start a new buffer
             // rather than write into one it may still read.
@@ -718,11 +764,59 @@ impl Session {
     /// Runs the plan on the current input buffer.
     pub fn run(&mut self) -> Result<(), ModelError> {
         self.outputs.clear();
-        let out = self
-            .state
-            .run(tvec![TValue::from_const(self.input.clone())])
-            .map_err(runtime("inference failed"))?;
-        self.outputs = out;
+        self.ran = false;
+        if self.gathered.is_empty() {
+            let out = self
+                .state
+                .run(tvec![TValue::from_const(self.input.clone())])
+                .map_err(runtime("inference failed"))?;
+            self.outputs = out;
+        } else {
+            self.run_image_by_image()?;
+        }
+        self.ran = true;
+        Ok(())
+    }
+
+    /// Runs the batch-1 plan on each image of the batch and gathers the outputs.
+    fn run_image_by_image(&mut self) -> Result<(), ModelError> {
+        let s = &self.plan.spec;
+        let image = s.image_len();
+        let shape = [1, s.channels, s.height, s.width];
+        let all = self
+            .input
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(runtime("input tensor is not float32"))?;
+        for (i, src) in all.chunks_exact(image).enumerate() {
+            if Arc::get_mut(&mut self.single).is_none() {
+                self.single = Arc::new(
+                    Tensor::zero::<f32>(&shape)
+                        .map_err(runtime("cannot allocate the input tensor"))?,
+                );
+            }
+            Arc::get_mut(&mut self.single)
+                .ok_or_else(|| ModelError::Usage("the input tensor is still shared".into()))?
+                .to_plain_array_view_mut::<f32>()
+                .map_err(runtime("input tensor is not float32"))?
+                .into_slice()
+                .ok_or_else(|| ModelError::Usage("input tensor is not contiguous".into()))?
+                .copy_from_slice(src);
+            let out = self
+                .state
+                .run(tvec![TValue::from_const(self.single.clone())])
+                .map_err(runtime("inference failed"))?;
+            for (k, dst) in self.gathered.iter_mut().enumerate() {
+                let v = out
+                    .get(k)
+                    .ok_or_else(|| ModelError::Usage("the plan produced too few outputs".into()))?
+                    .try_as_plain_ram()
+                    .and_then(|v| v.as_slice::<f32>())
+                    .map_err(runtime("an output is not float32"))?;
+                let n = v.len();
+                dst[i * n..(i + 1) * n].copy_from_slice(v);
+            }
+        }
         Ok(())
     }
 
@@ -743,6 +837,14 @@ impl Session {
     }
 
     fn output(&self, ix: usize, name: &str) -> Result<&[f32], ModelError> {
+        if !self.gathered.is_empty() {
+            return match self.gathered.get(ix) {
+                Some(v) if self.ran => Ok(v),
+                _ => Err(ModelError::Usage(format!(
+                    "no `{name}` output: run the session first"
+                ))),
+            };
+        }
         let t = self.outputs.get(ix).ok_or_else(|| {
             ModelError::Usage(format!("no `{name}` output: run the session first"))
         })?;
@@ -918,4 +1020,15 @@ impl Decoder {
     pub fn runnable(&self) -> &Arc<TypedRunnableModel> {
         &self.runnable
     }
+}
+
+/// Lets tract's matrix products use `threads` cores (1 = the calling thread
+/// only, the default). Applies to every plan of the process.
+pub fn set_threads(threads: usize) {
+    use tract_linalg::multithread::{Executor, set_default_executor};
+    set_default_executor(if threads > 1 {
+        Executor::multithread(threads)
+    } else {
+        Executor::SingleThread
+    });
 }

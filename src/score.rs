@@ -90,10 +90,84 @@ pub fn pixel_nll(x: f32, r: f32, likelihood: Likelihood) -> f32 {
 
 /// Summed NLL of an image `x` under its reconstruction `r`.
 pub fn recon_nll_sum(x: &[f32], r: &[f32], likelihood: Likelihood) -> f32 {
-    x.iter()
-        .zip(r)
-        .map(|(&x, &r)| pixel_nll(x, r, likelihood))
-        .sum()
+    match likelihood {
+        Likelihood::Bernoulli => bce_sum(x, r),
+        Likelihood::Gaussian => x
+            .iter()
+            .zip(r)
+            .map(|(&x, &r)| pixel_nll(x, r, likelihood))
+            .sum(),
+    }
+}
+
+/// Lanes of the vectorised binary cross-entropy.
+const LANES: usize = 16;
+
+/// Summed binary cross-entropy, [`pixel_nll`] over every pixel but with
+/// [`ln_normal`] in `LANES` independent sums, so the loop vectorises (the
+/// score of a 64×64 image drops from ~80 µs to a few µs). A block holding a
+/// reconstruction value of 0 or 1 (or one whose complement is subnormal)
+/// takes the exact scalar path, which clamps the logarithm like PyTorch.
+fn bce_sum(x: &[f32], r: &[f32]) -> f32 {
+    let n = x.len().min(r.len());
+    let (x, r) = (&x[..n], &r[..n]);
+    let mut acc = [0.0f32; LANES];
+    let mut rest = 0.0f32;
+    for (xs, rs) in x.chunks_exact(LANES).zip(r.chunks_exact(LANES)) {
+        let normal = rs.iter().fold(true, |ok, &r| {
+            ok & (r >= f32::MIN_POSITIVE) & (1.0 - r >= f32::MIN_POSITIVE)
+        });
+        if normal {
+            for ((a, &x), &r) in acc.iter_mut().zip(xs).zip(rs) {
+                let lr = ln_normal(r).max(LOG_FLOOR);
+                let l1r = ln_normal(1.0 - r).max(LOG_FLOOR);
+                *a -= x * lr + (1.0 - x) * l1r;
+            }
+        } else {
+            rest += xs
+                .iter()
+                .zip(rs)
+                .map(|(&x, &r)| pixel_nll(x, r, Likelihood::Bernoulli))
+                .sum::<f32>();
+        }
+    }
+    let tail = n - n % LANES;
+    rest += x[tail..]
+        .iter()
+        .zip(&r[tail..])
+        .map(|(&x, &r)| pixel_nll(x, r, Likelihood::Bernoulli))
+        .sum::<f32>();
+    acc.iter().sum::<f32>() + rest
+}
+
+/// Natural logarithm of a positive normal `f32` (Cephes `logf`: exponent
+/// split plus a degree-9 polynomial, within about 1 ulp of `f32::ln`),
+/// without branches so that loops over it vectorise. Zero, subnormals,
+/// infinities and NaN are the caller's business.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // the constants as Cephes prints them
+fn ln_normal(v: f32) -> f32 {
+    let bits = v.to_bits();
+    let e = ((bits >> 23) & 0xff) as i32 - 126;
+    // mantissa in [0.5, 1)
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f00_0000);
+    let small = m < std::f32::consts::FRAC_1_SQRT_2;
+    let e = (e - small as i32) as f32;
+    let m = if small { m + m - 1.0 } else { m - 1.0 };
+    let z = m * m;
+    let mut y = 7.037_683_6e-2_f32;
+    y = y * m - 1.151_461_1e-1;
+    y = y * m + 1.167_699_9e-1;
+    y = y * m - 1.242_014_1e-1;
+    y = y * m + 1.424_932_3e-1;
+    y = y * m - 1.666_805_8e-1;
+    y = y * m + 2.000_071_4e-1;
+    y = y * m - 2.499_999_4e-1;
+    y = y * m + 3.333_333_1e-1;
+    y = y * m * z;
+    y += -2.121_944_4e-4 * e;
+    y += -0.5 * z;
+    m + y + 0.693_359_4 * e
 }
 
 /// KL of N(mu, exp(logvar)) from N(0, 1) per latent into `out`; returns the total.
@@ -275,6 +349,51 @@ mod tests {
                 "x={x} r={r}"
             );
         }
+    }
+
+    #[test]
+    fn fast_logarithm_matches_std() {
+        let mut v = f32::MIN_POSITIVE;
+        while v < 4.0 {
+            let (got, want) = (ln_normal(v), v.ln());
+            assert!(
+                (got - want).abs() <= 2.0 * f32::EPSILON * want.abs().max(1.0),
+                "ln({v}) = {want}, got {got}"
+            );
+            v *= 1.013;
+        }
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        for v in [
+            0.5f32,
+            h,
+            f32::from_bits(h.to_bits() - 1),
+            1.0 - f32::EPSILON / 2.0,
+            1.0,
+            0.999,
+            1e-6,
+        ] {
+            assert!((ln_normal(v) - v.ln()).abs() <= 2.0 * f32::EPSILON, "{v}");
+        }
+    }
+
+    #[test]
+    fn vectorised_bce_matches_the_pixel_formula() {
+        // gray and binary pixels, saturated reconstructions (0 and 1) in
+        // some blocks, and a tail shorter than a block
+        let n = 4 * LANES + 7;
+        let x: Vec<f32> = (0..n).map(|i| [0.0, 1.0, 0.37][i % 3]).collect();
+        let mut r: Vec<f32> = (0..n)
+            .map(|i| ((i * 37) % 101) as f32 / 101.0 + 1e-3)
+            .collect();
+        r[LANES + 2] = 0.0;
+        r[2 * LANES + 5] = 1.0;
+        let want: f64 = x
+            .iter()
+            .zip(&r)
+            .map(|(&x, &r)| pixel_nll(x, r, Likelihood::Bernoulli) as f64)
+            .sum();
+        let got = recon_nll_sum(&x, &r, Likelihood::Bernoulli) as f64;
+        assert!((got - want).abs() < 1e-5 * want, "{got} vs {want}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::frame::{FrameRef, PixelFormat};
-use crate::model::{Decoder, PlanKind};
+use crate::model::{Decoder, Model, PlanKind, set_threads};
 use crate::pipeline::Pipeline;
 use crate::preprocess::{Fit, Preprocessor};
 use crate::score::{Method, Scorer};
@@ -39,6 +39,14 @@ pub struct Args {
     /// Height of the synthetic RGB camera frame.
     #[arg(long, default_value_t = 480)]
     pub frame_height: usize,
+    /// Threads for tract's matrix products.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Only the inference stages (encode, full pass, batched full pass) and
+    /// load to first result: what `python -m bvae_tools bench` compares
+    /// with onnxruntime.
+    #[arg(long)]
+    pub inference_only: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -47,6 +55,9 @@ pub struct Args {
 /// Timing of one stage, in milliseconds per frame.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageTiming {
+    /// Stable identifier: `preprocess`, `encode`, `encode_batch`, `full`,
+    /// `full_batch`, `decode`, `score`, `e2e`.
+    pub key: &'static str,
     /// Stage name.
     pub stage: String,
     /// Fastest run.
@@ -60,6 +71,7 @@ pub struct StageTiming {
 }
 
 fn time_stage(
+    key: &'static str,
     name: &str,
     warmup: usize,
     iterations: usize,
@@ -78,6 +90,7 @@ fn time_stage(
     ms.sort_by(f64::total_cmp);
     let median = quantile_sorted(&ms, 0.5);
     Ok(StageTiming {
+        key,
         stage: name.to_string(),
         min_ms: ms[0],
         median_ms: median,
@@ -102,6 +115,14 @@ pub fn test_frame(width: usize, height: usize) -> Vec<u8> {
 
 /// Runs `bvae bench`.
 pub fn run(args: Args) -> Result<()> {
+    anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
+    set_threads(args.threads);
+    let (w, h) = (args.frame_width, args.frame_height);
+    let data = test_frame(w, h);
+    let frame = FrameRef::new(w, h, PixelFormat::Rgb8, &data)?;
+    // Load to first result, as `bvae watch` does it: read and check the
+    // model and the profile, plan for the profile's default score, and
+    // process one camera frame.
     let load_start = Instant::now();
     let model = super::load_model(&args.model)?;
     let spec = model.spec().clone();
@@ -109,34 +130,48 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Some(super::load_profile(p, &model)?),
         None => None,
     };
-    let (w, h) = (args.frame_width, args.frame_height);
-    let data = test_frame(w, h);
-    let frame = FrameRef::new(w, h, PixelFormat::Rgb8, &data)?;
+    let fit = profile.as_ref().map_or(Fit::Crop, |p| p.fit);
+    let method = profile.as_ref().map_or(Method::Kl, |p| p.method);
+    let kind = if method.needs_recon() {
+        PlanKind::Full
+    } else {
+        PlanKind::EncoderOnly
+    };
+    let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
+    let mut pipe = Pipeline::new(&model, kind, fit, maha.clone())?;
+    std::hint::black_box(pipe.process(frame)?);
+    let first_result_ms = load_start.elapsed().as_secs_f64() * 1e3;
+
     let mut input = vec![0.0f32; spec.image_len()];
-    let mut pre = Preprocessor::new(&spec, profile.as_ref().map_or(Fit::Crop, |p| p.fit));
+    let mut pre = Preprocessor::new(&spec, fit);
     pre.process(frame, &mut input)?;
     let (n, wu) = (args.iterations, args.warmup);
     let mut stages = vec![];
-    stages.push(time_stage(
-        &format!("preprocess {w}x{h} RGB"),
-        wu,
-        n,
-        1,
-        || pre.process(frame, &mut input),
-    )?);
+    if !args.inference_only {
+        stages.push(time_stage(
+            "preprocess",
+            &format!("preprocess {w}x{h} RGB"),
+            wu,
+            n,
+            1,
+            || pre.process(frame, &mut input),
+        )?);
+    }
 
     let mut enc = model.plan(PlanKind::EncoderOnly, 1)?.session()?;
     enc.input_mut()?.copy_from_slice(&input);
-    let first_result_ms = {
-        enc.run()?;
-        load_start.elapsed().as_secs_f64() * 1e3
-    };
-    stages.push(time_stage("encode (encoder-only plan)", wu, n, 1, || {
-        Ok(enc.run()?)
-    })?);
+    stages.push(time_stage(
+        "encode",
+        "encode (encoder-only plan)",
+        wu,
+        n,
+        1,
+        || Ok(enc.run()?),
+    )?);
     let mut full = model.plan(PlanKind::Full, 1)?.session()?;
     full.input_mut()?.copy_from_slice(&input);
     stages.push(time_stage(
+        "full",
         "full pass (mu, logvar, recon)",
         wu,
         n,
@@ -144,18 +179,27 @@ pub fn run(args: Args) -> Result<()> {
         || Ok(full.run()?),
     )?);
     if args.batch > 1 && spec.max_batch.is_none() {
-        let mut fb = model.plan(PlanKind::Full, args.batch)?.session()?;
-        for chunk in fb.input_mut()?.chunks_mut(input.len()) {
-            chunk.copy_from_slice(&input);
+        for (key, kind, what) in [
+            ("encode_batch", PlanKind::EncoderOnly, "encode"),
+            ("full_batch", PlanKind::Full, "full pass"),
+        ] {
+            let mut fb = model.plan(kind, args.batch)?.session()?;
+            for chunk in fb.input_mut()?.chunks_mut(input.len()) {
+                chunk.copy_from_slice(&input);
+            }
+            let name = format!("{what}, batch {} (per frame)", args.batch);
+            stages.push(time_stage(
+                key,
+                &name,
+                wu,
+                n.div_ceil(args.batch).max(10),
+                args.batch,
+                || Ok(fb.run()?),
+            )?);
         }
-        let name = format!("full pass, batch {} (per frame)", args.batch);
-        stages.push(time_stage(
-            &name,
-            wu,
-            n.div_ceil(args.batch).max(10),
-            args.batch,
-            || Ok(fb.run()?),
-        )?);
+    }
+    if args.inference_only {
+        return report(&args, &model, first_result_ms, &stages);
     }
     if let Some(dp) = args
         .decoder
@@ -166,39 +210,37 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("loading decoder {}", dp.display()))?;
         let z = enc.mu()?.to_vec();
         let mut out = vec![0.0f32; spec.image_len()];
-        stages.push(time_stage("decode (decoder model)", wu, n, 1, || {
-            Ok(dec.decode(&z, &mut out)?)
-        })?);
+        stages.push(time_stage(
+            "decode",
+            "decode (decoder model)",
+            wu,
+            n,
+            1,
+            || Ok(dec.decode(&z, &mut out)?),
+        )?);
     }
-    let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
-    let mut scorer = Scorer::new(&spec, maha.clone());
+    let mut scorer = Scorer::new(&spec, maha);
     let (mu, lv) = (full.mu()?.to_vec(), full.logvar()?.to_vec());
     let recon = full.recon()?.map(|r| r.to_vec());
-    stages.push(time_stage("score (all scores)", wu, n, 1, || {
+    stages.push(time_stage("score", "score (all scores)", wu, n, 1, || {
         std::hint::black_box(scorer.score(&input, &mu, &lv, recon.as_deref()));
         Ok(())
     })?);
-    let method = profile.as_ref().map_or(Method::Kl, |p| p.method);
-    let kind = if method.needs_recon() {
-        PlanKind::Full
-    } else {
-        PlanKind::EncoderOnly
-    };
-    let mut pipe = Pipeline::new(
-        &model,
-        kind,
-        profile.as_ref().map_or(Fit::Crop, |p| p.fit),
-        maha,
-    )?;
     let e2e_name = format!("end to end ({w}x{h} RGB → {method} score)");
-    stages.push(time_stage(&e2e_name, wu, n, 1, || {
+    stages.push(time_stage("e2e", &e2e_name, wu, n, 1, || {
         std::hint::black_box(pipe.process(frame)?);
         Ok(())
     })?);
 
+    report(&args, &model, first_result_ms, &stages)
+}
+
+fn report(args: &Args, model: &Model, first_result_ms: f64, stages: &[StageTiming]) -> Result<()> {
+    let spec = model.spec();
     if args.json {
         let out = serde_json::json!({
             "model": args.model,
+            "threads": args.threads,
             "load_ms": model.load_time().as_secs_f64() * 1e3,
             "load_to_first_result_ms": first_result_ms,
             "stages": stages,
@@ -207,12 +249,14 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "model {} ({}×{}×{}, Z={}), one thread",
+        "model {} ({}×{}×{}, Z={}), {} thread{}",
         args.model.display(),
         spec.channels,
         spec.height,
         spec.width,
-        spec.latent_dim
+        spec.latent_dim,
+        args.threads,
+        if args.threads == 1 { "" } else { "s" }
     );
     println!(
         "load {:.1} ms, load to first result {:.1} ms",
@@ -223,7 +267,7 @@ pub fn run(args: Args) -> Result<()> {
         "{:<44} {:>9} {:>9} {:>9} {:>9}",
         "stage", "min ms", "median", "p99", "fps"
     );
-    for s in &stages {
+    for s in stages {
         println!(
             "{:<44} {:>9.3} {:>9.3} {:>9.3} {:>9.0}",
             s.stage, s.min_ms, s.median_ms, s.p99_ms, s.fps

@@ -324,6 +324,8 @@ pub fn run_with(
     let mut frame = Frame::empty();
     let mut previous = Frame::empty();
     let mut identical_run = 0u32;
+    // Scores of `previous`: a frame identical to it is not run again.
+    let mut last_scores = None;
     let mut hyst = Hysteresis::new(cfg.enter_after, cfg.leave_after);
     let mut lat = Latencies::new();
     let mut truth = Truth {
@@ -375,18 +377,26 @@ pub fn run_with(
                     last_frame_at = now;
                     last_index = Some(info.index);
                     truth.frame(info.index, info.truth);
-                    let scores = match pipe.process(frame.as_ref()) {
-                        Ok(s) => s,
-                        Err(_) => {
-                            failed += 1;
-                            continue;
-                        }
-                    };
-                    processed += 1;
                     let same = frame.width == previous.width
                         && frame.height == previous.height
                         && frame.format == previous.format
                         && frame.data == previous.data;
+                    // The pipeline still holds the results of `previous`,
+                    // so an identical frame reuses them without inference.
+                    let scores = match last_scores {
+                        Some(s) if same => s,
+                        _ => match pipe.process(frame.as_ref()) {
+                            Ok(s) => s,
+                            Err(_) => {
+                                failed += 1;
+                                // the pipeline's buffers no longer match `previous`
+                                last_scores = None;
+                                continue;
+                            }
+                        },
+                    };
+                    last_scores = Some(scores);
+                    processed += 1;
                     identical_run = if same { identical_run + 1 } else { 0 };
                     // Keep this frame for the next comparison by swapping
                     // buffers: no copy, and the slot recycles the other one.

@@ -1,4 +1,6 @@
-"""Command line: ``python -m bvae_tools {train,export,report} ...`` (run from tools/)."""
+"""Command line: ``python -m bvae_tools COMMAND ...`` (run from tools/).
+
+Commands: train, export, report, synth, bench."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def _threads(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import export, report, synth, train
+    from . import bench, export, report, synth, train
 
     fmt = HelpFormatter
     parser = argparse.ArgumentParser(
@@ -53,12 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", export, "export NAME.onnx, NAME.decoder.onnx and the golden fixture"),
         ("report", report, "draw loss curves, per-latent KL, reconstructions, traversals"),
         ("synth", synth, "write a folder of synthetic camera frames (for demos and tests)"),
+        ("bench", bench, "time bvae (tract) against onnxruntime on the same model"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
         module.add_arguments(p)
-        p.add_argument(
-            "--threads", type=_threads, default=0, help="torch CPU threads (0 = all cores)"
-        )
+        if name != "bench":  # bench has its own --threads (a list)
+            p.add_argument(
+                "--threads", type=_threads, default=0, help="torch CPU threads (0 = all cores)"
+            )
         p.set_defaults(run=module.run)
     return parser
 
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        if args.threads:
+        if getattr(args, "threads", 0):
             torch.set_num_threads(args.threads)
         return args.run(args)
     except UserError as e:

@@ -12,6 +12,13 @@ After writing, each file goes through ``onnx.checker`` and onnxruntime is
 compared with PyTorch on real inputs (rtol 1e-3, atol 1e-5); any mismatch
 fails the export. The golden fixture holds ``.npy`` files (float32, C order)
 that the Rust tests read without Python.
+
+By default the decoder's stride-2 transposed convolutions are exported as
+sub-pixel convolutions (:class:`SubPixelConvTranspose2d`: one 2×2 convolution
+to 4·C_out channels, four shifted slices and a depth-to-space), which compute
+the same function but run faster in tract, whose transposed convolution is
+slow; ``--no-subpixel`` exports them as ``ConvTranspose``. The golden outputs
+are always those of the original PyTorch model.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from .checkpoint import TrainConfig, load_checkpoint
 from .data import open_source, split_indices
 from .errors import UserError
 from .model import BetaVAE, ExportedDecoder, ExportedEncoder
+from .subpixel import subpixel_decoder
 from .train import mean_latent_kl
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -88,6 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="real images on which onnxruntime is compared with PyTorch",
     )
     p.add_argument("--no-golden", action="store_true", help="do not write NAME.golden/")
+    p.add_argument(
+        "--no-subpixel",
+        action="store_true",
+        help="export the decoder's transposed convolutions as ConvTranspose instead of "
+        "the equivalent sub-pixel convolutions (Conv + Slice + DepthToSpace), which "
+        "tract runs faster",
+    )
 
 
 def model_name(out: Path) -> str:
@@ -286,6 +301,7 @@ def export(
     parity_samples: int = 16,
     golden: bool = True,
     threads: int | None = None,
+    subpixel: bool = True,
 ) -> dict:
     """Export, verify and write the fixture. Returns a summary dict."""
     if exporter not in EXPORTERS:
@@ -308,12 +324,17 @@ def export(
     images = source.batch(parity_idx).numpy()
     meta = metadata(cfg, state["step"], latent_kl)
 
+    # The reference outputs (golden fixture, parity) always come from the
+    # trained model itself; the graph written may be an equivalent rewrite.
     enc, dec = ExportedEncoder(model).eval(), ExportedDecoder(model).eval()
     with torch.no_grad():
         x = torch.from_numpy(images)
         mu, logvar, recon = (t.numpy() for t in enc(x))
         z = golden_latents(mu)
         dec_recon = dec(torch.from_numpy(z)).numpy()
+    if subpixel:
+        fast = subpixel_decoder(model)
+        enc, dec = ExportedEncoder(fast).eval(), ExportedDecoder(fast).eval()
 
     out.parent.mkdir(parents=True, exist_ok=True)
     dec_path = out.with_name(f"{name}.decoder.onnx")
@@ -367,6 +388,7 @@ def export(
         "golden": golden_dir if golden else None,
         "opset": opset,
         "ops": ops,
+        "subpixel": subpixel,
         "latent_kl": latent_kl.tolist(),
         "metadata": meta,
     }
@@ -383,6 +405,7 @@ def run(args: argparse.Namespace) -> int:
         args.parity_samples,
         not args.no_golden,
         args.threads,
+        not args.no_subpixel,
     )
     print(f"wrote {s['model']} and {s['decoder']} (opset {s['opset']}; ops: {', '.join(s['ops'])})")
     if s["golden"]:
