@@ -384,6 +384,15 @@ impl Renderer {
         self.canvas.text(r.x, r.y - 12, title, 1, DIM);
     }
 
+    /// "WxH" right-aligned above panel `r`.
+    fn size_tag(&mut self, r: Rect, w: usize, h: usize) {
+        self.text.clear();
+        let _ = write!(self.text, "{w}x{h}");
+        let tw = Canvas::text_width(&self.text, 1);
+        self.canvas
+            .text(r.x + r.w - tw, r.y - 12, &self.text, 1, FAINT);
+    }
+
     fn draw_status(&mut self, s: &Scene<'_>) {
         let r = self.layout.status;
         self.canvas.fill(r, PANEL);
@@ -429,16 +438,7 @@ impl Renderer {
         let l = self.layout;
         // Live frame, letterboxed, red border during an episode.
         self.label(l.live, "live frame");
-        self.text.clear();
-        let _ = write!(self.text, "{}x{}", s.frame.width, s.frame.height);
-        let tw = Canvas::text_width(&self.text, 1);
-        self.canvas.text(
-            l.live.x + l.live.w - tw,
-            l.live.y - 12,
-            &self.text,
-            1,
-            FAINT,
-        );
+        self.size_tag(l.live, s.frame.width, s.frame.height);
         self.canvas.fill(l.live, PANEL);
         let f = s.frame;
         let bpp = f.format.bytes_per_pixel();
@@ -473,16 +473,7 @@ impl Renderer {
         };
 
         self.label(l.input, "model input");
-        self.text.clear();
-        let _ = write!(self.text, "{w}x{h}");
-        let tw = Canvas::text_width(&self.text, 1);
-        self.canvas.text(
-            l.input.x + l.input.w - tw,
-            l.input.y - 12,
-            &self.text,
-            1,
-            FAINT,
-        );
+        self.size_tag(l.input, w, h);
         // Each model-sized image is coloured once at model resolution into
         // `img`, then scaled up.
         self.canvas.fill(l.input, PANEL);
