@@ -7,6 +7,7 @@
 
 pub mod calibrate;
 pub mod cli;
+pub mod conv;
 #[cfg(feature = "display")]
 pub mod display;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod preprocess;
 pub mod score;
 pub mod source;
 pub mod stats;
+pub mod tract_conv;
 pub mod traverse;
 
 pub use error::{ModelError, ProfileError};

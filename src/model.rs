@@ -590,8 +590,7 @@ impl Model {
         typed
             .select_output_outlets(&outlets)
             .map_err(runtime(what()))?;
-        let optimized = typed.into_optimized().map_err(runtime(what()))?;
-        let runnable = optimized.into_runnable().map_err(runtime(what()))?;
+        let runnable = optimize(typed).map_err(runtime(what()))?;
         Ok(Plan {
             runnable,
             kind,
@@ -600,6 +599,15 @@ impl Model {
             spec: self.spec.clone(),
         })
     }
+}
+
+/// Declutters `typed`, hands the convolutions bvae runs faster to its own
+/// kernel ([`crate::tract_conv`]), optimises the rest with tract and makes
+/// it runnable.
+fn optimize(typed: TypedModel) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut typed = typed.into_decluttered()?;
+    crate::tract_conv::substitute(&mut typed)?;
+    typed.into_optimized()?.into_runnable()
 }
 
 /// The ONNX parser as this runtime uses it. Shapes declared on outputs and
@@ -963,10 +971,7 @@ impl Decoder {
         typed
             .select_output_outlets(&[outlet])
             .map_err(runtime(what()))?;
-        let runnable = typed
-            .into_optimized()
-            .and_then(|t| t.into_runnable())
-            .map_err(runtime(what()))?;
+        let runnable = optimize(typed).map_err(runtime(what()))?;
         let state = TypedSimpleState::new(&runnable).map_err(runtime(what()))?;
         Ok(Decoder {
             path: path.to_path_buf(),
