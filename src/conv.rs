@@ -136,6 +136,26 @@ pub struct PackedConv {
     koff: Vec<u32>,
     /// Offset in the padded input of each output pixel's window.
     base: Vec<u32>,
+    /// Output channels written (`oc`, or a phase's channels).
+    out_channels: usize,
+    /// Values per output channel plane.
+    out_plane: usize,
+    /// Which channel blocks compute which pixels, written where: one group
+    /// of every block and pixel in order, or one per phase of a transposed
+    /// convolution.
+    groups: Vec<Group>,
+}
+
+/// Channel blocks of a [`PackedConv`] with the pixels they compute and where
+/// each goes in the output plane.
+#[derive(Debug, Clone, PartialEq)]
+struct Group {
+    /// The channel blocks; the first block's first lane is output channel 0.
+    blocks: std::ops::Range<usize>,
+    /// Offset in the padded input of each pixel's window.
+    base: Vec<u32>,
+    /// Index in the output plane of each pixel (empty: `0..base.len()`).
+    dst: Vec<u32>,
 }
 
 impl PackedConv {
@@ -212,8 +232,47 @@ impl PackedConv {
             weights: packed,
             bias: padded_bias,
             koff,
+            groups: vec![Group {
+                blocks: 0..blocks,
+                base: base.clone(),
+                dst: vec![],
+            }],
             base,
+            out_channels: s.oc,
+            out_plane: oh * ow,
         })
+    }
+
+    /// Turns the phase convolution of the transposed convolution `d`
+    /// (channels phase-major, `d.oc` per phase, a multiple of the tile's)
+    /// into one whose blocks compute only their phase's output pixels and
+    /// write them in place: `[d.oc, d.oh, d.ow]`, nothing to interleave.
+    fn scatter_phases(mut self, d: &DeconvShape) -> PackedConv {
+        let per_phase = d.oc / self.isa.mr();
+        let mut groups = Vec::with_capacity(d.sh * d.sw);
+        for by in 0..d.sh {
+            for bx in 0..d.sw {
+                let phase = by * d.sw + bx;
+                let (mut base, mut dst) = (vec![], vec![]);
+                for y in (0..d.oh).filter(|y| (y + d.pads[0]) % d.sh == by) {
+                    let a = (y + d.pads[0]) / d.sh;
+                    for x in (0..d.ow).filter(|x| (x + d.pads[1]) % d.sw == bx) {
+                        let ax = (x + d.pads[1]) / d.sw;
+                        base.push(self.base[a * self.ow + ax]);
+                        dst.push((y * d.ow + x) as u32);
+                    }
+                }
+                groups.push(Group {
+                    blocks: phase * per_phase..(phase + 1) * per_phase,
+                    base,
+                    dst,
+                });
+            }
+        }
+        self.groups = groups;
+        self.out_channels = d.oc;
+        self.out_plane = d.oh * d.ow;
+        self
     }
 
     /// The convolution's shape.
@@ -236,9 +295,9 @@ impl PackedConv {
         (self.oh, self.ow)
     }
 
-    /// Values of one output image (`oc·oh·ow`).
+    /// Values of one output image (`oc·oh·ow`, or what the groups write).
     pub fn output_len(&self) -> usize {
-        self.shape.oc * self.oh * self.ow
+        self.out_channels * self.out_plane
     }
 
     /// Length of the scratch buffer [`PackedConv::run`] needs (the padded
@@ -263,18 +322,8 @@ impl PackedConv {
         assert!(input.len() >= s.input_len(), "conv input too short");
         assert!(out.len() >= self.output_len(), "conv output too short");
         let src: &[f32] = if self.needs_padding() {
-            let (hp, wp) = (s.padded_h(), s.padded_w());
-            let scratch = &mut scratch[..s.ic * hp * wp];
-            if fresh {
-                scratch.fill(0.0);
-            }
-            for c in 0..s.ic {
-                for y in 0..s.ih {
-                    let from = (c * s.ih + y) * s.iw;
-                    let to = (c * hp + y + s.pads[0]) * wp + s.pads[1];
-                    scratch[to..to + s.iw].copy_from_slice(&input[from..from + s.iw]);
-                }
-            }
+            let scratch = &mut scratch[..self.scratch_len()];
+            pad_into(s, input, scratch, fresh);
             scratch
         } else {
             &input[..s.input_len()]
@@ -310,44 +359,57 @@ impl PackedConv {
         out: &mut [f32],
         kernel: Tile<MR, NR>,
     ) {
-        let s = &self.shape;
         let k = self.koff.len();
-        let pixels = self.oh * self.ow;
         let last = *self.koff.last().unwrap_or(&0) as usize;
         debug_assert!(self.base.iter().all(|&b| b as usize + last < src.len()));
         let mut acc = [[0.0f32; MR]; NR];
-        for b in 0..self.bias.len() / MR {
-            let w = &self.weights[b * k * MR..(b + 1) * k * MR];
-            let bias = &self.bias[b * MR..(b + 1) * MR];
-            let channels = MR.min(s.oc - b * MR);
-            let mut p0 = 0;
-            while p0 < pixels {
-                let n = NR.min(pixels - p0);
-                let mut base = [self.base[p0] as usize; NR];
-                for (j, slot) in base.iter_mut().enumerate().take(n) {
-                    *slot = self.base[p0 + j] as usize;
-                }
-                // SAFETY: see the function's contract; the lanes past `n`
-                // repeat the tile's first pixel, which is in bounds.
-                unsafe {
-                    kernel(
-                        w.as_ptr(),
-                        self.koff.as_ptr(),
-                        k,
-                        src.as_ptr(),
-                        &base,
-                        bias.as_ptr(),
-                        self.relu,
-                        &mut acc,
-                    )
-                };
-                for l in 0..channels {
-                    let row = &mut out[(b * MR + l) * pixels + p0..][..n];
-                    for (j, o) in row.iter_mut().enumerate() {
-                        *o = acc[j][l];
+        for g in &self.groups {
+            let pixels = g.base.len();
+            for b in g.blocks.clone() {
+                let w = &self.weights[b * k * MR..(b + 1) * k * MR];
+                let bias = &self.bias[b * MR..(b + 1) * MR];
+                // Output channel of the block's first lane.
+                let ch0 = (b - g.blocks.start) * MR;
+                let channels = MR.min(self.out_channels - ch0);
+                let mut p0 = 0;
+                while p0 < pixels {
+                    let n = NR.min(pixels - p0);
+                    let mut base = [g.base[p0] as usize; NR];
+                    for (j, slot) in base.iter_mut().enumerate().take(n) {
+                        *slot = g.base[p0 + j] as usize;
                     }
+                    // SAFETY: see the function's contract; the lanes past `n`
+                    // repeat the tile's first pixel, which is in bounds.
+                    unsafe {
+                        kernel(
+                            w.as_ptr(),
+                            self.koff.as_ptr(),
+                            k,
+                            src.as_ptr(),
+                            &base,
+                            bias.as_ptr(),
+                            self.relu,
+                            &mut acc,
+                        )
+                    };
+                    if g.dst.is_empty() {
+                        for l in 0..channels {
+                            let row = &mut out[(ch0 + l) * self.out_plane + p0..][..n];
+                            for (j, o) in row.iter_mut().enumerate() {
+                                *o = acc[j][l];
+                            }
+                        }
+                    } else {
+                        let dst = &g.dst[p0..p0 + n];
+                        for l in 0..channels {
+                            let plane = &mut out[(ch0 + l) * self.out_plane..][..self.out_plane];
+                            for (j, &d) in dst.iter().enumerate() {
+                                plane[d as usize] = acc[j][l];
+                            }
+                        }
+                    }
+                    p0 += n;
                 }
-                p0 += n;
             }
         }
     }
@@ -368,6 +430,414 @@ impl PackedConv {
                         * src[self.base[p] as usize + self.koff[kk] as usize];
                 }
                 out[o * pixels + p] = if self.relu { sum.max(0.0) } else { sum };
+            }
+        }
+    }
+}
+
+/// Output channels per tile of [`SmallConv`].
+const SMALL_MR: usize = 4;
+
+/// A stride-1 convolution with few output channels (fewer than a
+/// [`PackedConv`] tile holds), vectorised over pixels instead: the output is
+/// computed "wide", one row of the padded input's width per output row, so
+/// that consecutive output pixels read consecutive input values. The columns
+/// past the output width hold garbage; [`SmallConv::planes`] says where the
+/// valid values are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmallConv {
+    shape: ConvShape,
+    isa: Isa,
+    relu: bool,
+    oh: usize,
+    ow: usize,
+    /// Output values per channel plane: `oh·wp` rounded up to a whole tile.
+    plane: usize,
+    /// `[channel blocks][K][SMALL_MR]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    koff: Vec<u32>,
+}
+
+impl SmallConv {
+    /// Packs a stride-1 convolution (weights `[oc, ic, kh, kw]`); `None`
+    /// without a kernel for this instruction set or for another stride.
+    pub fn with_isa(
+        isa: Isa,
+        shape: ConvShape,
+        weights: &[f32],
+        bias: &[f32],
+        relu: bool,
+    ) -> Option<SmallConv> {
+        let s = shape;
+        let (oh, ow) = (s.oh()?, s.ow()?);
+        let k = s.ic * s.kh * s.kw;
+        if s.sh != 1 || s.sw != 1 || k == 0 || weights.len() != s.oc * k || bias.len() != s.oc {
+            return None;
+        }
+        let (hp, wp) = (s.padded_h(), s.padded_w());
+        let px = small_px(isa);
+        let plane = (oh * wp).div_ceil(px) * px;
+        if (s.ic * hp * wp + plane + wp) > u32::MAX as usize {
+            return None;
+        }
+        let blocks = s.oc.div_ceil(SMALL_MR);
+        let mut packed = vec![0.0f32; blocks * k * SMALL_MR];
+        for o in 0..s.oc {
+            let (b, l) = (o / SMALL_MR, o % SMALL_MR);
+            for kk in 0..k {
+                packed[(b * k + kk) * SMALL_MR + l] = weights[o * k + kk];
+            }
+        }
+        let mut padded_bias = vec![0.0f32; blocks * SMALL_MR];
+        padded_bias[..s.oc].copy_from_slice(bias);
+        let mut koff = Vec::with_capacity(k);
+        for c in 0..s.ic {
+            for y in 0..s.kh {
+                for x in 0..s.kw {
+                    koff.push(((c * hp + y) * wp + x) as u32);
+                }
+            }
+        }
+        Some(SmallConv {
+            shape,
+            isa,
+            relu,
+            oh,
+            ow,
+            plane,
+            weights: packed,
+            bias: padded_bias,
+            koff,
+        })
+    }
+
+    /// Output height and width.
+    pub fn output_hw(&self) -> (usize, usize) {
+        (self.oh, self.ow)
+    }
+
+    /// Values per output plane and per output row of the wide output.
+    pub fn planes(&self) -> (usize, usize) {
+        (self.plane, self.shape.padded_w())
+    }
+
+    /// Length of the wide output (`oc` planes, rounded up to whole tiles of
+    /// channels).
+    pub fn output_len(&self) -> usize {
+        self.bias.len() * self.plane
+    }
+
+    /// Length of the scratch (padded input, plus the values the last tile
+    /// reads past it).
+    pub fn scratch_len(&self) -> usize {
+        let s = &self.shape;
+        s.ic * s.padded_h() * s.padded_w() + self.plane + s.padded_w() * s.kh
+    }
+
+    /// Convolves one image into the wide output; `scratch` as in
+    /// [`PackedConv::run`].
+    ///
+    /// # Panics
+    /// When a slice is shorter than the shape requires (a caller's bug).
+    pub fn run(&self, input: &[f32], scratch: &mut [f32], fresh: bool, out: &mut [f32]) {
+        let s = &self.shape;
+        assert!(input.len() >= s.input_len(), "conv input too short");
+        assert!(out.len() >= self.output_len(), "conv output too short");
+        let scratch = &mut scratch[..self.scratch_len()];
+        pad_into(s, input, scratch, fresh);
+        let k = self.koff.len();
+        for b in 0..self.bias.len() / SMALL_MR {
+            let w = &self.weights[b * k * SMALL_MR..(b + 1) * k * SMALL_MR];
+            let bias = &self.bias[b * SMALL_MR..(b + 1) * SMALL_MR];
+            let dst = &mut out[b * SMALL_MR * self.plane..(b + 1) * SMALL_MR * self.plane];
+            match self.isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: an `Avx512` conv exists only where the CPU has
+                // AVX-512F; the scratch is long enough for every tile's reads
+                // (`scratch_len`), `dst` holds SMALL_MR planes.
+                Isa::Avx512 => unsafe {
+                    avx512::small(w, &self.koff, scratch, bias, self.relu, dst, self.plane)
+                },
+                #[cfg(target_arch = "aarch64")]
+                // SAFETY: NEON is part of aarch64; bounds as above.
+                Isa::Neon => unsafe {
+                    neon::small(w, &self.koff, scratch, bias, self.relu, dst, self.plane)
+                },
+                #[allow(unreachable_patterns)]
+                _ => small_reference(w, &self.koff, scratch, bias, self.relu, dst, self.plane),
+            }
+        }
+    }
+}
+
+/// Pixels per tile of [`SmallConv`].
+fn small_px(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 16 * 6,
+        Isa::Neon => 4 * 4,
+    }
+}
+
+/// Copies `input` into the zero-bordered `scratch` (zeroed first when
+/// `fresh`).
+fn pad_into(s: &ConvShape, input: &[f32], scratch: &mut [f32], fresh: bool) {
+    let (hp, wp) = (s.padded_h(), s.padded_w());
+    if fresh {
+        scratch.fill(0.0);
+    }
+    for c in 0..s.ic {
+        for y in 0..s.ih {
+            let from = (c * s.ih + y) * s.iw;
+            let to = (c * hp + y + s.pads[0]) * wp + s.pads[1];
+            scratch[to..to + s.iw].copy_from_slice(&input[from..from + s.iw]);
+        }
+    }
+}
+
+/// The scalar form of the small-channel kernel (and its test reference).
+#[allow(dead_code)]
+fn small_reference(
+    w: &[f32],
+    koff: &[u32],
+    src: &[f32],
+    bias: &[f32],
+    relu: bool,
+    dst: &mut [f32],
+    plane: usize,
+) {
+    for c in 0..SMALL_MR {
+        for p in 0..plane {
+            let mut sum = bias[c];
+            for (kk, &off) in koff.iter().enumerate() {
+                sum += w[kk * SMALL_MR + c] * src[off as usize + p];
+            }
+            dst[c * plane + p] = if relu { sum.max(0.0) } else { sum };
+        }
+    }
+}
+
+/// How a transposed convolution's phases are computed.
+#[derive(Debug, Clone, PartialEq)]
+enum Phases {
+    /// Each phase's channel blocks compute that phase's output pixels and
+    /// write them in place (output channels a multiple of the tile's).
+    Direct(PackedConv),
+    /// All phases over the whole phase grid, then interleaved.
+    Packed(PackedConv),
+    /// Few output channels: the small-channel kernel, then interleaved.
+    Small(SmallConv),
+}
+
+/// Shape of a transposed convolution (ONNX `ConvTranspose`, group 1, no
+/// dilation), batch excluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeconvShape {
+    /// Input channels.
+    pub ic: usize,
+    /// Input height.
+    pub ih: usize,
+    /// Input width.
+    pub iw: usize,
+    /// Output channels.
+    pub oc: usize,
+    /// Kernel height (a multiple of the vertical stride).
+    pub kh: usize,
+    /// Kernel width (a multiple of the horizontal stride).
+    pub kw: usize,
+    /// Vertical stride.
+    pub sh: usize,
+    /// Horizontal stride.
+    pub sw: usize,
+    /// Padding removed from the output: top, left (bottom and right are
+    /// implied by the output size).
+    pub pads: [usize; 2],
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+/// A transposed convolution run as one stride-1 convolution whose output
+/// channels are the `sh·sw` phases of the output (sub-pixel convolution),
+/// followed by interleaving the phases into the output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedDeconv {
+    shape: DeconvShape,
+    phases: Phases,
+    relu: bool,
+}
+
+impl PackedDeconv {
+    /// Packs `weights` (`[oc, ic, kh, kw]`: tract's OIHW form of an ONNX
+    /// `ConvTranspose` kernel) and `bias` (`[oc]`). `None` when this CPU has
+    /// no kernel or the shape is not one this handles (kernel not a multiple
+    /// of the stride, output larger than the phases cover).
+    pub fn new(
+        shape: DeconvShape,
+        weights: &[f32],
+        bias: &[f32],
+        relu: bool,
+    ) -> Option<PackedDeconv> {
+        Self::with_isa(Isa::detect()?, shape, weights, bias, relu)
+    }
+
+    /// As [`PackedDeconv::new`] for a given instruction set.
+    pub fn with_isa(
+        isa: Isa,
+        shape: DeconvShape,
+        weights: &[f32],
+        bias: &[f32],
+        relu: bool,
+    ) -> Option<PackedDeconv> {
+        let d = shape;
+        if d.sh == 0
+            || d.sw == 0
+            || !d.kh.is_multiple_of(d.sh)
+            || !d.kw.is_multiple_of(d.sw)
+            || d.kh == 0
+        {
+            return None;
+        }
+        if weights.len() != d.oc * d.ic * d.kh * d.kw || bias.len() != d.oc {
+            return None;
+        }
+        let (ty, tx) = (d.kh / d.sh, d.kw / d.sw);
+        let phases = d.sh * d.sw;
+        if d.oh == 0 || d.ow == 0 {
+            return None;
+        }
+        // Phase rows and columns the output reaches; a convolution over the
+        // input padded by T-1 (more at the bottom and right when the output
+        // is extended by `output_padding`) gives `ih + bottom pad` of them.
+        let (need_h, need_w) = (
+            (d.oh - 1 + d.pads[0]) / d.sh + 1,
+            (d.ow - 1 + d.pads[1]) / d.sw + 1,
+        );
+        let conv = ConvShape {
+            ic: d.ic,
+            ih: d.ih,
+            iw: d.iw,
+            oc: phases * d.oc,
+            kh: ty,
+            kw: tx,
+            sh: 1,
+            sw: 1,
+            pads: [
+                ty - 1,
+                tx - 1,
+                (ty - 1).max(need_h.saturating_sub(d.ih)),
+                (tx - 1).max(need_w.saturating_sub(d.iw)),
+            ],
+        };
+        if conv.oh()? < need_h || conv.ow()? < need_w {
+            return None;
+        }
+        // Phase (by, bx), output channel o: the kernel taps of that phase,
+        // flipped, as a correlation over the input padded by T-1.
+        let k = d.ic * ty * tx;
+        let mut w = vec![0.0f32; conv.oc * k];
+        for by in 0..d.sh {
+            for bx in 0..d.sw {
+                for o in 0..d.oc {
+                    let c = (by * d.sw + bx) * d.oc + o;
+                    for i in 0..d.ic {
+                        for jy in 0..ty {
+                            for jx in 0..tx {
+                                let ky = by + d.sh * (ty - 1 - jy);
+                                let kx = bx + d.sw * (tx - 1 - jx);
+                                w[c * k + (i * ty + jy) * tx + jx] =
+                                    weights[((o * d.ic + i) * d.kh + ky) * d.kw + kx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let b: Vec<f32> = (0..phases).flat_map(|_| bias.iter().copied()).collect();
+        let phases = match PackedConv::with_isa(isa, conv, &w, Some(&b), relu) {
+            Some(p) if d.oc.is_multiple_of(isa.mr()) => Phases::Direct(p.scatter_phases(&d)),
+            Some(p) => Phases::Packed(p),
+            None => Phases::Small(SmallConv::with_isa(isa, conv, &w, &b, relu)?),
+        };
+        Some(PackedDeconv {
+            shape,
+            phases,
+            relu,
+        })
+    }
+
+    /// The transposed convolution's shape.
+    pub fn shape(&self) -> &DeconvShape {
+        &self.shape
+    }
+
+    /// Whether a ReLU is applied to the output.
+    pub fn relu(&self) -> bool {
+        self.relu
+    }
+
+    /// Values of one output image (`oc·oh·ow`).
+    pub fn output_len(&self) -> usize {
+        self.shape.oc * self.shape.oh * self.shape.ow
+    }
+
+    /// Length of the scratch (padded input) [`PackedDeconv::run`] needs.
+    pub fn scratch_len(&self) -> usize {
+        match &self.phases {
+            Phases::Direct(p) | Phases::Packed(p) => p.scratch_len(),
+            Phases::Small(s) => s.scratch_len(),
+        }
+    }
+
+    /// Length of the phase buffer [`PackedDeconv::run`] needs.
+    pub fn phases_len(&self) -> usize {
+        match &self.phases {
+            Phases::Direct(_) => 0,
+            Phases::Packed(p) => p.output_len(),
+            Phases::Small(s) => s.output_len(),
+        }
+    }
+
+    /// Runs one image: `input` `[ic, ih, iw]` → `out` `[oc, oh, ow]`, with
+    /// `scratch` and `phases` buffers of the lengths above (`scratch` kept
+    /// between calls, `fresh` on the first, as for [`PackedConv::run`]).
+    ///
+    /// # Panics
+    /// When a slice is shorter than the shape requires (a caller's bug).
+    pub fn run(
+        &self,
+        input: &[f32],
+        scratch: &mut [f32],
+        fresh: bool,
+        phases: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let d = &self.shape;
+        assert!(out.len() >= self.output_len(), "deconv output too short");
+        let (plane, row) = match &self.phases {
+            Phases::Direct(p) => return p.run(input, scratch, fresh, out),
+            Phases::Packed(p) => {
+                p.run(input, scratch, fresh, phases);
+                let (h, w) = p.output_hw();
+                (h * w, w)
+            }
+            Phases::Small(s) => {
+                s.run(input, scratch, fresh, phases);
+                s.planes()
+            }
+        };
+        for o in 0..d.oc {
+            for y in 0..d.oh {
+                let u = y + d.pads[0];
+                let (a, by) = (u / d.sh, u % d.sh);
+                let dst = &mut out[(o * d.oh + y) * d.ow..][..d.ow];
+                for (x, v) in dst.iter_mut().enumerate() {
+                    let u = x + d.pads[1];
+                    let (ax, bx) = (u / d.sw, u % d.sw);
+                    let c = (by * d.sw + bx) * d.oc + o;
+                    *v = phases[c * plane + a * row + ax];
+                }
             }
         }
     }
@@ -445,6 +915,58 @@ mod avx512 {
             }
         }
     }
+
+    /// Small-channel kernel: 4 output channels × 96 pixels (six zmm) per
+    /// tile, over whole planes.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `src` holds every `koff[i] + p` for `p`
+    /// below `plane` (a multiple of 96), `dst` 4 planes, `w` `koff.len()·4`
+    /// values, `bias` 4.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn small(
+        w: &[f32],
+        koff: &[u32],
+        src: &[f32],
+        bias: &[f32],
+        relu: bool,
+        dst: &mut [f32],
+        plane: usize,
+    ) {
+        const NV: usize = 6;
+        // SAFETY: the caller's contract covers every pointer read here.
+        unsafe {
+            let (w, s, d) = (w.as_ptr(), src.as_ptr(), dst.as_mut_ptr());
+            let zero = _mm512_setzero_ps();
+            let mut p0 = 0;
+            while p0 + 16 * NV <= plane {
+                let mut acc = [[zero; NV]; 4];
+                for (c, row) in acc.iter_mut().enumerate() {
+                    *row = [_mm512_set1_ps(*bias.get_unchecked(c)); NV];
+                }
+                for (i, &off) in koff.iter().enumerate() {
+                    let at = s.add(off as usize + p0);
+                    let mut x = [zero; NV];
+                    for (v, xv) in x.iter_mut().enumerate() {
+                        *xv = _mm512_loadu_ps(at.add(16 * v));
+                    }
+                    for (c, row) in acc.iter_mut().enumerate() {
+                        let wv = _mm512_set1_ps(*w.add(i * 4 + c));
+                        for v in 0..NV {
+                            row[v] = _mm512_fmadd_ps(wv, x[v], row[v]);
+                        }
+                    }
+                }
+                for (c, row) in acc.iter().enumerate() {
+                    for (v, a) in row.iter().enumerate() {
+                        let a = if relu { _mm512_max_ps(*a, zero) } else { *a };
+                        _mm512_storeu_ps(d.add(c * plane + p0 + 16 * v), a);
+                    }
+                }
+                p0 += 16 * NV;
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -510,6 +1032,56 @@ mod neon {
                     };
                     vst1q_f32(acc[j].as_mut_ptr().add(q * 4), v);
                 }
+            }
+        }
+    }
+
+    /// Small-channel kernel: 4 output channels × 16 pixels (four q
+    /// registers) per tile, over whole planes.
+    ///
+    /// # Safety
+    /// As for the AVX-512 form, with `plane` a multiple of 16.
+    pub(super) unsafe fn small(
+        w: &[f32],
+        koff: &[u32],
+        src: &[f32],
+        bias: &[f32],
+        relu: bool,
+        dst: &mut [f32],
+        plane: usize,
+    ) {
+        const NV: usize = 4;
+        // SAFETY: the caller's contract covers every pointer read here.
+        unsafe {
+            let (w, s, d) = (w.as_ptr(), src.as_ptr(), dst.as_mut_ptr());
+            let zero = vdupq_n_f32(0.0);
+            let mut p0 = 0;
+            while p0 + 4 * NV <= plane {
+                let mut acc = [[zero; NV]; 4];
+                for (c, row) in acc.iter_mut().enumerate() {
+                    *row = [vdupq_n_f32(*bias.get_unchecked(c)); NV];
+                }
+                for (i, &off) in koff.iter().enumerate() {
+                    let at = s.add(off as usize + p0);
+                    let mut x = [zero; NV];
+                    for (v, xv) in x.iter_mut().enumerate() {
+                        *xv = vld1q_f32(at.add(4 * v));
+                    }
+                    let wv = vld1q_f32(w.add(i * 4));
+                    for v in 0..NV {
+                        acc[0][v] = vfmaq_laneq_f32::<0>(acc[0][v], x[v], wv);
+                        acc[1][v] = vfmaq_laneq_f32::<1>(acc[1][v], x[v], wv);
+                        acc[2][v] = vfmaq_laneq_f32::<2>(acc[2][v], x[v], wv);
+                        acc[3][v] = vfmaq_laneq_f32::<3>(acc[3][v], x[v], wv);
+                    }
+                }
+                for (c, row) in acc.iter().enumerate() {
+                    for (v, a) in row.iter().enumerate() {
+                        let a = if relu { vmaxq_f32(*a, zero) } else { *a };
+                        vst1q_f32(d.add(c * plane + p0 + 4 * v), a);
+                    }
+                }
+                p0 += 4 * NV;
             }
         }
     }
@@ -644,6 +1216,136 @@ mod tests {
         match Isa::detect() {
             Some(isa) => check(isa),
             None => eprintln!("no convolution kernel for this CPU: tract's is used"),
+        }
+    }
+
+    /// Transposed convolution straight from the ONNX definition (weights in
+    /// tract's `[oc, ic, kh, kw]` order).
+    fn naive_deconv(d: &DeconvShape, w: &[f32], b: &[f32], relu: bool, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f64; d.oc * d.oh * d.ow];
+        for o in 0..d.oc {
+            for v in out[o * d.oh * d.ow..(o + 1) * d.oh * d.ow].iter_mut() {
+                *v = b[o] as f64;
+            }
+            for i in 0..d.ic {
+                for y in 0..d.ih {
+                    for xi in 0..d.iw {
+                        for ky in 0..d.kh {
+                            for kx in 0..d.kw {
+                                let oy = (y * d.sh + ky) as isize - d.pads[0] as isize;
+                                let ox = (xi * d.sw + kx) as isize - d.pads[1] as isize;
+                                if oy < 0 || ox < 0 || oy >= d.oh as isize || ox >= d.ow as isize {
+                                    continue;
+                                }
+                                let xv = x[(i * d.ih + y) * d.iw + xi];
+                                let wv = w[((o * d.ic + i) * d.kh + ky) * d.kw + kx];
+                                out[(o * d.oh + oy as usize) * d.ow + ox as usize] +=
+                                    (xv * wv) as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|v| if relu { (v as f32).max(0.0) } else { v as f32 })
+            .collect()
+    }
+
+    fn check_deconv(isa: Isa) {
+        let deconv = |ic, ih, oc, k, s, p, oh| DeconvShape {
+            ic,
+            ih,
+            iw: ih,
+            oc,
+            kh: k,
+            kw: k,
+            sh: s,
+            sw: s,
+            pads: [p, p],
+            oh,
+            ow: oh,
+        };
+        let cases = [
+            // The Burgess decoder's transposed convolutions (4×4, stride 2,
+            // padding 1: the size doubles).
+            deconv(64, 4, 64, 4, 2, 1, 8),
+            deconv(64, 8, 32, 4, 2, 1, 16),
+            deconv(32, 16, 32, 4, 2, 1, 32),
+            deconv(32, 32, 1, 4, 2, 1, 64),
+            deconv(32, 32, 3, 4, 2, 1, 64),
+            // No padding, stride 3, an output_padding row and column.
+            deconv(5, 7, 2, 3, 3, 0, 22),
+            deconv(6, 5, 9, 2, 2, 0, 10),
+        ];
+        for (n, d) in cases.into_iter().enumerate() {
+            let w = values(d.oc * d.ic * d.kh * d.kw, 7 + n as u32);
+            let b = values(d.oc, 70 + n as u32);
+            let x = values(d.ic * d.ih * d.iw, 700 + n as u32);
+            for relu in [false, true] {
+                let p = PackedDeconv::with_isa(isa, d, &w, &b, relu)
+                    .unwrap_or_else(|| panic!("{d:?} refused"));
+                let want = naive_deconv(&d, &w, &b, relu, &x);
+                let mut scratch = vec![f32::NAN; p.scratch_len()];
+                let mut phases = vec![f32::NAN; p.phases_len()];
+                let mut out = vec![f32::NAN; p.output_len()];
+                for fresh in [true, false] {
+                    p.run(&x, &mut scratch, fresh, &mut phases, &mut out);
+                    let err = want
+                        .iter()
+                        .zip(&out)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(err < 1e-4, "{isa:?} {d:?} relu={relu}: max error {err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_convolutions_match_their_definition() {
+        match Isa::detect() {
+            Some(isa) => check_deconv(isa),
+            None => eprintln!("no convolution kernel for this CPU: tract's is used"),
+        }
+    }
+
+    #[test]
+    fn the_scalar_small_kernel_matches_the_definition() {
+        // The scalar form of the small-channel kernel, through the same
+        // packing, on a stride-1 convolution with three output channels.
+        let s = ConvShape {
+            ic: 3,
+            ih: 6,
+            iw: 5,
+            oc: 3,
+            kh: 2,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            pads: [1, 0, 1, 2],
+        };
+        let w = values(3 * 3 * 6, 5);
+        let b = values(3, 6);
+        let x = values(s.input_len(), 8);
+        let c = SmallConv::with_isa(Isa::Neon, s, &w, &b, true).unwrap();
+        let mut scratch = vec![0.0; c.scratch_len()];
+        pad_into(&s, &x, &mut scratch, true);
+        let mut wide = vec![0.0; c.output_len()];
+        small_reference(
+            &c.weights, &c.koff, &scratch, &c.bias, true, &mut wide, c.plane,
+        );
+        let want = naive(&s, &w, &b, true, &x);
+        let (oh, ow) = c.output_hw();
+        let (plane, row) = c.planes();
+        for o in 0..3 {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let got = wide[o * plane + y * row + xo];
+                    let err = (got - want[(o * oh + y) * ow + xo]).abs();
+                    assert!(err < 1e-4, "{o} {y} {xo}: {err}");
+                }
+            }
         }
     }
 

@@ -17,10 +17,10 @@ use tract_onnx::tract_core::internal::{
     format_err, not_out_of_plan, op_as_typed_op,
 };
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use crate::conv::{ConvShape, PackedConv};
+use crate::conv::{ConvShape, DeconvShape, PackedConv, PackedDeconv};
 
 static OWN_KERNELS: AtomicBool = AtomicBool::new(true);
 
@@ -35,53 +35,88 @@ pub fn own_kernels() -> bool {
     OWN_KERNELS.load(Ordering::Relaxed)
 }
 
-/// A convolution (bias and optional ReLU fused) run by [`PackedConv`].
+/// What a [`BvaeConv`] node computes.
+#[derive(Debug, Clone, PartialEq)]
+enum Kernel {
+    Conv(PackedConv),
+    Deconv(PackedDeconv),
+}
+
+/// A convolution or transposed convolution (bias and optional ReLU fused)
+/// run by bvae's kernels ([`PackedConv`], [`PackedDeconv`]).
 #[derive(Debug, Clone)]
 pub struct BvaeConv {
-    packed: Arc<PackedConv>,
+    kernel: Arc<Kernel>,
 }
 
 impl PartialEq for BvaeConv {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.packed, &other.packed) || self.packed == other.packed
+        Arc::ptr_eq(&self.kernel, &other.kernel) || self.kernel == other.kernel
     }
 }
 
 impl Eq for BvaeConv {}
 
 impl BvaeConv {
-    /// Convolves every image of `input` (`[N, C, H, W]`).
-    fn convolve(&self, input: &TValue, scratch: &mut Vec<f32>) -> TractResult<TValue> {
-        let p = &self.packed;
-        let s = p.shape();
+    /// Input `[C, H, W]` and output `[C, H, W]` of one image.
+    fn dims(&self) -> ([usize; 3], [usize; 3]) {
+        match &*self.kernel {
+            Kernel::Conv(p) => {
+                let s = p.shape();
+                let (oh, ow) = p.output_hw();
+                ([s.ic, s.ih, s.iw], [s.oc, oh, ow])
+            }
+            Kernel::Deconv(p) => {
+                let d = p.shape();
+                ([d.ic, d.ih, d.iw], [d.oc, d.oh, d.ow])
+            }
+        }
+    }
+
+    /// Runs every image of `input` (`[N, C, H, W]`).
+    fn convolve(&self, input: &TValue, state: &mut ConvState) -> TractResult<TValue> {
+        let (din, dout) = self.dims();
         let shape = input.shape();
         ensure!(
-            shape.len() == 4 && shape[1..] == [s.ic, s.ih, s.iw],
+            shape.len() == 4 && shape[1..] == din,
             "BvaeConv expects [N, {}, {}, {}], got {:?}",
-            s.ic,
-            s.ih,
-            s.iw,
+            din[0],
+            din[1],
+            din[2],
             shape
         );
         let n = shape[0];
-        let (oh, ow) = p.output_hw();
-        let fresh = scratch.len() < p.scratch_len();
+        let (scratch_len, phases_len) = match &*self.kernel {
+            Kernel::Conv(p) => (p.scratch_len(), 0),
+            Kernel::Deconv(p) => (p.scratch_len(), p.phases_len()),
+        };
+        let fresh = state.scratch.len() < scratch_len;
         if fresh {
-            scratch.resize(p.scratch_len(), 0.0);
+            state.scratch.resize(scratch_len, 0.0);
+        }
+        if state.phases.len() < phases_len {
+            state.phases.resize(phases_len, 0.0);
         }
         // SAFETY: every value of the output is written below.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, s.oc, oh, ow])? };
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&[n, dout[0], dout[1], dout[2]])? };
         {
             let x = input.try_as_plain_ram()?;
             let x = x.as_slice::<f32>()?;
             let mut o = out.try_as_plain_ram_mut()?;
             let o = o.as_slice_mut::<f32>()?;
+            let (ilen, olen) = (din.iter().product(), dout.iter().product());
             for (i, (src, dst)) in x
-                .chunks_exact(s.input_len())
-                .zip(o.chunks_exact_mut(p.output_len()))
+                .chunks_exact(ilen)
+                .zip(o.chunks_exact_mut(olen))
                 .enumerate()
             {
-                p.run(src, scratch, fresh && i == 0, dst);
+                let fresh = fresh && i == 0;
+                match &*self.kernel {
+                    Kernel::Conv(p) => p.run(src, &mut state.scratch, fresh, dst),
+                    Kernel::Deconv(p) => {
+                        p.run(src, &mut state.scratch, fresh, &mut state.phases, dst)
+                    }
+                }
             }
         }
         Ok(out.into_tvalue())
@@ -94,19 +129,10 @@ impl Op for BvaeConv {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let s = self.packed.shape();
-        Ok(vec![format!(
-            "{}→{} channels, {}×{} kernel, stride {}×{}, pads {:?}, relu {}, {:?}",
-            s.ic,
-            s.oc,
-            s.kh,
-            s.kw,
-            s.sh,
-            s.sw,
-            s.pads,
-            self.packed.relu(),
-            self.packed.isa()
-        )])
+        Ok(vec![match &*self.kernel {
+            Kernel::Conv(p) => format!("{:?}, relu {}, {:?}", p.shape(), p.relu(), p.isa()),
+            Kernel::Deconv(p) => format!("transposed {:?}, relu {}", p.shape(), p.relu()),
+        }])
     }
 
     op_as_typed_op!();
@@ -116,15 +142,20 @@ impl EvalOp for BvaeConv {
     not_out_of_plan!();
 
     fn state(&self, _ctx: &EvalContext) -> TractResult<Option<Box<dyn OpState>>> {
-        Ok(Some(Box::new(ConvState { scratch: vec![] })))
+        Ok(Some(Box::new(ConvState {
+            scratch: vec![],
+            phases: vec![],
+        })))
     }
 }
 
-/// The per-session scratch of a [`BvaeConv`]: the zero-bordered input,
-/// allocated on the first frame and reused.
+/// The per-session scratch of a [`BvaeConv`]: the zero-bordered input and
+/// the phases of a transposed convolution, allocated on the first frame and
+/// reused.
 #[derive(Debug, Clone)]
 struct ConvState {
     scratch: Vec<f32>,
+    phases: Vec<f32>,
 }
 
 impl OpState for ConvState {
@@ -140,7 +171,7 @@ impl OpState for ConvState {
         let input = inputs
             .first()
             .ok_or_else(|| format_err!("BvaeConv needs an input"))?;
-        Ok(tvec![op.convolve(input, &mut self.scratch)?])
+        Ok(tvec![op.convolve(input, self)?])
     }
 
     fn reset_lanes(&mut self, _lanes: &[LaneId]) -> TractResult<()> {
@@ -150,32 +181,39 @@ impl OpState for ConvState {
 
 impl TypedOp for BvaeConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let s = self.packed.shape();
         let input = inputs
             .first()
             .ok_or_else(|| format_err!("BvaeConv needs an input"))?;
         ensure!(input.rank() == 4, "BvaeConv input must be 4-D");
-        let (oh, ow) = self.packed.output_hw();
+        let (_, [c, h, w]) = self.dims();
         let n = input.shape[0].clone();
-        Ok(tvec![f32::fact(&[n, s.oc.into(), oh.into(), ow.into()])])
+        Ok(tvec![f32::fact(&[n, c.into(), h.into(), w.into()])])
     }
 
     as_op!();
 }
 
-/// A convolution's shape with its constant weights and bias.
-type Convertible = (ConvShape, Arc<Tensor>, Arc<Tensor>);
+/// A node bvae's kernels can run: its shape, constant weights and bias.
+enum Candidate {
+    Conv(ConvShape, Arc<Tensor>, Arc<Tensor>),
+    Deconv(DeconvShape, Arc<Tensor>, Arc<Tensor>),
+}
 
-/// The shape of a convolution node that bvae's kernel can run, its constant
-/// weights and bias.
-fn convertible(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Convertible>> {
-    let Some(conv) = node.op_as::<Conv>() else {
-        return Ok(None);
-    };
-    let ps = &conv.pool_spec;
-    if conv.group != 1
-        || conv.q_params.is_some()
-        || conv.kernel_fmt != KernelFormat::OIHW
+/// Input dimensions, strides, pads, kernel and bias (see [`common`]).
+type Common = ([usize; 4], [usize; 2], [usize; 4], Arc<Tensor>, Arc<Tensor>);
+
+/// The concrete input dimensions, strides, pads (top, left, bottom, right),
+/// kernel and bias of a float 2-D NCHW convolution or transposed
+/// convolution with group 1, no dilation and constant weights and bias.
+fn common(
+    model: &TypedModel,
+    node: &TypedNode,
+    ps: &PoolSpec,
+    group: usize,
+    kernel_fmt: &KernelFormat,
+) -> TractResult<Option<Common>> {
+    if group != 1
+        || *kernel_fmt != KernelFormat::OIHW
         || ps.data_format != DataFormat::NCHW
         || ps.kernel_shape.len() != 2
         || node.inputs.len() != 3
@@ -193,14 +231,15 @@ fn convertible(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Conve
         PaddingSpec::Valid => (tvec![0, 0], tvec![0, 0]),
         _ => return Ok(None),
     };
-    if before.len() != 2 || after.len() != 2 {
+    let strides = ps.strides.clone().unwrap_or_else(|| tvec![1, 1]);
+    if before.len() != 2 || after.len() != 2 || strides.len() != 2 {
         return Ok(None);
     }
     let input = model.outlet_fact(node.inputs[0])?;
-    let Some(dims) = input.shape.as_concrete() else {
+    let Some(&[n, c, h, w]) = input.shape.as_concrete() else {
         return Ok(None);
     };
-    if input.datum_type != f32::datum_type() || dims.len() != 4 {
+    if input.datum_type != f32::datum_type() {
         return Ok(None);
     }
     let kernel = model.outlet_fact(node.inputs[1])?.konst.clone();
@@ -211,25 +250,73 @@ fn convertible(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Conve
     if kernel.datum_type() != f32::datum_type() || bias.datum_type() != f32::datum_type() {
         return Ok(None);
     }
-    let strides = ps.strides.clone().unwrap_or_else(|| tvec![1, 1]);
-    if strides.len() != 2 {
-        return Ok(None);
+    Ok(Some((
+        [n, c, h, w],
+        [strides[0], strides[1]],
+        [before[0], before[1], after[0], after[1]],
+        kernel,
+        bias,
+    )))
+}
+
+/// What bvae's kernels can run of `node`, if anything.
+fn convertible(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Candidate>> {
+    if let Some(conv) = node.op_as::<Conv>() {
+        if conv.q_params.is_some() {
+            return Ok(None);
+        }
+        let ps = &conv.pool_spec;
+        let Some(([_, ic, ih, iw], [sh, sw], pads, kernel, bias)) =
+            common(model, node, ps, conv.group, &conv.kernel_fmt)?
+        else {
+            return Ok(None);
+        };
+        let shape = ConvShape {
+            ic,
+            ih,
+            iw,
+            oc: ps.output_channels,
+            kh: ps.kernel_shape[0],
+            kw: ps.kernel_shape[1],
+            sh,
+            sw,
+            pads,
+        };
+        if kernel.shape() != [shape.oc, shape.ic, shape.kh, shape.kw] {
+            return Ok(None);
+        }
+        return Ok(Some(Candidate::Conv(shape, kernel, bias)));
     }
-    let shape = ConvShape {
-        ic: dims[1],
-        ih: dims[2],
-        iw: dims[3],
-        oc: ps.output_channels,
-        kh: ps.kernel_shape[0],
-        kw: ps.kernel_shape[1],
-        sh: strides[0],
-        sw: strides[1],
-        pads: [before[0], before[1], after[0], after[1]],
-    };
-    if kernel.shape() != [shape.oc, shape.ic, shape.kh, shape.kw] {
-        return Ok(None);
+    if let Some(deconv) = node.op_as::<Deconv>() {
+        let ps = &deconv.pool_spec;
+        let Some(([_, ic, ih, iw], [sh, sw], pads, kernel, bias)) =
+            common(model, node, ps, deconv.group, &deconv.kernel_format)?
+        else {
+            return Ok(None);
+        };
+        let out = model.outlet_fact(OutletId::new(node.id, 0))?;
+        let Some(&[_, oc, oh, ow]) = out.shape.as_concrete() else {
+            return Ok(None);
+        };
+        let shape = DeconvShape {
+            ic,
+            ih,
+            iw,
+            oc,
+            kh: ps.kernel_shape[0],
+            kw: ps.kernel_shape[1],
+            sh,
+            sw,
+            pads: [pads[0], pads[1]],
+            oh,
+            ow,
+        };
+        if kernel.shape() != [oc, ic, shape.kh, shape.kw] {
+            return Ok(None);
+        }
+        return Ok(Some(Candidate::Deconv(shape, kernel, bias)));
     }
-    Ok(Some((shape, kernel, bias)))
+    Ok(None)
 }
 
 /// The ReLU (`max(x, 0)` with a constant zero) that is the only consumer of
@@ -272,21 +359,32 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
-        let Some((shape, kernel, bias)) = convertible(model, node)? else {
+        let Some(candidate) = convertible(model, node)? else {
             continue;
         };
-        let out = OutletId::new(id, 0);
-        let relu = following_relu(model, out)?;
-        let weights = kernel.try_as_plain_ram()?;
+        let relu = following_relu(model, OutletId::new(id, 0))?;
+        let (oc, weights, bias) = match &candidate {
+            Candidate::Conv(s, w, b) => (s.oc, w, b),
+            Candidate::Deconv(s, w, b) => (s.oc, w, b),
+        };
+        let weights = weights.try_as_plain_ram()?;
         let weights = weights.as_slice::<f32>()?;
-        let bias_values = bias.try_as_plain_ram()?;
-        let bias_values = bias_values.as_slice::<f32>()?;
-        let bias_full: Vec<f32> = match bias_values.len() {
-            n if n == shape.oc => bias_values.to_vec(),
-            1 => vec![bias_values[0]; shape.oc],
+        let bias = bias.try_as_plain_ram()?;
+        let bias = bias.as_slice::<f32>()?;
+        let bias: Vec<f32> = match bias.len() {
+            n if n == oc => bias.to_vec(),
+            1 => vec![bias[0]; oc],
             _ => continue,
         };
-        let Some(packed) = PackedConv::new(shape, weights, Some(&bias_full), relu.is_some()) else {
+        let kernel = match candidate {
+            Candidate::Conv(s, ..) => {
+                PackedConv::new(s, weights, Some(&bias), relu.is_some()).map(Kernel::Conv)
+            }
+            Candidate::Deconv(s, ..) => {
+                PackedDeconv::new(s, weights, &bias, relu.is_some()).map(Kernel::Deconv)
+            }
+        };
+        let Some(kernel) = kernel else {
             continue;
         };
         let mut patch = TypedModelPatch::new("bvae convolution");
@@ -295,15 +393,11 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
             Some(r) => model.node(r).name.clone(),
             None => node.name.clone(),
         };
-        let wired = patch.wire_node(
-            name,
-            BvaeConv {
-                packed: Arc::new(packed),
-            },
-            &[tap],
-        )?[0];
-        let replaced_outlet = OutletId::new(relu.unwrap_or(id), 0);
-        patch.shunt_outside(model, replaced_outlet, wired)?;
+        let op = BvaeConv {
+            kernel: Arc::new(kernel),
+        };
+        let wired = patch.wire_node(name, op, &[tap])?[0];
+        patch.shunt_outside(model, OutletId::new(relu.unwrap_or(id), 0), wired)?;
         patch.apply(model)?;
         replaced += 1;
     }
