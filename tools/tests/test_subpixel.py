@@ -52,7 +52,7 @@ def test_rewritten_vae_decodes_the_same(channels, size, rewritten):
         )
 
 
-def test_export_writes_subpixel_graph_by_default(exported_pair):
+def test_export_writes_transposed_convolutions_by_default(exported_pair):
     fast, plain = exported_pair
     ops = {n.op_type for n in onnx.load(str(fast), load_external_data=False).graph.node}
     assert "DepthToSpace" in ops and "Slice" in ops
@@ -87,6 +87,6 @@ def exported_pair(trained_run, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("subpixel")
     fast, plain = d / "fast.onnx", d / "plain.onnx"
-    export(trained_run, fast, kl_samples=64, parity_samples=8)
-    export(trained_run, plain, kl_samples=64, parity_samples=8, golden=False, subpixel=False)
+    export(trained_run, fast, kl_samples=64, parity_samples=8, subpixel=True)
+    export(trained_run, plain, kl_samples=64, parity_samples=8, golden=False)
     return fast, plain
