@@ -359,20 +359,72 @@ impl PackedConv {
         out: &mut [f32],
         kernel: Tile<MR, NR>,
     ) {
-        let k = self.koff.len();
         let last = *self.koff.last().unwrap_or(&0) as usize;
         debug_assert!(self.base.iter().all(|&b| b as usize + last < src.len()));
+        let tiles: usize = self
+            .groups
+            .iter()
+            .map(|g| g.blocks.len() * g.base.len().div_ceil(NR))
+            .sum();
+        let out = Out(out.as_mut_ptr(), out.len());
+        // Split across the pool's threads when running inside one (see
+        // `model::set_threads`) and the convolution is worth it.
+        let threads = if rayon::current_thread_index().is_some() {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
+        if threads > 1 && tiles >= 8 && self.shape.macs() >= PARALLEL_MACS {
+            let mid = tiles / 2;
+            rayon::join(
+                // SAFETY: the two halves write disjoint tiles (see `range`).
+                || unsafe { self.range::<MR, NR>(src, out, kernel, 0..mid) },
+                || unsafe { self.range::<MR, NR>(src, out, kernel, mid..tiles) },
+            );
+        } else {
+            // SAFETY: the function's contract.
+            unsafe { self.range::<MR, NR>(src, out, kernel, 0..tiles) }
+        }
+    }
+
+    /// Runs the tiles numbered `which` (groups, then blocks, then pixel
+    /// tiles, in order). Each (block, pixel) is written by one tile only,
+    /// and blocks and groups write disjoint channels or pixels, so disjoint
+    /// ranges may run at the same time.
+    ///
+    /// # Safety
+    /// As [`PackedConv::tiles`]; `out` points to at least `output_len`
+    /// values that nothing else reads or writes meanwhile except another
+    /// range of the same call.
+    #[allow(dead_code)]
+    unsafe fn range<const MR: usize, const NR: usize>(
+        &self,
+        src: &[f32],
+        out: Out,
+        kernel: Tile<MR, NR>,
+        which: std::ops::Range<usize>,
+    ) {
+        let k = self.koff.len();
         let mut acc = [[0.0f32; MR]; NR];
+        let mut tile = 0;
         for g in &self.groups {
             let pixels = g.base.len();
+            let per_block = pixels.div_ceil(NR);
             for b in g.blocks.clone() {
+                if tile + per_block <= which.start || tile >= which.end {
+                    tile += per_block;
+                    continue;
+                }
                 let w = &self.weights[b * k * MR..(b + 1) * k * MR];
                 let bias = &self.bias[b * MR..(b + 1) * MR];
                 // Output channel of the block's first lane.
                 let ch0 = (b - g.blocks.start) * MR;
                 let channels = MR.min(self.out_channels - ch0);
-                let mut p0 = 0;
-                while p0 < pixels {
+                for t in 0..per_block {
+                    if !which.contains(&(tile + t)) {
+                        continue;
+                    }
+                    let p0 = t * NR;
                     let n = NR.min(pixels - p0);
                     let mut base = [g.base[p0] as usize; NR];
                     for (j, slot) in base.iter_mut().enumerate().take(n) {
@@ -392,24 +444,24 @@ impl PackedConv {
                             &mut acc,
                         )
                     };
-                    if g.dst.is_empty() {
-                        for l in 0..channels {
-                            let row = &mut out[(ch0 + l) * self.out_plane + p0..][..n];
-                            for (j, o) in row.iter_mut().enumerate() {
-                                *o = acc[j][l];
-                            }
-                        }
-                    } else {
-                        let dst = &g.dst[p0..p0 + n];
-                        for l in 0..channels {
-                            let plane = &mut out[(ch0 + l) * self.out_plane..][..self.out_plane];
-                            for (j, &d) in dst.iter().enumerate() {
-                                plane[d as usize] = acc[j][l];
-                            }
+                    for l in 0..channels {
+                        let plane = (ch0 + l) * self.out_plane;
+                        for j in 0..n {
+                            let at = plane
+                                + if g.dst.is_empty() {
+                                    p0 + j
+                                } else {
+                                    g.dst[p0 + j] as usize
+                                };
+                            debug_assert!(at < out.1);
+                            // SAFETY: `at` is inside the output (channel
+                            // below `out_channels`, pixel inside the plane),
+                            // and no other tile writes it.
+                            unsafe { *out.0.add(at) = acc[j][l] };
                         }
                     }
-                    p0 += n;
                 }
+                tile += per_block;
             }
         }
     }
@@ -842,6 +894,21 @@ impl PackedDeconv {
         }
     }
 }
+
+/// Below this many multiply-adds a convolution runs on one thread: waking
+/// a second costs more than it saves.
+const PARALLEL_MACS: usize = 2_000_000;
+
+/// The output of a [`PackedConv`] shared by the threads that fill disjoint
+/// parts of it.
+#[derive(Clone, Copy)]
+struct Out(*mut f32, usize);
+
+// SAFETY: `Out` is only handed to `PackedConv::range`, whose callers give
+// each thread disjoint tiles to write.
+unsafe impl Send for Out {}
+// SAFETY: as above.
+unsafe impl Sync for Out {}
 
 /// A micro-kernel: `MR` output channels × `NR` pixels, accumulated over `k`
 /// and written (bias added, ReLU applied) to `acc[pixel][channel]`.

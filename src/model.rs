@@ -773,14 +773,21 @@ impl Session {
     pub fn run(&mut self) -> Result<(), ModelError> {
         self.outputs.clear();
         self.ran = false;
-        if self.gathered.is_empty() {
-            let out = self
-                .state
-                .run(tvec![TValue::from_const(self.input.clone())])
-                .map_err(runtime("inference failed"))?;
-            self.outputs = out;
-        } else {
-            self.run_image_by_image()?;
+        match (pool(), self.gathered.is_empty()) {
+            (Some(pool), true) => {
+                let (state, input) = (&mut self.state, self.input.clone());
+                self.outputs = pool
+                    .install(move || state.run(tvec![TValue::from_const(input)]))
+                    .map_err(runtime("inference failed"))?;
+            }
+            (None, true) => {
+                self.outputs = self
+                    .state
+                    .run(tvec![TValue::from_const(self.input.clone())])
+                    .map_err(runtime("inference failed"))?;
+            }
+            (Some(pool), false) => pool.install(|| self.run_image_by_image())?,
+            (None, false) => self.run_image_by_image()?,
         }
         self.ran = true;
         Ok(())
@@ -1007,10 +1014,13 @@ impl Decoder {
         }
         let input = Tensor::from_shape(&[self.batch, self.latent_dim], z)
             .map_err(runtime("decoder input"))?;
-        let res = self
-            .state
-            .run(tvec![input.into_tvalue()])
-            .map_err(runtime("decoding failed"))?;
+        let state = &mut self.state;
+        let run = move || state.run(tvec![input.into_tvalue()]);
+        let res = match pool() {
+            Some(pool) => pool.install(run),
+            None => run(),
+        }
+        .map_err(runtime("decoding failed"))?;
         let r = res
             .first()
             .ok_or_else(|| ModelError::Usage("decoder produced no output".into()))?
@@ -1027,13 +1037,36 @@ impl Decoder {
     }
 }
 
-/// Lets tract's matrix products use `threads` cores (1 = the calling thread
-/// only, the default). Applies to every plan of the process.
-pub fn set_threads(threads: usize) {
+/// The thread pool of [`set_threads`], when more than one thread is set.
+static POOL: std::sync::Mutex<Option<Arc<rayon::ThreadPool>>> = std::sync::Mutex::new(None);
+
+/// Lets inference use `threads` cores (1 = the calling thread only, the
+/// default): tract's matrix products and bvae's own convolutions share one
+/// pool, and each run of a session runs inside it. Applies to every plan of
+/// the process.
+pub fn set_threads(threads: usize) -> Result<(), ModelError> {
     use tract_linalg::multithread::{Executor, set_default_executor};
-    set_default_executor(if threads > 1 {
-        Executor::multithread(threads)
+    let pool = if threads > 1 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("bvae-infer-{i}"))
+            .build()
+            .map_err(|e| ModelError::Usage(format!("cannot start {threads} threads: {e}")))?;
+        Some(Arc::new(pool))
     } else {
-        Executor::SingleThread
+        None
+    };
+    set_default_executor(match &pool {
+        Some(p) => Executor::MultiThread(p.clone()),
+        None => Executor::SingleThread,
     });
+    if let Ok(mut slot) = POOL.lock() {
+        *slot = pool;
+    }
+    Ok(())
+}
+
+/// The pool of [`set_threads`], if any.
+fn pool() -> Option<Arc<rayon::ThreadPool>> {
+    POOL.lock().ok().and_then(|p| p.clone())
 }

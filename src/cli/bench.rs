@@ -39,9 +39,14 @@ pub struct Args {
     /// Height of the synthetic RGB camera frame.
     #[arg(long, default_value_t = 480)]
     pub frame_height: usize,
-    /// Threads for tract's matrix products.
+    /// Threads for inference (tract's matrix products and bvae's
+    /// convolutions).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Run convolutions with tract's own operators instead of bvae's
+    /// kernels, to compare the two.
+    #[arg(long)]
+    pub tract_conv: bool,
     /// Only the inference stages (encode, full pass, batched full pass) and
     /// load to first result: what `python -m bvae_tools bench` compares
     /// with onnxruntime.
@@ -116,7 +121,8 @@ pub fn test_frame(width: usize, height: usize) -> Vec<u8> {
 /// Runs `bvae bench`.
 pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
-    set_threads(args.threads);
+    set_threads(args.threads)?;
+    crate::tract_conv::set_own_kernels(!args.tract_conv);
     let (w, h) = (args.frame_width, args.frame_height);
     let data = test_frame(w, h);
     let frame = FrameRef::new(w, h, PixelFormat::Rgb8, &data)?;
