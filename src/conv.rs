@@ -198,25 +198,8 @@ impl PackedConv {
             return None;
         }
         let blocks = s.oc.div_ceil(mr);
-        let mut packed = vec![0.0f32; blocks * k * mr];
-        for o in 0..s.oc {
-            let (b, l) = (o / mr, o % mr);
-            for kk in 0..k {
-                packed[(b * k + kk) * mr + l] = weights[o * k + kk];
-            }
-        }
-        let mut padded_bias = vec![0.0f32; blocks * mr];
-        if let Some(b) = bias {
-            padded_bias[..s.oc].copy_from_slice(b);
-        }
-        let mut koff = Vec::with_capacity(k);
-        for c in 0..s.ic {
-            for y in 0..s.kh {
-                for x in 0..s.kw {
-                    koff.push(((c * hp + y) * wp + x) as u32);
-                }
-            }
-        }
+        let (packed, padded_bias) = pack_blocks(&s, weights, bias, mr);
+        let koff = window_offsets(&s);
         let mut base = Vec::with_capacity(oh * ow);
         for y in 0..oh {
             for x in 0..ow {
@@ -537,24 +520,8 @@ impl SmallConv {
         if (s.ic * hp * wp + plane + wp) > u32::MAX as usize {
             return None;
         }
-        let blocks = s.oc.div_ceil(SMALL_MR);
-        let mut packed = vec![0.0f32; blocks * k * SMALL_MR];
-        for o in 0..s.oc {
-            let (b, l) = (o / SMALL_MR, o % SMALL_MR);
-            for kk in 0..k {
-                packed[(b * k + kk) * SMALL_MR + l] = weights[o * k + kk];
-            }
-        }
-        let mut padded_bias = vec![0.0f32; blocks * SMALL_MR];
-        padded_bias[..s.oc].copy_from_slice(bias);
-        let mut koff = Vec::with_capacity(k);
-        for c in 0..s.ic {
-            for y in 0..s.kh {
-                for x in 0..s.kw {
-                    koff.push(((c * hp + y) * wp + x) as u32);
-                }
-            }
-        }
+        let (packed, padded_bias) = pack_blocks(&s, weights, Some(bias), SMALL_MR);
+        let koff = window_offsets(&s);
         Some(SmallConv {
             shape,
             isa,
@@ -633,6 +600,46 @@ fn small_px(isa: Isa) -> usize {
         Isa::Avx512 => 16 * 6,
         Isa::Neon => 4 * 4,
     }
+}
+
+/// Packs `weights` (`[oc, K]`) into blocks of `mr` output channels,
+/// `[oc / mr blocks][K][mr]`, and `bias` (zeros when absent) to the same
+/// padded channel count; the padding channels are zero.
+fn pack_blocks(
+    s: &ConvShape,
+    weights: &[f32],
+    bias: Option<&[f32]>,
+    mr: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let k = s.ic * s.kh * s.kw;
+    let blocks = s.oc.div_ceil(mr);
+    let mut packed = vec![0.0f32; blocks * k * mr];
+    for o in 0..s.oc {
+        let (b, l) = (o / mr, o % mr);
+        for kk in 0..k {
+            packed[(b * k + kk) * mr + l] = weights[o * k + kk];
+        }
+    }
+    let mut padded_bias = vec![0.0f32; blocks * mr];
+    if let Some(b) = bias {
+        padded_bias[..s.oc].copy_from_slice(b);
+    }
+    (packed, padded_bias)
+}
+
+/// Offset in the padded input of each `k` (input channel, kernel row,
+/// kernel column) from the window's top-left corner.
+fn window_offsets(s: &ConvShape) -> Vec<u32> {
+    let (hp, wp) = (s.padded_h(), s.padded_w());
+    let mut koff = Vec::with_capacity(s.ic * s.kh * s.kw);
+    for c in 0..s.ic {
+        for y in 0..s.kh {
+            for x in 0..s.kw {
+                koff.push(((c * hp + y) * wp + x) as u32);
+            }
+        }
+    }
+    koff
 }
 
 /// Copies `input` into the zero-bordered `scratch` (zeroed first when

@@ -773,21 +773,12 @@ impl Session {
     pub fn run(&mut self) -> Result<(), ModelError> {
         self.outputs.clear();
         self.ran = false;
-        match (pool(), self.gathered.is_empty()) {
-            (Some(pool), true) => {
-                let (state, input) = (&mut self.state, self.input.clone());
-                self.outputs = pool
-                    .install(move || state.run(tvec![TValue::from_const(input)]))
-                    .map_err(runtime("inference failed"))?;
-            }
-            (None, true) => {
-                self.outputs = self
-                    .state
-                    .run(tvec![TValue::from_const(self.input.clone())])
-                    .map_err(runtime("inference failed"))?;
-            }
-            (Some(pool), false) => pool.install(|| self.run_image_by_image())?,
-            (None, false) => self.run_image_by_image()?,
+        if self.gathered.is_empty() {
+            let (state, input) = (&mut self.state, self.input.clone());
+            self.outputs = in_pool(move || state.run(tvec![TValue::from_const(input)]))
+                .map_err(runtime("inference failed"))?;
+        } else {
+            in_pool(|| self.run_image_by_image())?;
         }
         self.ran = true;
         Ok(())
@@ -1015,12 +1006,8 @@ impl Decoder {
         let input = Tensor::from_shape(&[self.batch, self.latent_dim], z)
             .map_err(runtime("decoder input"))?;
         let state = &mut self.state;
-        let run = move || state.run(tvec![input.into_tvalue()]);
-        let res = match pool() {
-            Some(pool) => pool.install(run),
-            None => run(),
-        }
-        .map_err(runtime("decoding failed"))?;
+        let res = in_pool(move || state.run(tvec![input.into_tvalue()]))
+            .map_err(runtime("decoding failed"))?;
         let r = res
             .first()
             .ok_or_else(|| ModelError::Usage("decoder produced no output".into()))?
@@ -1066,7 +1053,11 @@ pub fn set_threads(threads: usize) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// The pool of [`set_threads`], if any.
-fn pool() -> Option<Arc<rayon::ThreadPool>> {
-    POOL.lock().ok().and_then(|p| p.clone())
+/// Runs `f` inside the pool of [`set_threads`] when there is one (so that
+/// tract's and bvae's kernels can share the work), else on this thread.
+fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    match POOL.lock().ok().and_then(|p| p.clone()) {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
 }
