@@ -16,6 +16,12 @@
 //! The micro-kernels exist for AVX-512 (x86_64, detected at run time) and
 //! NEON (aarch64). Elsewhere [`PackedConv::new`] returns `None` and the
 //! caller keeps tract's own convolution.
+//!
+//! Inside a [`team::frame`] with more than one thread, a convolution large
+//! enough to be worth it is split into parts (ranges of tiles) that the
+//! team's members compute at the same time.
+
+use crate::team;
 
 /// Shape of one convolution (batch excluded), as in ONNX `Conv` with
 /// `group = 1` and no dilation.
@@ -289,6 +295,12 @@ impl PackedConv {
         self.shape.ic * self.shape.padded_h() * self.shape.padded_w()
     }
 
+    /// Parts the convolution is split into on the current team.
+    fn parts(&self) -> usize {
+        let pixels = self.groups.iter().map(|g| g.base.len()).max().unwrap_or(0);
+        parts(pixels.div_ceil(self.isa.nr()), self.shape.macs())
+    }
+
     fn needs_padding(&self) -> bool {
         self.shape.pads.iter().any(|&p| p > 0)
     }
@@ -304,9 +316,10 @@ impl PackedConv {
         let s = &self.shape;
         assert!(input.len() >= s.input_len(), "conv input too short");
         assert!(out.len() >= self.output_len(), "conv output too short");
+        let parts = self.parts();
         let src: &[f32] = if self.needs_padding() {
             let scratch = &mut scratch[..self.scratch_len()];
-            pad_into(s, input, scratch, fresh);
+            pad_into(s, input, scratch, fresh, parts);
             scratch
         } else {
             &input[..s.input_len()]
@@ -318,19 +331,20 @@ impl PackedConv {
                 // has AVX-512F (`Isa::detect`, or a caller that checked), and
                 // every offset was derived from the shape the slices were
                 // just checked against.
-                unsafe { self.tiles::<32, 8>(src, out, avx512::tile) }
+                unsafe { self.tiles::<32, 8>(src, out, parts, avx512::tile) }
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
                 // SAFETY: NEON is part of aarch64; offsets as above.
-                unsafe { self.tiles::<16, 6>(src, out, neon::tile) }
+                unsafe { self.tiles::<16, 6>(src, out, parts, neon::tile) }
             }
             #[allow(unreachable_patterns)]
             _ => self.reference(src, out),
         }
     }
 
-    /// Runs the micro-kernel over every (channel block, pixel tile).
+    /// Runs the micro-kernel over every (channel block, pixel tile), in
+    /// `parts` parts shared by the current team (see [`PackedConv::part`]).
     ///
     /// # Safety
     /// `src` holds the padded input and `out` at least `output_len` values;
@@ -340,73 +354,52 @@ impl PackedConv {
         &self,
         src: &[f32],
         out: &mut [f32],
+        parts: usize,
         kernel: Tile<MR, NR>,
     ) {
         let last = *self.koff.last().unwrap_or(&0) as usize;
         debug_assert!(self.base.iter().all(|&b| b as usize + last < src.len()));
-        let tiles: usize = self
-            .groups
-            .iter()
-            .map(|g| g.blocks.len() * g.base.len().div_ceil(NR))
-            .sum();
         let out = Out(out.as_mut_ptr(), out.len());
-        // Split across the pool's threads when running inside one (see
-        // `model::set_threads`) and the convolution is worth it.
-        let threads = if rayon::current_thread_index().is_some() {
-            rayon::current_num_threads()
-        } else {
-            1
-        };
-        if threads > 1 && tiles >= 8 && self.shape.macs() >= PARALLEL_MACS {
-            let mid = tiles / 2;
-            rayon::join(
-                // SAFETY: the two halves write disjoint tiles (see `range`).
-                || unsafe { self.range::<MR, NR>(src, out, kernel, 0..mid) },
-                || unsafe { self.range::<MR, NR>(src, out, kernel, mid..tiles) },
-            );
-        } else {
-            // SAFETY: the function's contract.
-            unsafe { self.range::<MR, NR>(src, out, kernel, 0..tiles) }
-        }
+        team::split(parts, &|p| {
+            // SAFETY: the function's contract; parts write disjoint tiles
+            // (see `part`).
+            unsafe { self.part::<MR, NR>(src, out, kernel, p, parts) }
+        });
     }
 
-    /// Runs the tiles numbered `which` (groups, then blocks, then pixel
-    /// tiles, in order). Each (block, pixel) is written by one tile only,
-    /// and blocks and groups write disjoint channels or pixels, so disjoint
-    /// ranges may run at the same time.
+    /// Runs part `p` of `parts`: in each group, every channel block over
+    /// the group's `p`-th share of pixel tiles. Shares are runs of
+    /// neighbouring output pixels, so a part reads and writes the same
+    /// region of the image layer after layer (the data stays in its core's
+    /// cache). Each (block, pixel) is written by one tile only, so the parts
+    /// may run at the same time.
     ///
     /// # Safety
     /// As [`PackedConv::tiles`]; `out` points to at least `output_len`
     /// values that nothing else reads or writes meanwhile except another
-    /// range of the same call.
+    /// part of the same call.
     #[allow(dead_code)]
-    unsafe fn range<const MR: usize, const NR: usize>(
+    unsafe fn part<const MR: usize, const NR: usize>(
         &self,
         src: &[f32],
         out: Out,
         kernel: Tile<MR, NR>,
-        which: std::ops::Range<usize>,
+        p: usize,
+        parts: usize,
     ) {
         let k = self.koff.len();
         let mut acc = [[0.0f32; MR]; NR];
-        let mut tile = 0;
         for g in &self.groups {
             let pixels = g.base.len();
             let per_block = pixels.div_ceil(NR);
+            let share = p * per_block / parts..(p + 1) * per_block / parts;
             for b in g.blocks.clone() {
-                if tile + per_block <= which.start || tile >= which.end {
-                    tile += per_block;
-                    continue;
-                }
                 let w = &self.weights[b * k * MR..(b + 1) * k * MR];
                 let bias = &self.bias[b * MR..(b + 1) * MR];
                 // Output channel of the block's first lane.
                 let ch0 = (b - g.blocks.start) * MR;
                 let channels = MR.min(self.out_channels - ch0);
-                for t in 0..per_block {
-                    if !which.contains(&(tile + t)) {
-                        continue;
-                    }
+                for t in share.clone() {
                     let p0 = t * NR;
                     let n = NR.min(pixels - p0);
                     let mut base = [g.base[p0] as usize; NR];
@@ -448,7 +441,6 @@ impl PackedConv {
                         }
                     }
                 }
-                tile += per_block;
             }
         }
     }
@@ -540,6 +532,11 @@ impl SmallConv {
         (self.oh, self.ow)
     }
 
+    /// Parts the convolution is split into on the current team.
+    fn parts(&self) -> usize {
+        parts(self.plane / small_px(self.isa), self.shape.macs())
+    }
+
     /// Values per output plane and per output row of the wide output.
     pub fn planes(&self) -> (usize, usize) {
         (self.plane, self.shape.padded_w())
@@ -567,30 +564,71 @@ impl SmallConv {
         let s = &self.shape;
         assert!(input.len() >= s.input_len(), "conv input too short");
         assert!(out.len() >= self.output_len(), "conv output too short");
-        let scratch = &mut scratch[..self.scratch_len()];
-        pad_into(s, input, scratch, fresh);
         let k = self.koff.len();
-        for b in 0..self.bias.len() / SMALL_MR {
-            let w = &self.weights[b * k * SMALL_MR..(b + 1) * k * SMALL_MR];
-            let bias = &self.bias[b * SMALL_MR..(b + 1) * SMALL_MR];
-            let dst = &mut out[b * SMALL_MR * self.plane..(b + 1) * SMALL_MR * self.plane];
-            match self.isa {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: an `Avx512` conv exists only where the CPU has
-                // AVX-512F; the scratch is long enough for every tile's reads
-                // (`scratch_len`), `dst` holds SMALL_MR planes.
-                Isa::Avx512 => unsafe {
-                    avx512::small(w, &self.koff, scratch, bias, self.relu, dst, self.plane)
-                },
-                #[cfg(target_arch = "aarch64")]
-                // SAFETY: NEON is part of aarch64; bounds as above.
-                Isa::Neon => unsafe {
-                    neon::small(w, &self.koff, scratch, bias, self.relu, dst, self.plane)
-                },
-                #[allow(unreachable_patterns)]
-                _ => small_reference(w, &self.koff, scratch, bias, self.relu, dst, self.plane),
+        let px = small_px(self.isa);
+        let tiles = self.plane / px;
+        let blocks = self.bias.len() / SMALL_MR;
+        let parts = self.parts();
+        let scratch = &mut scratch[..self.scratch_len()];
+        pad_into(s, input, scratch, fresh, parts);
+        let scratch = &*scratch;
+        let out = Out(out.as_mut_ptr(), out.len());
+        team::split(parts, &|p| {
+            let (from, to) = (p * tiles / parts * px, (p + 1) * tiles / parts * px);
+            for b in 0..blocks {
+                let w = &self.weights[b * k * SMALL_MR..(b + 1) * k * SMALL_MR];
+                let bias = &self.bias[b * SMALL_MR..(b + 1) * SMALL_MR];
+                // SAFETY: block `b`'s SMALL_MR planes are inside the output
+                // (`output_len`), and this part alone writes their pixels
+                // `from..to`.
+                let dst = unsafe { out.at(b * SMALL_MR * self.plane) };
+                let run = Span {
+                    dst,
+                    plane: self.plane,
+                    from,
+                    to,
+                };
+                match self.isa {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: an `Avx512` conv exists only where the CPU has
+                    // AVX-512F; the scratch is long enough for every tile's
+                    // reads (`scratch_len`); `run` as above.
+                    Isa::Avx512 => unsafe {
+                        avx512::small(w, &self.koff, scratch, bias, self.relu, run)
+                    },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: NEON is part of aarch64; bounds as above.
+                    Isa::Neon => unsafe {
+                        neon::small(w, &self.koff, scratch, bias, self.relu, run)
+                    },
+                    #[allow(unreachable_patterns)]
+                    // SAFETY: bounds as above.
+                    _ => unsafe { small_reference(w, &self.koff, scratch, bias, self.relu, run) },
+                }
             }
-        }
+        });
+    }
+}
+
+/// Where a small-channel kernel writes: pixels `from..to` of `SMALL_MR`
+/// planes of `plane` values from `dst`.
+#[derive(Clone, Copy)]
+struct Span {
+    dst: *mut f32,
+    plane: usize,
+    from: usize,
+    to: usize,
+}
+
+/// How many parts to split `tiles` tiles of a convolution of `macs`
+/// multiply-adds into: one per thread of the current team when the work is
+/// worth sharing, else one.
+fn parts(tiles: usize, macs: usize) -> usize {
+    let threads = team::threads();
+    if threads > 1 && macs >= PARALLEL_MACS {
+        threads.min(tiles).max(1)
+    } else {
+        1
     }
 }
 
@@ -643,39 +681,56 @@ fn window_offsets(s: &ConvShape) -> Vec<u32> {
 }
 
 /// Copies `input` into the zero-bordered `scratch` (zeroed first when
-/// `fresh`).
-fn pad_into(s: &ConvShape, input: &[f32], scratch: &mut [f32], fresh: bool) {
+/// `fresh`), split by rows into `parts` parts shared by the current team.
+fn pad_into(s: &ConvShape, input: &[f32], scratch: &mut [f32], fresh: bool, parts: usize) {
     let (hp, wp) = (s.padded_h(), s.padded_w());
     if fresh {
         scratch.fill(0.0);
     }
-    for c in 0..s.ic {
-        for y in 0..s.ih {
-            let from = (c * s.ih + y) * s.iw;
-            let to = (c * hp + y + s.pads[0]) * wp + s.pads[1];
-            scratch[to..to + s.iw].copy_from_slice(&input[from..from + s.iw]);
+    let input = &input[..s.input_len()];
+    assert!(scratch.len() >= s.ic * hp * wp, "conv scratch too short");
+    let dst = Out(scratch.as_mut_ptr(), scratch.len());
+    team::split(parts, &|p| {
+        for c in 0..s.ic {
+            for y in p * s.ih / parts..(p + 1) * s.ih / parts {
+                let from = (c * s.ih + y) * s.iw;
+                let to = (c * hp + y + s.pads[0]) * wp + s.pads[1];
+                // SAFETY: row `y` of channel `c` lies inside the padded
+                // input (checked above), and only this part copies row `y`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        input[from..from + s.iw].as_ptr(),
+                        dst.at(to),
+                        s.iw,
+                    )
+                };
+            }
         }
-    }
+    });
 }
 
 /// The scalar form of the small-channel kernel (and its test reference).
+///
+/// # Safety
+/// `src` holds every `koff[i] + p` for `p` below `run.to`; `run.dst` points
+/// to `SMALL_MR` planes of `run.plane` values, `run.to <= run.plane`.
 #[allow(dead_code)]
-fn small_reference(
+unsafe fn small_reference(
     w: &[f32],
     koff: &[u32],
     src: &[f32],
     bias: &[f32],
     relu: bool,
-    dst: &mut [f32],
-    plane: usize,
+    run: Span,
 ) {
     for c in 0..SMALL_MR {
-        for p in 0..plane {
+        for p in run.from..run.to {
             let mut sum = bias[c];
             for (kk, &off) in koff.iter().enumerate() {
                 sum += w[kk * SMALL_MR + c] * src[off as usize + p];
             }
-            dst[c * plane + p] = if relu { sum.max(0.0) } else { sum };
+            // SAFETY: the function's contract.
+            unsafe { *run.dst.add(c * run.plane + p) = if relu { sum.max(0.0) } else { sum } };
         }
     }
 }
@@ -878,45 +933,67 @@ impl PackedDeconv {
     ) {
         let d = &self.shape;
         assert!(out.len() >= self.output_len(), "deconv output too short");
-        let (plane, row) = match &self.phases {
+        let (plane, row, parts) = match &self.phases {
             Phases::Direct(p) => return p.run(input, scratch, fresh, out),
             Phases::Packed(p) => {
                 p.run(input, scratch, fresh, phases);
                 let (h, w) = p.output_hw();
-                (h * w, w)
+                (h * w, w, p.parts())
             }
             Phases::Small(s) => {
                 s.run(input, scratch, fresh, phases);
-                s.planes()
+                let (plane, row) = s.planes();
+                (plane, row, s.parts())
             }
         };
-        for o in 0..d.oc {
-            for y in 0..d.oh {
-                let u = y + d.pads[0];
-                let (a, by) = (u / d.sh, u % d.sh);
-                let dst = &mut out[(o * d.oh + y) * d.ow..][..d.ow];
-                for (x, v) in dst.iter_mut().enumerate() {
-                    let u = x + d.pads[1];
-                    let (ax, bx) = (u / d.sw, u % d.sw);
-                    let c = (by * d.sw + bx) * d.oc + o;
-                    *v = phases[c * plane + a * row + ax];
+        let phases = &*phases;
+        // Split by output rows like the phase convolution before it, so that
+        // each member reads the phases it computed.
+        let parts = parts.min(d.oh);
+        let dst = Out(out.as_mut_ptr(), out.len());
+        team::split(parts, &|p| {
+            for o in 0..d.oc {
+                for y in p * d.oh / parts..(p + 1) * d.oh / parts {
+                    let u = y + d.pads[0];
+                    let (a, by) = (u / d.sh, u % d.sh);
+                    let at = (o * d.oh + y) * d.ow;
+                    for x in 0..d.ow {
+                        let u = x + d.pads[1];
+                        let (ax, bx) = (u / d.sw, u % d.sw);
+                        let c = (by * d.sw + bx) * d.oc + o;
+                        // SAFETY: `at + x` is inside the output (checked
+                        // above), and only this part writes row `y`.
+                        unsafe { *dst.at(at + x) = phases[c * plane + a * row + ax] };
+                    }
                 }
             }
-        }
+        });
     }
 }
 
-/// Below this many multiply-adds a convolution runs on one thread: waking
-/// a second costs more than it saves.
-const PARALLEL_MACS: usize = 2_000_000;
+/// Below this many multiply-adds a convolution runs on one thread: handing
+/// a part to another costs more than it saves.
+const PARALLEL_MACS: usize = 100_000;
 
 /// The output of a [`PackedConv`] shared by the threads that fill disjoint
 /// parts of it.
 #[derive(Clone, Copy)]
 struct Out(*mut f32, usize);
 
-// SAFETY: `Out` is only handed to `PackedConv::range`, whose callers give
-// each thread disjoint tiles to write.
+impl Out {
+    /// The address of value `i`.
+    ///
+    /// # Safety
+    /// `i` is at most the output's length.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        debug_assert!(i <= self.1);
+        // SAFETY: the function's contract.
+        unsafe { self.0.add(i) }
+    }
+}
+
+// SAFETY: `Out` is only handed to the parts of one convolution, which
+// write disjoint tiles or pixels.
 unsafe impl Send for Out {}
 // SAFETY: as above.
 unsafe impl Sync for Out {}
@@ -999,8 +1076,9 @@ mod avx512 {
     ///
     /// # Safety
     /// AVX-512F must be available; `src` holds every `koff[i] + p` for `p`
-    /// below `plane` (a multiple of 96), `dst` 4 planes, `w` `koff.len()·4`
-    /// values, `bias` 4.
+    /// below `run.to`; `run.dst` points to 4 planes of `run.plane` values,
+    /// `run.from` and `run.to` are multiples of 96 with `run.to <=
+    /// run.plane`; `w` holds `koff.len()·4` values, `bias` 4.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn small(
         w: &[f32],
@@ -1008,16 +1086,15 @@ mod avx512 {
         src: &[f32],
         bias: &[f32],
         relu: bool,
-        dst: &mut [f32],
-        plane: usize,
+        run: super::Span,
     ) {
         const NV: usize = 6;
         // SAFETY: the caller's contract covers every pointer read here.
         unsafe {
-            let (w, s, d) = (w.as_ptr(), src.as_ptr(), dst.as_mut_ptr());
+            let (w, s, d, plane) = (w.as_ptr(), src.as_ptr(), run.dst, run.plane);
             let zero = _mm512_setzero_ps();
-            let mut p0 = 0;
-            while p0 + 16 * NV <= plane {
+            let mut p0 = run.from;
+            while p0 + 16 * NV <= run.to {
                 let mut acc = [[zero; NV]; 4];
                 for (c, row) in acc.iter_mut().enumerate() {
                     *row = [_mm512_set1_ps(*bias.get_unchecked(c)); NV];
@@ -1118,23 +1195,22 @@ mod neon {
     /// registers) per tile, over whole planes.
     ///
     /// # Safety
-    /// As for the AVX-512 form, with `plane` a multiple of 16.
+    /// As for the AVX-512 form, with `run.from` and `run.to` multiples of 16.
     pub(super) unsafe fn small(
         w: &[f32],
         koff: &[u32],
         src: &[f32],
         bias: &[f32],
         relu: bool,
-        dst: &mut [f32],
-        plane: usize,
+        run: super::Span,
     ) {
         const NV: usize = 4;
         // SAFETY: the caller's contract covers every pointer read here.
         unsafe {
-            let (w, s, d) = (w.as_ptr(), src.as_ptr(), dst.as_mut_ptr());
+            let (w, s, d, plane) = (w.as_ptr(), src.as_ptr(), run.dst, run.plane);
             let zero = vdupq_n_f32(0.0);
-            let mut p0 = 0;
-            while p0 + 4 * NV <= plane {
+            let mut p0 = run.from;
+            while p0 + 4 * NV <= run.to {
                 let mut acc = [[zero; NV]; 4];
                 for (c, row) in acc.iter_mut().enumerate() {
                     *row = [vdupq_n_f32(*bias.get_unchecked(c)); NV];
@@ -1248,7 +1324,15 @@ mod tests {
         ]
     }
 
+    /// No team, and teams of 2 and 3 threads.
+    fn teams() -> Vec<Option<team::Team>> {
+        let mut teams = vec![None];
+        teams.extend([2, 3].map(|n| Some(team::Team::new(n).expect("threads"))));
+        teams
+    }
+
     fn check(isa: Isa) {
+        let teams = teams();
         for (i, s) in shapes().into_iter().enumerate() {
             let k = s.ic * s.kh * s.kw;
             let w = values(s.oc * k, 1 + i as u32);
@@ -1262,15 +1346,22 @@ mod tests {
                 let want = naive(&s, &w, &b, relu, &x);
                 let mut scratch = vec![f32::NAN; p.scratch_len()];
                 let mut out = vec![f32::NAN; p.output_len()];
-                // Twice through the same scratch: the border must stay zero.
-                for fresh in [true, false] {
-                    p.run(&x, &mut scratch, fresh, &mut out);
-                    let err = want
-                        .iter()
-                        .zip(&out)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0f32, f32::max);
-                    assert!(err < 1e-4, "{isa:?} {s:?} relu={relu}: max error {err}");
+                // Alone and split across teams of 2 and 3; twice through the
+                // same scratch: the border must stay zero.
+                for team in &teams {
+                    for fresh in [true, false] {
+                        out.fill(f32::NAN);
+                        team::frame(team.as_ref(), || p.run(&x, &mut scratch, fresh, &mut out));
+                        let err = want
+                            .iter()
+                            .zip(&out)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0f32, f32::max);
+                        assert!(
+                            err < 1e-4,
+                            "{isa:?} {s:?} relu={relu} {team:?}: error {err}"
+                        );
+                    }
                 }
                 let mut reference = vec![0.0; p.output_len()];
                 let padded = if p.needs_padding() {
@@ -1331,6 +1422,7 @@ mod tests {
     }
 
     fn check_deconv(isa: Isa) {
+        let teams = teams();
         let deconv = |ic, ih, oc, k, s, p, oh| DeconvShape {
             ic,
             ih,
@@ -1367,14 +1459,22 @@ mod tests {
                 let mut scratch = vec![f32::NAN; p.scratch_len()];
                 let mut phases = vec![f32::NAN; p.phases_len()];
                 let mut out = vec![f32::NAN; p.output_len()];
-                for fresh in [true, false] {
-                    p.run(&x, &mut scratch, fresh, &mut phases, &mut out);
-                    let err = want
-                        .iter()
-                        .zip(&out)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0f32, f32::max);
-                    assert!(err < 1e-4, "{isa:?} {d:?} relu={relu}: max error {err}");
+                for team in &teams {
+                    for fresh in [true, false] {
+                        out.fill(f32::NAN);
+                        team::frame(team.as_ref(), || {
+                            p.run(&x, &mut scratch, fresh, &mut phases, &mut out)
+                        });
+                        let err = want
+                            .iter()
+                            .zip(&out)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0f32, f32::max);
+                        assert!(
+                            err < 1e-4,
+                            "{isa:?} {d:?} relu={relu} {team:?}: error {err}"
+                        );
+                    }
                 }
             }
         }
@@ -1408,11 +1508,16 @@ mod tests {
         let x = values(s.input_len(), 8);
         let c = SmallConv::with_isa(Isa::Neon, s, &w, &b, true).unwrap();
         let mut scratch = vec![0.0; c.scratch_len()];
-        pad_into(&s, &x, &mut scratch, true);
+        pad_into(&s, &x, &mut scratch, true, 1);
         let mut wide = vec![0.0; c.output_len()];
-        small_reference(
-            &c.weights, &c.koff, &scratch, &c.bias, true, &mut wide, c.plane,
-        );
+        let run = Span {
+            dst: wide.as_mut_ptr(),
+            plane: c.plane,
+            from: 0,
+            to: c.plane,
+        };
+        // SAFETY: `scratch_len` covers the reads, `wide` holds the planes.
+        unsafe { small_reference(&c.weights, &c.koff, &scratch, &c.bias, true, run) };
         let want = naive(&s, &w, &b, true, &x);
         let (oh, ow) = c.output_hw();
         let (plane, row) = c.planes();

@@ -22,6 +22,7 @@ pub mod preprocess;
 pub mod score;
 pub mod source;
 pub mod stats;
+pub mod team;
 pub mod tract_conv;
 pub mod traverse;
 

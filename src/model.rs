@@ -10,7 +10,7 @@
 //! (for models whose batch axis is dynamic): tract 0.23 lowers a batched
 //! convolution to an explicit im2col whose buffer outgrows the caches, which
 //! costs about twice as much per image as a batch of one. [`set_threads`]
-//! lets tract's matrix products use more than one core.
+//! lets inference use more than one core.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -1024,40 +1024,63 @@ impl Decoder {
     }
 }
 
-/// The thread pool of [`set_threads`], when more than one thread is set.
-static POOL: std::sync::Mutex<Option<Arc<rayon::ThreadPool>>> = std::sync::Mutex::new(None);
+/// How inference uses more than one core (see [`set_threads`]).
+enum Threads {
+    /// bvae's convolutions split across a spinning team; tract's own
+    /// operators (small here) run on the frame's thread.
+    Team(Arc<crate::team::Team>),
+    /// No bvae kernel on this CPU: tract's matrix products use a pool.
+    Pool(Arc<rayon::ThreadPool>),
+}
+
+/// The threads of [`set_threads`], when more than one is set.
+static THREADS: std::sync::Mutex<Option<Threads>> = std::sync::Mutex::new(None);
 
 /// Lets inference use `threads` cores (1 = the calling thread only, the
-/// default): tract's matrix products and bvae's own convolutions share one
-/// pool, and each run of a session runs inside it. Applies to every plan of
-/// the process.
+/// default). Where bvae's convolution kernels run (see
+/// [`crate::tract_conv`]), each frame's convolutions are split across a
+/// team of threads that spin while the frame runs and sleep between frames
+/// ([`crate::team`]); elsewhere tract's matrix products use a thread pool.
+/// Applies to every plan of the process.
 pub fn set_threads(threads: usize) -> Result<(), ModelError> {
     use tract_linalg::multithread::{Executor, set_default_executor};
-    let pool = if threads > 1 {
+    let cannot = |e: &dyn std::fmt::Display| {
+        ModelError::Usage(format!("cannot start {threads} threads: {e}"))
+    };
+    let chosen = if threads <= 1 {
+        None
+    } else if crate::tract_conv::own_kernels() && crate::conv::Isa::detect().is_some() {
+        let team = crate::team::Team::new(threads).map_err(|e| cannot(&e))?;
+        Some(Threads::Team(Arc::new(team)))
+    } else {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("bvae-infer-{i}"))
             .build()
-            .map_err(|e| ModelError::Usage(format!("cannot start {threads} threads: {e}")))?;
-        Some(Arc::new(pool))
-    } else {
-        None
+            .map_err(|e| cannot(&e))?;
+        Some(Threads::Pool(Arc::new(pool)))
     };
-    set_default_executor(match &pool {
-        Some(p) => Executor::MultiThread(p.clone()),
-        None => Executor::SingleThread,
+    set_default_executor(match &chosen {
+        Some(Threads::Pool(p)) => Executor::MultiThread(p.clone()),
+        _ => Executor::SingleThread,
     });
-    if let Ok(mut slot) = POOL.lock() {
-        *slot = pool;
+    if let Ok(mut slot) = THREADS.lock() {
+        *slot = chosen;
     }
     Ok(())
 }
 
-/// Runs `f` inside the pool of [`set_threads`] when there is one (so that
-/// tract's and bvae's kernels can share the work), else on this thread.
+/// Runs `f`, one frame's inference, with the threads of [`set_threads`]
+/// (on this thread alone when there are none).
 fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    match POOL.lock().ok().and_then(|p| p.clone()) {
-        Some(pool) => pool.install(f),
+    let threads = THREADS.lock().ok().and_then(|t| match &*t {
+        Some(Threads::Team(team)) => Some(Threads::Team(team.clone())),
+        Some(Threads::Pool(pool)) => Some(Threads::Pool(pool.clone())),
+        None => None,
+    });
+    match threads {
+        Some(Threads::Team(team)) => crate::team::frame(Some(&team), f),
+        Some(Threads::Pool(pool)) => pool.install(f),
         None => f(),
     }
 }
