@@ -290,7 +290,7 @@ impl PackedConv {
     }
 
     /// Length of the scratch buffer [`PackedConv::run`] needs (the padded
-    /// input).
+    /// input), per member of the team that takes part.
     pub fn scratch_len(&self) -> usize {
         self.shape.ic * self.shape.padded_h() * self.shape.padded_w()
     }
@@ -307,8 +307,10 @@ impl PackedConv {
 
     /// Convolves one image: `input` is `[ic, ih, iw]`, `out` is
     /// `[oc, oh, ow]`. `scratch` holds at least [`PackedConv::scratch_len`]
-    /// values; its zero border is kept between calls, so pass the same
-    /// buffer each time (it is zeroed here when `fresh` is true).
+    /// values, and each further `scratch_len` lets one more member of the
+    /// current team ([`team::frame`]) take part, padding the rows it reads
+    /// into its own share; the zero border is kept between calls, so pass
+    /// the same buffer each time (it is zeroed here when `fresh` is true).
     ///
     /// # Panics
     /// When a slice is shorter than the shape requires (a caller's bug).
@@ -316,63 +318,129 @@ impl PackedConv {
         let s = &self.shape;
         assert!(input.len() >= s.input_len(), "conv input too short");
         assert!(out.len() >= self.output_len(), "conv output too short");
-        let parts = self.parts();
-        let src: &[f32] = if self.needs_padding() {
-            let scratch = &mut scratch[..self.scratch_len()];
-            pad_into(s, input, scratch, fresh, parts);
-            scratch
+        let per = self.scratch_len();
+        let padded = self.needs_padding();
+        let parts = if padded {
+            assert!(scratch.len() >= per, "conv scratch too short");
+            self.parts().min(scratch.len() / per)
         } else {
-            &input[..s.input_len()]
+            self.parts()
         };
+        if padded && fresh {
+            scratch.fill(0.0);
+        }
+        let input = &input[..s.input_len()];
+        let scratch = Out(scratch.as_mut_ptr(), scratch.len());
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
                 // SAFETY: an `Avx512` PackedConv is only built where the CPU
                 // has AVX-512F (`Isa::detect`, or a caller that checked), and
                 // every offset was derived from the shape the slices were
-                // just checked against.
-                unsafe { self.tiles::<32, 8>(src, out, parts, avx512::tile) }
+                // just checked against; `parts` shares of the scratch fit.
+                unsafe { self.tiles::<32, 8>(input, scratch, out, parts, avx512::tile) }
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
                 // SAFETY: NEON is part of aarch64; offsets as above.
-                unsafe { self.tiles::<16, 6>(src, out, parts, neon::tile) }
+                unsafe { self.tiles::<16, 6>(input, scratch, out, parts, neon::tile) }
             }
             #[allow(unreachable_patterns)]
-            _ => self.reference(src, out),
+            _ => {
+                let src = if padded {
+                    // SAFETY: `scratch` holds at least `per` values (checked
+                    // above) and nothing else uses it meanwhile.
+                    let buf = unsafe { std::slice::from_raw_parts_mut(scratch.0, per) };
+                    pad_into(s, input, buf, false, 1);
+                    &*buf
+                } else {
+                    input
+                };
+                self.reference(src, out)
+            }
         }
     }
 
     /// Runs the micro-kernel over every (channel block, pixel tile), in
-    /// `parts` parts shared by the current team (see [`PackedConv::part`]).
+    /// `parts` parts shared by the current team (see [`PackedConv::part`]);
+    /// each part first pads the input rows it reads into its own share of
+    /// `scratch` (when the convolution pads), so that no two members write
+    /// the same cache lines.
     ///
     /// # Safety
-    /// `src` holds the padded input and `out` at least `output_len` values;
-    /// `kernel` must be runnable on this CPU.
+    /// `input` holds the input; `scratch` points to `parts` shares of
+    /// `scratch_len` values (when padding) that nothing else uses
+    /// meanwhile, zero outside the rows copied into them; `out` holds at
+    /// least `output_len` values; `kernel` must be runnable on this CPU.
     #[allow(dead_code)]
     unsafe fn tiles<const MR: usize, const NR: usize>(
         &self,
-        src: &[f32],
+        input: &[f32],
+        scratch: Out,
         out: &mut [f32],
         parts: usize,
         kernel: Tile<MR, NR>,
     ) {
-        let last = *self.koff.last().unwrap_or(&0) as usize;
-        debug_assert!(self.base.iter().all(|&b| b as usize + last < src.len()));
         let out = Out(out.as_mut_ptr(), out.len());
+        let per = self.scratch_len();
+        let padded = self.needs_padding();
         team::split(parts, &|p| {
+            let src: &[f32] = if padded {
+                // SAFETY: share `p` lies inside `scratch` (the function's
+                // contract) and only part `p` uses it.
+                let buf = unsafe { std::slice::from_raw_parts_mut(scratch.at(p * per), per) };
+                pad_rows(&self.shape, input, buf, self.rows_read::<NR>(p, parts));
+                buf
+            } else {
+                input
+            };
+            let last = *self.koff.last().unwrap_or(&0) as usize;
+            debug_assert!(self.base.iter().all(|&b| b as usize + last < src.len()));
             // SAFETY: the function's contract; parts write disjoint tiles
-            // (see `part`).
+            // (see `part`), and read only the rows padded above.
             unsafe { self.part::<MR, NR>(src, out, kernel, p, parts) }
         });
     }
 
-    /// Runs part `p` of `parts`: in each group, every channel block over
-    /// the group's `p`-th share of pixel tiles. Shares are runs of
-    /// neighbouring output pixels, so a part reads and writes the same
-    /// region of the image layer after layer (the data stays in its core's
-    /// cache). Each (block, pixel) is written by one tile only, so the parts
-    /// may run at the same time.
+    /// The rows of the padded input that part `p` of `parts` reads.
+    fn rows_read<const NR: usize>(&self, p: usize, parts: usize) -> std::ops::Range<usize> {
+        let (hp, wp) = (self.shape.padded_h(), self.shape.padded_w());
+        if parts == 1 || self.split_blocks(parts) {
+            return 0..hp;
+        }
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        for g in &self.groups {
+            let per_block = g.base.len().div_ceil(NR);
+            let from = (p * per_block / parts * NR).min(g.base.len());
+            let to = ((p + 1) * per_block / parts * NR).min(g.base.len());
+            for &b in &g.base[from..to] {
+                lo = lo.min(b as usize);
+                hi = hi.max(b as usize);
+            }
+        }
+        if lo > hi {
+            return 0..0;
+        }
+        (lo / wp)..(hi / wp + self.shape.kh).min(hp)
+    }
+
+    /// Whether parts split the channel blocks (each part reads its share
+    /// of the weights and the whole input) rather than the pixels (each part
+    /// reads all the weights and its share of the input): the former when
+    /// the weights outweigh the input and the blocks share out evenly.
+    fn split_blocks(&self, parts: usize) -> bool {
+        let units: usize = self.groups.iter().map(|g| g.blocks.len()).sum();
+        self.weights.len() > self.shape.input_len()
+            && (units.is_multiple_of(parts) || units >= 4 * parts)
+    }
+
+    /// Runs part `p` of `parts`: a share of the (group, channel block)
+    /// pairs over all their pixels when [`PackedConv::split_blocks`], else
+    /// in each group every channel block over the group's `p`-th share of
+    /// pixel tiles. Pixel shares are runs of neighbouring output pixels, so
+    /// a part reads and writes the same region of the image layer after
+    /// layer (the data stays in its core's cache). Each (block, pixel) is
+    /// written by one tile only, so the parts may run at the same time.
     ///
     /// # Safety
     /// As [`PackedConv::tiles`]; `out` points to at least `output_len`
@@ -389,11 +457,23 @@ impl PackedConv {
     ) {
         let k = self.koff.len();
         let mut acc = [[0.0f32; MR]; NR];
+        let by_block = parts > 1 && self.split_blocks(parts);
+        let units: usize = self.groups.iter().map(|g| g.blocks.len()).sum();
+        let mine = p * units / parts..(p + 1) * units / parts;
+        let mut unit = 0;
         for g in &self.groups {
             let pixels = g.base.len();
             let per_block = pixels.div_ceil(NR);
-            let share = p * per_block / parts..(p + 1) * per_block / parts;
+            let share = if by_block {
+                0..per_block
+            } else {
+                p * per_block / parts..(p + 1) * per_block / parts
+            };
             for b in g.blocks.clone() {
+                unit += 1;
+                if by_block && !mine.contains(&(unit - 1)) {
+                    continue;
+                }
                 let w = &self.weights[b * k * MR..(b + 1) * k * MR];
                 let bias = &self.bias[b * MR..(b + 1) * MR];
                 // Output channel of the block's first lane.
@@ -680,8 +760,24 @@ fn window_offsets(s: &ConvShape) -> Vec<u32> {
     koff
 }
 
+/// Copies the input rows that fall in `rows` (rows of the padded input)
+/// into the zero-bordered `scratch`.
+fn pad_rows(s: &ConvShape, input: &[f32], scratch: &mut [f32], rows: std::ops::Range<usize>) {
+    let (hp, wp) = (s.padded_h(), s.padded_w());
+    let first = rows.start.max(s.pads[0]);
+    let end = rows.end.min(s.pads[0] + s.ih);
+    for c in 0..s.ic {
+        for r in first..end {
+            let from = (c * s.ih + r - s.pads[0]) * s.iw;
+            let to = (c * hp + r) * wp + s.pads[1];
+            scratch[to..to + s.iw].copy_from_slice(&input[from..from + s.iw]);
+        }
+    }
+}
+
 /// Copies `input` into the zero-bordered `scratch` (zeroed first when
-/// `fresh`), split by rows into `parts` parts shared by the current team.
+/// `fresh`), split by rows into `parts` parts shared by the current team
+/// when the input is large.
 fn pad_into(s: &ConvShape, input: &[f32], scratch: &mut [f32], fresh: bool, parts: usize) {
     let (hp, wp) = (s.padded_h(), s.padded_w());
     if fresh {
@@ -689,6 +785,13 @@ fn pad_into(s: &ConvShape, input: &[f32], scratch: &mut [f32], fresh: bool, part
     }
     let input = &input[..s.input_len()];
     assert!(scratch.len() >= s.ic * hp * wp, "conv scratch too short");
+    // Members writing neighbouring rows share the cache lines between
+    // them, which costs more than the copy itself on small inputs.
+    let parts = if s.input_len() >= PARALLEL_PAD {
+        parts
+    } else {
+        1
+    };
     let dst = Out(scratch.as_mut_ptr(), scratch.len());
     team::split(parts, &|p| {
         for c in 0..s.ic {
@@ -973,27 +1076,30 @@ impl PackedDeconv {
 
 /// Below this many multiply-adds a convolution runs on one thread: handing
 /// a part to another costs more than it saves.
-const PARALLEL_MACS: usize = 100_000;
+pub(crate) const PARALLEL_MACS: usize = 100_000;
 
-/// The output of a [`PackedConv`] shared by the threads that fill disjoint
-/// parts of it.
+/// Below this many input values the padding copy runs on one thread.
+const PARALLEL_PAD: usize = 16_384;
+
+/// An output shared by the parts of one kernel call (a convolution's, a
+/// dense layer's) that fill disjoint pieces of it.
 #[derive(Clone, Copy)]
-struct Out(*mut f32, usize);
+pub(crate) struct Out(pub(crate) *mut f32, pub(crate) usize);
 
 impl Out {
     /// The address of value `i`.
     ///
     /// # Safety
     /// `i` is at most the output's length.
-    unsafe fn at(self, i: usize) -> *mut f32 {
+    pub(crate) unsafe fn at(self, i: usize) -> *mut f32 {
         debug_assert!(i <= self.1);
         // SAFETY: the function's contract.
         unsafe { self.0.add(i) }
     }
 }
 
-// SAFETY: `Out` is only handed to the parts of one convolution, which
-// write disjoint tiles or pixels.
+// SAFETY: `Out` is only handed to the parts of one kernel call, which
+// write disjoint tiles, pixels or outputs.
 unsafe impl Send for Out {}
 // SAFETY: as above.
 unsafe impl Sync for Out {}
@@ -1344,7 +1450,7 @@ mod tests {
                     continue;
                 };
                 let want = naive(&s, &w, &b, relu, &x);
-                let mut scratch = vec![f32::NAN; p.scratch_len()];
+                let mut scratch = vec![f32::NAN; p.scratch_len() * 3];
                 let mut out = vec![f32::NAN; p.output_len()];
                 // Alone and split across teams of 2 and 3; twice through the
                 // same scratch: the border must stay zero.
@@ -1364,12 +1470,14 @@ mod tests {
                     }
                 }
                 let mut reference = vec![0.0; p.output_len()];
-                let padded = if p.needs_padding() {
-                    &scratch[..]
+                let mut padded = vec![f32::NAN; p.scratch_len()];
+                pad_into(&s, &x, &mut padded, true, 1);
+                let src = if p.needs_padding() {
+                    &padded[..]
                 } else {
                     &x[..]
                 };
-                p.reference(padded, &mut reference);
+                p.reference(src, &mut reference);
                 let err = want
                     .iter()
                     .zip(&reference)
@@ -1456,7 +1564,7 @@ mod tests {
                 let p = PackedDeconv::with_isa(isa, d, &w, &b, relu)
                     .unwrap_or_else(|| panic!("{d:?} refused"));
                 let want = naive_deconv(&d, &w, &b, relu, &x);
-                let mut scratch = vec![f32::NAN; p.scratch_len()];
+                let mut scratch = vec![f32::NAN; p.scratch_len() * 3];
                 let mut phases = vec![f32::NAN; p.phases_len()];
                 let mut out = vec![f32::NAN; p.output_len()];
                 for team in &teams {

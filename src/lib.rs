@@ -8,6 +8,7 @@
 pub mod calibrate;
 pub mod cli;
 pub mod conv;
+pub mod dense;
 #[cfg(feature = "display")]
 pub mod display;
 pub mod error;

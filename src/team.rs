@@ -124,7 +124,7 @@ impl Shared {
                 spins = spins.wrapping_add(1);
                 // Look at the flags and the clock now and then only: the
                 // claim above is the hot path.
-                if spins % 256 != 0 {
+                if !spins.is_multiple_of(256) {
                     continue;
                 }
                 if self.stop.load(Ordering::Relaxed) {

@@ -1,12 +1,15 @@
-//! Plugs bvae's convolution ([`crate::conv`]) into a tract plan.
+//! Plugs bvae's convolution ([`crate::conv`]) and fully connected layer
+//! ([`crate::dense`]) into a tract plan.
 //!
 //! [`substitute`] walks a decluttered typed model and replaces each 2-D
 //! float convolution it can run faster (group 1, no dilation, explicit
 //! padding, constant weights and bias, on a CPU with a micro-kernel), and
 //! the ReLU that directly follows it when there is one, by a single
-//! [`BvaeConv`] node. Everything else stays with tract. The substitution is
-//! on by default; [`set_own_kernels`] turns it off (`bvae bench
-//! --tract-conv` compares the two).
+//! [`BvaeConv`] node. It does the same for each fully connected layer of
+//! one image (a float `EinSum` of the activations with a constant matrix,
+//! then the bias `Add` and the ReLU when they follow). Everything else stays
+//! with tract. The substitution is on by default; [`set_own_kernels`] turns
+//! it off (`bvae bench --tract-conv` compares the two).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,9 +21,11 @@ use tract_onnx::tract_core::internal::{
 };
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use crate::conv::{ConvShape, DeconvShape, PackedConv, PackedDeconv};
+use crate::dense::PackedDense;
 
 static OWN_KERNELS: AtomicBool = AtomicBool::new(true);
 
@@ -40,10 +45,13 @@ pub fn own_kernels() -> bool {
 enum Kernel {
     Conv(PackedConv),
     Deconv(PackedDeconv),
+    /// A fully connected layer of one image, and the shape of its output.
+    Dense(PackedDense, Vec<usize>),
 }
 
-/// A convolution or transposed convolution (bias and optional ReLU fused)
-/// run by bvae's kernels ([`PackedConv`], [`PackedDeconv`]).
+/// A convolution, transposed convolution or fully connected layer (bias and
+/// optional ReLU fused) run by bvae's kernels ([`PackedConv`],
+/// [`PackedDeconv`], [`PackedDense`]).
 #[derive(Debug, Clone)]
 pub struct BvaeConv {
     kernel: Arc<Kernel>,
@@ -58,9 +66,11 @@ impl PartialEq for BvaeConv {
 impl Eq for BvaeConv {}
 
 impl BvaeConv {
-    /// Input `[C, H, W]` and output `[C, H, W]` of one image.
+    /// Input `[C, H, W]` and output `[C, H, W]` of one image (of a
+    /// convolution: `[k, 1, 1]` and `[n, 1, 1]` for a dense layer).
     fn dims(&self) -> ([usize; 3], [usize; 3]) {
         match &*self.kernel {
+            Kernel::Dense(d, _) => ([d.inputs(), 1, 1], [d.outputs(), 1, 1]),
             Kernel::Conv(p) => {
                 let s = p.shape();
                 let (oh, ow) = p.output_hw();
@@ -73,8 +83,29 @@ impl BvaeConv {
         }
     }
 
+    /// Runs the dense layer `d` on one image.
+    fn dense(d: &PackedDense, shape: &[usize], input: &TValue) -> TractResult<TValue> {
+        ensure!(
+            input.len() == d.inputs(),
+            "bvae dense layer expects {} inputs, got {:?}",
+            d.inputs(),
+            input.shape()
+        );
+        // SAFETY: every value of the output is written below.
+        let mut out = unsafe { Tensor::uninitialized::<f32>(shape)? };
+        {
+            let x = input.try_as_plain_ram()?;
+            let mut o = out.try_as_plain_ram_mut()?;
+            d.run(x.as_slice::<f32>()?, o.as_slice_mut::<f32>()?);
+        }
+        Ok(out.into_tvalue())
+    }
+
     /// Runs every image of `input` (`[N, C, H, W]`).
     fn convolve(&self, input: &TValue, state: &mut ConvState) -> TractResult<TValue> {
+        if let Kernel::Dense(d, shape) = &*self.kernel {
+            return Self::dense(d, shape, input);
+        }
         let (din, dout) = self.dims();
         let shape = input.shape();
         ensure!(
@@ -89,7 +120,10 @@ impl BvaeConv {
         let (scratch_len, phases_len) = match &*self.kernel {
             Kernel::Conv(p) => (p.scratch_len(), 0),
             Kernel::Deconv(p) => (p.scratch_len(), p.phases_len()),
+            Kernel::Dense(..) => (0, 0),
         };
+        // One padded input per member of the team that may take part.
+        let scratch_len = scratch_len * crate::team::threads();
         let fresh = state.scratch.len() < scratch_len;
         if fresh {
             state.scratch.resize(scratch_len, 0.0);
@@ -116,6 +150,7 @@ impl BvaeConv {
                     Kernel::Deconv(p) => {
                         p.run(src, &mut state.scratch, fresh, &mut state.phases, dst)
                     }
+                    Kernel::Dense(d, _) => d.run(src, dst),
                 }
             }
         }
@@ -132,6 +167,9 @@ impl Op for BvaeConv {
         Ok(vec![match &*self.kernel {
             Kernel::Conv(p) => format!("{:?}, relu {}, {:?}", p.shape(), p.relu(), p.isa()),
             Kernel::Deconv(p) => format!("transposed {:?}, relu {}", p.shape(), p.relu()),
+            Kernel::Dense(d, _) => {
+                format!("dense {} -> {}, relu {}", d.inputs(), d.outputs(), d.relu())
+            }
         }])
     }
 
@@ -184,6 +222,9 @@ impl TypedOp for BvaeConv {
         let input = inputs
             .first()
             .ok_or_else(|| format_err!("BvaeConv needs an input"))?;
+        if let Kernel::Dense(_, shape) = &*self.kernel {
+            return Ok(tvec![f32::fact(shape)]);
+        }
         ensure!(input.rank() == 4, "BvaeConv input must be 4-D");
         let (_, [c, h, w]) = self.dims();
         let n = input.shape[0].clone();
@@ -349,8 +390,180 @@ fn following_relu(model: &TypedModel, outlet: OutletId) -> TractResult<Option<us
     Ok((value == Some(0.0) && out_shape == in_shape).then_some(node.id))
 }
 
-/// Replaces the convolutions of `model` (decluttered, concrete shapes) that
-/// bvae's kernel runs faster, with their following ReLU. Returns how many
+/// The inputs `k`, outputs `n` and matrix (`[n, k]`, `k` in the order of
+/// the activations' values) of an `EinSum` that is a fully connected layer
+/// of one image: a float product of the activations with a constant, where
+/// every axis of the activations is summed over or of size 1 and the
+/// constant keeps one axis (the outputs).
+fn dense_candidate(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(usize, usize, Vec<f32>)>> {
+    let Some(op) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    if op.q_params.is_some() || op.operating_dt != f32::datum_type() || node.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let facts = [
+        model.outlet_fact(node.inputs[0])?,
+        model.outlet_fact(node.inputs[1])?,
+    ];
+    let (xi, wi) = match (&facts[0].konst, &facts[1].konst) {
+        (None, Some(_)) => (0, 1),
+        (Some(_), None) => (1, 0),
+        _ => return Ok(None),
+    };
+    let (Some(xs), Some(w)) = (facts[xi].shape.as_concrete(), facts[wi].konst.clone()) else {
+        return Ok(None);
+    };
+    if facts[xi].datum_type != f32::datum_type() || w.datum_type() != f32::datum_type() {
+        return Ok(None);
+    }
+    let ws = w.shape();
+    // For each axis of the constant: the activations' axis it is summed
+    // with, if any.
+    let mut from_x: Vec<Option<usize>> = vec![None; ws.len()];
+    let mut n_axis = None;
+    for axis in op.axes.iter_all_axes() {
+        let (x, k, out) = (&axis.inputs[xi], &axis.inputs[wi], &axis.outputs[0]);
+        if x.len() > 1 || k.len() > 1 || out.len() > 1 {
+            return Ok(None);
+        }
+        match (x.first(), k.first(), out.first()) {
+            (Some(&px), Some(&pw), None) if xs[px] == ws[pw] => from_x[pw] = Some(px),
+            (None, Some(&pw), Some(_)) if ws[pw] > 1 && n_axis.is_none() => n_axis = Some(pw),
+            (Some(&px), _, _) if xs[px] == 1 && k.first().is_none_or(|&pw| ws[pw] == 1) => {}
+            (None, Some(&pw), _) if ws[pw] == 1 => {}
+            (None, None, _) => {}
+            _ => return Ok(None),
+        }
+    }
+    let n = n_axis.map_or(1, |a| ws[a]);
+    let k: usize = xs.iter().product();
+    let out = model.outlet_fact(OutletId::new(node.id, 0))?;
+    if out.shape.as_concrete().map(|s| s.iter().product::<usize>()) != Some(n) {
+        return Ok(None);
+    }
+    let strides: Vec<usize> = (0..ws.len())
+        .map(|a| ws[a + 1..].iter().product())
+        .collect();
+    let wv = w.try_as_plain_ram()?;
+    let wv = wv.as_slice::<f32>()?;
+    let mut matrix = vec![0.0f32; n * k];
+    let mut coords = vec![0usize; xs.len()];
+    for j in 0..k {
+        // `coords`: the activations' index of value `j` (row-major).
+        let mut rest = j;
+        for (a, c) in coords.iter_mut().enumerate().rev() {
+            *c = rest % xs[a];
+            rest /= xs[a];
+        }
+        let at: usize = (0..ws.len())
+            .map(|a| from_x[a].map_or(0, |px| coords[px]) * strides[a])
+            .sum();
+        let step = n_axis.map_or(0, |a| strides[a]);
+        for o in 0..n {
+            matrix[o * k + j] = wv[at + o * step];
+        }
+    }
+    Ok(Some((k, n, matrix)))
+}
+
+/// The bias `Add` (a constant of `n` values, or one) that is the only
+/// consumer of `outlet` and keeps its `n` values: its node and the bias.
+fn following_bias(
+    model: &TypedModel,
+    outlet: OutletId,
+    n: usize,
+) -> TractResult<Option<(usize, Vec<f32>)>> {
+    if model.output_outlets()?.contains(&outlet) {
+        return Ok(None);
+    }
+    let [inlet] = model.outlet_successors(outlet) else {
+        return Ok(None);
+    };
+    let node = model.node(inlet.node);
+    let Some(bin) = node.op_as::<TypedBinOp>() else {
+        return Ok(None);
+    };
+    if bin.0.name() != "Add" || node.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let Some(bias) = model
+        .outlet_fact(node.inputs[1 - inlet.slot])?
+        .konst
+        .clone()
+    else {
+        return Ok(None);
+    };
+    let out = model.outlet_fact(OutletId::new(node.id, 0))?;
+    if bias.datum_type() != f32::datum_type()
+        || out.shape.as_concrete().map(|s| s.iter().product::<usize>()) != Some(n)
+    {
+        return Ok(None);
+    }
+    let values = bias.try_as_plain_ram()?;
+    let values = values.as_slice::<f32>()?;
+    Ok(match values.len() {
+        l if l == n => Some((node.id, values.to_vec())),
+        1 => Some((node.id, vec![values[0]; n])),
+        _ => None,
+    })
+}
+
+/// Replaces the fully connected layer at `id` (with the bias and ReLU that
+/// follow it) by a [`BvaeConv`] node; whether it did.
+fn substitute_dense(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some((k, n, matrix)) = dense_candidate(model, node)? else {
+        return Ok(false);
+    };
+    // Below a few dozen outputs the padding to a group would waste most of
+    // the work: tract's product is as good.
+    if n < 32 {
+        return Ok(false);
+    }
+    let x = node.inputs[if model.outlet_fact(node.inputs[0])?.konst.is_none() {
+        0
+    } else {
+        1
+    }];
+    let mut last = id;
+    let bias = match following_bias(model, OutletId::new(id, 0), n)? {
+        Some((add, b)) => {
+            last = add;
+            b
+        }
+        None => vec![0.0; n],
+    };
+    let relu = following_relu(model, OutletId::new(last, 0))?;
+    let last = relu.unwrap_or(last);
+    let Some(shape) = model
+        .outlet_fact(OutletId::new(last, 0))?
+        .shape
+        .as_concrete()
+        .map(|s| s.to_vec())
+    else {
+        return Ok(false);
+    };
+    let Some(dense) = PackedDense::new(k, n, &matrix, &bias, relu.is_some()) else {
+        return Ok(false);
+    };
+    let mut patch = TypedModelPatch::new("bvae dense layer");
+    let tap = patch.tap_model(model, x)?;
+    let op = BvaeConv {
+        kernel: Arc::new(Kernel::Dense(dense, shape)),
+    };
+    let wired = patch.wire_node(model.node(last).name.clone(), op, &[tap])?[0];
+    patch.shunt_outside(model, OutletId::new(last, 0), wired)?;
+    patch.apply(model)?;
+    Ok(true)
+}
+
+/// Replaces the convolutions and fully connected layers of `model`
+/// (decluttered, concrete shapes) that bvae's kernels run faster, with their
+/// following bias and ReLU. Returns how many
 /// were replaced; none when [`own_kernels`] is off or the CPU has no kernel.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     if !own_kernels() {
@@ -358,6 +571,10 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
     }
     let mut replaced = 0;
     for id in model.eval_order()? {
+        if substitute_dense(model, id)? {
+            replaced += 1;
+            continue;
+        }
         let node = model.node(id);
         let Some(candidate) = convertible(model, node)? else {
             continue;

@@ -1,0 +1,341 @@
+//! bvae's own fully connected layer for one image: `y = W·x + b`, with an
+//! optional fused ReLU.
+//!
+//! The fully connected layers between a β-VAE's convolutions and its latent
+//! code are matrix–vector products (1024×256 in the Burgess model): one
+//! pass over a weight matrix larger than a core's L1, so their speed is the
+//! speed of reading the weights. tract runs them as general matrix products
+//! with a separate bias and ReLU, in ~10 µs each here, on one thread. Here
+//! the weights are packed once into groups of [`GROUP`] outputs
+//! (`[group][k][GROUP]`, one contiguous stream per group), each group is
+//! one run over `k` with `GROUP` accumulators in registers, and the groups
+//! are shared by the members of the current [`team`] when the layer is large
+//! enough, each reading its own part of the weights.
+
+use crate::conv::{Isa, Out, PARALLEL_MACS};
+use crate::team;
+
+/// Outputs computed together: four AVX-512 registers, sixteen NEON ones.
+pub const GROUP: usize = 64;
+
+/// A fully connected layer with its weights packed for one instruction
+/// set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedDense {
+    isa: Isa,
+    k: usize,
+    n: usize,
+    relu: bool,
+    /// `[n / GROUP groups][k][GROUP]`, outputs padded with zeros.
+    weights: Vec<f32>,
+    /// Bias per output, padded like the weights.
+    bias: Vec<f32>,
+}
+
+impl PackedDense {
+    /// Packs `weights` (`[n, k]`: row `o` gives output `o`) and `bias` (`[n]`)
+    /// for the fastest kernel of this CPU; `None` when there is none or the
+    /// sizes do not match.
+    pub fn new(
+        k: usize,
+        n: usize,
+        weights: &[f32],
+        bias: &[f32],
+        relu: bool,
+    ) -> Option<PackedDense> {
+        Self::with_isa(Isa::detect()?, k, n, weights, bias, relu)
+    }
+
+    /// As [`PackedDense::new`] for a given instruction set (which must be
+    /// available on this CPU).
+    pub fn with_isa(
+        isa: Isa,
+        k: usize,
+        n: usize,
+        weights: &[f32],
+        bias: &[f32],
+        relu: bool,
+    ) -> Option<PackedDense> {
+        if k == 0 || n == 0 || weights.len() != n.checked_mul(k)? || bias.len() != n {
+            return None;
+        }
+        let groups = n.div_ceil(GROUP);
+        let mut packed = vec![0.0f32; groups * k * GROUP];
+        for o in 0..n {
+            let (g, l) = (o / GROUP, o % GROUP);
+            for kk in 0..k {
+                packed[(g * k + kk) * GROUP + l] = weights[o * k + kk];
+            }
+        }
+        let mut padded = vec![0.0f32; groups * GROUP];
+        padded[..n].copy_from_slice(bias);
+        Some(PackedDense {
+            isa,
+            k,
+            n,
+            relu,
+            weights: packed,
+            bias: padded,
+        })
+    }
+
+    /// Inputs per image.
+    pub fn inputs(&self) -> usize {
+        self.k
+    }
+
+    /// Outputs per image.
+    pub fn outputs(&self) -> usize {
+        self.n
+    }
+
+    /// Whether a ReLU is applied to the output.
+    pub fn relu(&self) -> bool {
+        self.relu
+    }
+
+    /// Computes one image: `x` holds `k` inputs, `out` receives `n` outputs.
+    ///
+    /// # Panics
+    /// When a slice is shorter than that (a caller's bug).
+    pub fn run(&self, x: &[f32], out: &mut [f32]) {
+        assert!(x.len() >= self.k, "dense input too short");
+        assert!(out.len() >= self.n, "dense output too short");
+        let groups = self.bias.len() / GROUP;
+        let parts = if team::threads() > 1 && self.k * self.n >= PARALLEL_MACS {
+            team::threads().min(groups)
+        } else {
+            1
+        };
+        let dst = Out(out.as_mut_ptr(), out.len());
+        team::split(parts, &|p| {
+            let mut acc = [0.0f32; GROUP];
+            for g in p * groups / parts..(p + 1) * groups / parts {
+                let w = &self.weights[g * self.k * GROUP..(g + 1) * self.k * GROUP];
+                let b = &self.bias[g * GROUP..(g + 1) * GROUP];
+                match self.isa {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: an `Avx512` layer exists only where the CPU has
+                    // AVX-512F; `w` holds k·GROUP values, `x` k.
+                    Isa::Avx512 => unsafe {
+                        avx512::group(w, &x[..self.k], b, self.relu, &mut acc)
+                    },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: NEON is part of aarch64; sizes as above.
+                    Isa::Neon => unsafe { neon::group(w, &x[..self.k], b, self.relu, &mut acc) },
+                    #[allow(unreachable_patterns)]
+                    _ => group_reference(w, &x[..self.k], b, self.relu, &mut acc),
+                }
+                let valid = GROUP.min(self.n - g * GROUP);
+                // SAFETY: outputs `g·GROUP ..+ valid` are below `n` (checked
+                // above), and only this part writes group `g`.
+                unsafe { std::ptr::copy_nonoverlapping(acc.as_ptr(), dst.at(g * GROUP), valid) };
+            }
+        });
+    }
+}
+
+/// One group in plain Rust (other CPUs, and the tests' reference).
+fn group_reference(w: &[f32], x: &[f32], bias: &[f32], relu: bool, acc: &mut [f32; GROUP]) {
+    acc.copy_from_slice(&bias[..GROUP]);
+    for (kk, &xv) in x.iter().enumerate() {
+        for (a, &wv) in acc.iter_mut().zip(&w[kk * GROUP..(kk + 1) * GROUP]) {
+            *a += wv * xv;
+        }
+    }
+    if relu {
+        acc.iter_mut().for_each(|a| *a = a.max(0.0));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::GROUP;
+    use std::arch::x86_64::*;
+
+    /// One group of 64 outputs: four accumulators, each weight row of the
+    /// group one 256-byte load.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `w` holds `x.len()·64` values, `bias`
+    /// 64.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn group(
+        w: &[f32],
+        x: &[f32],
+        bias: &[f32],
+        relu: bool,
+        acc: &mut [f32; GROUP],
+    ) {
+        debug_assert!(w.len() >= x.len() * GROUP && bias.len() >= GROUP);
+        // SAFETY: the caller's contract covers every pointer read here.
+        unsafe {
+            let (w, b) = (w.as_ptr(), bias.as_ptr());
+            // Two sets of accumulators over even and odd `k` halve the
+            // dependency chains.
+            let mut a = [[_mm512_setzero_ps(); 4]; 2];
+            for (j, v) in a[0].iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(b.add(16 * j));
+            }
+            let k = x.len();
+            let mut kk = 0;
+            while kk + 2 <= k {
+                for (s, set) in a.iter_mut().enumerate() {
+                    let xv = _mm512_set1_ps(*x.get_unchecked(kk + s));
+                    let row = w.add((kk + s) * GROUP);
+                    for (j, v) in set.iter_mut().enumerate() {
+                        *v = _mm512_fmadd_ps(_mm512_loadu_ps(row.add(16 * j)), xv, *v);
+                    }
+                }
+                kk += 2;
+            }
+            if kk < k {
+                let xv = _mm512_set1_ps(*x.get_unchecked(kk));
+                let row = w.add(kk * GROUP);
+                for (j, v) in a[0].iter_mut().enumerate() {
+                    *v = _mm512_fmadd_ps(_mm512_loadu_ps(row.add(16 * j)), xv, *v);
+                }
+            }
+            let zero = _mm512_setzero_ps();
+            for (j, (&even, &odd)) in a[0].iter().zip(&a[1]).enumerate() {
+                let mut v = _mm512_add_ps(even, odd);
+                if relu {
+                    v = _mm512_max_ps(v, zero);
+                }
+                _mm512_storeu_ps(acc.as_mut_ptr().add(16 * j), v);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::GROUP;
+    use std::arch::aarch64::*;
+
+    /// One group of 64 outputs in sixteen q registers.
+    ///
+    /// # Safety
+    /// `w` holds `x.len()·64` values, `bias` 64.
+    pub(super) unsafe fn group(
+        w: &[f32],
+        x: &[f32],
+        bias: &[f32],
+        relu: bool,
+        acc: &mut [f32; GROUP],
+    ) {
+        debug_assert!(w.len() >= x.len() * GROUP && bias.len() >= GROUP);
+        // SAFETY: the caller's contract covers every pointer read here.
+        unsafe {
+            let (w, b) = (w.as_ptr(), bias.as_ptr());
+            let mut a = [vdupq_n_f32(0.0); 16];
+            for (j, v) in a.iter_mut().enumerate() {
+                *v = vld1q_f32(b.add(4 * j));
+            }
+            for (kk, &xs) in x.iter().enumerate() {
+                let xv = vdupq_n_f32(xs);
+                let row = w.add(kk * GROUP);
+                for (j, v) in a.iter_mut().enumerate() {
+                    *v = vfmaq_f32(*v, vld1q_f32(row.add(4 * j)), xv);
+                }
+            }
+            let zero = vdupq_n_f32(0.0);
+            for (j, v) in a.iter().enumerate() {
+                let v = if relu { vmaxq_f32(*v, zero) } else { *v };
+                vst1q_f32(acc.as_mut_ptr().add(4 * j), v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn check(isa: Isa) {
+        let teams = [
+            None,
+            Some(team::Team::new(2).expect("threads")),
+            Some(team::Team::new(3).expect("threads")),
+        ];
+        // The Burgess model's layers, odd sizes, and a single output.
+        for (i, &(k, n)) in [
+            (1024, 256),
+            (256, 1024),
+            (10, 256),
+            (7, 65),
+            (301, 130),
+            (5, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let w = values(n * k, 1 + i as u32);
+            let b = values(n, 50 + i as u32);
+            let x = values(k, 90 + i as u32);
+            for relu in [false, true] {
+                let d = PackedDense::with_isa(isa, k, n, &w, &b, relu).expect("packs");
+                let want: Vec<f32> = (0..n)
+                    .map(|o| {
+                        let s = b[o] + (0..k).map(|j| w[o * k + j] * x[j]).sum::<f32>();
+                        if relu { s.max(0.0) } else { s }
+                    })
+                    .collect();
+                for t in &teams {
+                    let mut out = vec![f32::NAN; n + 3];
+                    team::frame(t.as_ref(), || d.run(&x, &mut out));
+                    for o in 0..n {
+                        let err = (out[o] - want[o]).abs();
+                        assert!(err < 1e-4, "{isa:?} k={k} n={n} {o}: {err}");
+                    }
+                    assert!(out[n..].iter().all(|v| v.is_nan()), "wrote past the end");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matches_the_definition() {
+        match Isa::detect() {
+            Some(isa) => check(isa),
+            None => eprintln!("no kernel for this CPU: tract's matrix product is used"),
+        }
+        // The scalar form, through the same packing (NEON's tag is only a
+        // label for it off aarch64).
+        #[cfg(not(target_arch = "aarch64"))]
+        {
+            let d = PackedDense::with_isa(
+                Isa::Neon,
+                3,
+                2,
+                &[1., 2., 3., 4., 5., 6.],
+                &[1., -100.],
+                true,
+            )
+            .expect("packs");
+            let mut out = [0.0; 2];
+            d.run(&[1.0, 1.0, 1.0], &mut out);
+            assert_eq!(out, [7.0, 0.0]);
+        }
+    }
+
+    #[test]
+    fn refuses_mismatched_sizes() {
+        let isa = Isa::Neon;
+        assert!(PackedDense::with_isa(isa, 3, 2, &[0.0; 5], &[0.0; 2], false).is_none());
+        assert!(PackedDense::with_isa(isa, 3, 2, &[0.0; 6], &[0.0; 1], false).is_none());
+        assert!(PackedDense::with_isa(isa, 0, 2, &[], &[0.0; 2], false).is_none());
+    }
+}
