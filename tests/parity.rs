@@ -127,6 +127,41 @@ fn encoder_matches_pytorch_batch_1_and_n() {
 }
 
 #[test]
+fn two_threads_compute_the_same_outputs_bit_for_bit() {
+    // Each output value is computed by one member of the team with the same
+    // kernel and order of sums as on one thread.
+    for (name, dir) in fixtures() {
+        let model = Model::load(models_dir().join(format!("{name}.onnx"))).unwrap();
+        let image = npy(&dir, "image");
+        let recon = npy(&dir, "recon");
+        let mut outputs = vec![];
+        for threads in [1, 2, 1] {
+            bvae::model::set_threads(threads).unwrap();
+            let mut s = model.plan(PlanKind::Full, 1).unwrap().session().unwrap();
+            let mut got = vec![];
+            for i in 0..image.shape()[0] {
+                s.run_on(&row(&image, i)).unwrap();
+                got.extend_from_slice(s.mu().unwrap());
+                got.extend_from_slice(s.logvar().unwrap());
+                let r = s.recon().unwrap().unwrap();
+                check(
+                    &format!("{name} {threads} threads recon[{i}]"),
+                    r,
+                    &row(&recon, i),
+                );
+                got.extend_from_slice(r);
+            }
+            outputs.push(got);
+        }
+        assert!(outputs[0] == outputs[1], "{name}: 2 threads differ from 1");
+        assert!(
+            outputs[0] == outputs[2],
+            "{name}: not the same after going back to 1"
+        );
+    }
+}
+
+#[test]
 fn decoder_matches_pytorch() {
     for (name, dir) in fixtures() {
         let model = Model::load(models_dir().join(format!("{name}.onnx"))).unwrap();

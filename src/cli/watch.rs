@@ -77,6 +77,10 @@ pub struct LoopArgs {
     /// to stay within it [default: 100].
     #[arg(long, value_name = "N")]
     pub snapshot_budget_mb: Option<f64>,
+    /// Cores for inference: the convolutions of each frame are shared by
+    /// this many threads [default: 1].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// The TOML configuration file: the same keys as the flags (with `_`),
@@ -100,6 +104,7 @@ struct FileConfig {
     headless: Option<bool>,
     snapshots: Option<PathBuf>,
     snapshot_budget_mb: Option<f64>,
+    threads: Option<usize>,
 }
 
 /// Arguments of `bvae watch`.
@@ -129,8 +134,13 @@ fn secs(what: &str, v: f64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
-/// Resolves loop options over a profile's defaults.
+/// Resolves loop options over a profile's defaults (and sets the
+/// inference threads of `--threads` for the process).
 pub fn resolve_loop(lp: &LoopArgs, profile: &crate::calibrate::Profile) -> Result<LiveConfig> {
+    if let Some(n) = lp.threads {
+        anyhow::ensure!(n >= 1, "--threads must be at least 1");
+        crate::model::set_threads(n)?;
+    }
     let mut c = LiveConfig::for_profile(profile);
     if let Some(m) = lp.method {
         c.method = m;
@@ -290,6 +300,7 @@ pub fn run(args: Args) -> Result<()> {
         headless: args.lp.headless || file.headless.unwrap_or(false),
         snapshots: args.lp.snapshots.clone().or(file.snapshots),
         snapshot_budget_mb: args.lp.snapshot_budget_mb.or(file.snapshot_budget_mb),
+        threads: args.lp.threads.or(file.threads),
     };
     let model = super::load_model(&model_path)?;
     let profile = super::load_profile(&calibration, &model)?;
