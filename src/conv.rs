@@ -347,6 +347,8 @@ impl PackedConv {
             }
             #[allow(unreachable_patterns)]
             _ => {
+                // The reference kernel runs alone.
+                let _ = parts;
                 let src = if padded {
                     // SAFETY: `scratch` holds at least `per` values (checked
                     // above) and nothing else uses it meanwhile.
@@ -710,6 +712,39 @@ fn parts(tiles: usize, macs: usize) -> usize {
     } else {
         1
     }
+}
+
+/// The core's measured peak in GFLOP/s (one thread): the best of a few
+/// runs of a loop of independent fused multiply-adds on every accumulator
+/// register the kernels use (12 AVX-512 or 16 NEON vectors: more than the
+/// FMA pipes × their latency, so every pipe is busy each cycle). `None`
+/// without a kernel for this CPU.
+pub fn peak_gflops() -> Option<f64> {
+    let isa = Isa::detect()?;
+    const ROUNDS: usize = 100_000;
+    let mut best = f64::INFINITY;
+    let mut flop = 0.0;
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        let rounds = std::hint::black_box(ROUNDS);
+        let done: Option<(f64, f32)> = match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::detect` found AVX-512F.
+            Isa::Avx512 => Some(unsafe { avx512::fma_loop(rounds) }),
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: NEON is part of aarch64.
+            Isa::Neon => Some(unsafe { neon::fma_loop(rounds) }),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        };
+        let (f, sink) = done?;
+        // Used before the clock is read, so the loop cannot move past it.
+        std::hint::black_box(sink);
+        let took = start.elapsed().as_secs_f64();
+        best = best.min(took);
+        flop = f;
+    }
+    Some(flop / best / 1e9)
 }
 
 /// Pixels per tile of [`SmallConv`].
@@ -1122,6 +1157,28 @@ type Tile<const MR: usize, const NR: usize> = unsafe fn(
 mod avx512 {
     use std::arch::x86_64::*;
 
+    /// `rounds` × 12 independent 16-lane FMAs: the FLOP done and a value
+    /// to keep the work alive.
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fma_loop(rounds: usize) -> (f64, f32) {
+        let m = _mm512_set1_ps(0.999_999);
+        let c = _mm512_set1_ps(1e-6);
+        // Different starting values: identical chains could be merged.
+        let mut a: [__m512; 12] = std::array::from_fn(|i| _mm512_set1_ps(1.0 + i as f32));
+        for _ in 0..rounds {
+            for v in a.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, m, c);
+            }
+        }
+        let sum = a
+            .iter()
+            .fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v));
+        ((rounds * 12 * 16 * 2) as f64, _mm512_reduce_add_ps(sum))
+    }
+
     /// 32 output channels (two zmm registers) × 8 pixels.
     ///
     /// # Safety
@@ -1233,6 +1290,28 @@ mod avx512 {
 #[cfg(target_arch = "aarch64")]
 mod neon {
     use std::arch::aarch64::*;
+
+    /// `rounds` × 16 independent 4-lane FMAs: the FLOP done and a value to
+    /// keep the work alive.
+    ///
+    /// # Safety
+    /// None beyond aarch64 (NEON is part of it).
+    pub(super) unsafe fn fma_loop(rounds: usize) -> (f64, f32) {
+        // SAFETY: NEON is part of aarch64.
+        unsafe {
+            let m = vdupq_n_f32(0.999_999);
+            let c = vdupq_n_f32(1e-6);
+            // Different starting values: identical chains could be merged.
+            let mut a: [float32x4_t; 16] = std::array::from_fn(|i| vdupq_n_f32(1.0 + i as f32));
+            for _ in 0..rounds {
+                for v in a.iter_mut() {
+                    *v = vfmaq_f32(c, *v, m);
+                }
+            }
+            let sum = a.iter().fold(vdupq_n_f32(0.0), |s, &v| vaddq_f32(s, v));
+            ((rounds * 16 * 4 * 2) as f64, vaddvq_f32(sum))
+        }
+    }
 
     /// 16 output channels (four q registers) × 6 pixels.
     ///

@@ -1033,6 +1033,9 @@ enum Threads {
     Pool(Arc<rayon::ThreadPool>),
 }
 
+/// Held while a frame runs in the pool of [`Threads::Pool`].
+static POOL_FRAME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The threads of [`set_threads`], when more than one is set.
 static THREADS: std::sync::Mutex<Option<Threads>> = std::sync::Mutex::new(None);
 
@@ -1080,7 +1083,14 @@ fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     });
     match threads {
         Some(Threads::Team(team)) => crate::team::frame(Some(&team), f),
-        Some(Threads::Pool(pool)) => pool.install(f),
+        Some(Threads::Pool(pool)) => {
+            // One frame in the pool at a time: a worker waiting inside one
+            // frame's matrix product may otherwise pick up another frame
+            // and re-enter tract's per-thread scratch (a panic, seen on
+            // armv7 with sessions on two threads).
+            let _one = POOL_FRAME.lock().unwrap_or_else(|e| e.into_inner());
+            pool.install(f)
+        }
         None => f(),
     }
 }

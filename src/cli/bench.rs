@@ -39,8 +39,8 @@ pub struct Args {
     /// Height of the synthetic RGB camera frame.
     #[arg(long, default_value_t = 480)]
     pub frame_height: usize,
-    /// Threads for inference (tract's matrix products and bvae's
-    /// convolutions).
+    /// Threads for inference (a team sharing bvae's kernels; on CPUs
+    /// without them, a pool for tract's matrix products).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Run convolutions with tract's own operators instead of bvae's
@@ -52,6 +52,10 @@ pub struct Args {
     /// with onnxruntime.
     #[arg(long)]
     pub inference_only: bool,
+    /// Also measure the core's peak GFLOP/s (a loop of independent fused
+    /// multiply-adds on the kernels' vector registers, one thread).
+    #[arg(long)]
+    pub peak: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -243,6 +247,11 @@ pub fn run(args: Args) -> Result<()> {
 
 fn report(args: &Args, model: &Model, first_result_ms: f64, stages: &[StageTiming]) -> Result<()> {
     let spec = model.spec();
+    let peak = if args.peak {
+        crate::conv::peak_gflops()
+    } else {
+        None
+    };
     if args.json {
         let out = serde_json::json!({
             "model": args.model,
@@ -250,6 +259,7 @@ fn report(args: &Args, model: &Model, first_result_ms: f64, stages: &[StageTimin
             "load_ms": model.load_time().as_secs_f64() * 1e3,
             "load_to_first_result_ms": first_result_ms,
             "stages": stages,
+            "peak_gflops": peak,
         });
         println!("{out}");
         return Ok(());
@@ -278,6 +288,11 @@ fn report(args: &Args, model: &Model, first_result_ms: f64, stages: &[StageTimin
             "{:<44} {:>9.3} {:>9.3} {:>9.3} {:>9.0}",
             s.stage, s.min_ms, s.median_ms, s.p99_ms, s.fps
         );
+    }
+    match (args.peak, peak) {
+        (true, Some(p)) => println!("core peak (FMA loop, one thread): {p:.0} GFLOP/s"),
+        (true, None) => println!("core peak: no vector kernel for this CPU"),
+        _ => {}
     }
     Ok(())
 }
