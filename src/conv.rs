@@ -1427,7 +1427,7 @@ mod neon {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Convolution straight from the ONNX definition.
@@ -1460,7 +1460,9 @@ mod tests {
         out
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic test values in [-1, 1] (shared with the dense layer's
+    /// tests).
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
         (0..n)
             .map(|_| {
@@ -1470,6 +1472,14 @@ mod tests {
                 (state % 2001) as f32 / 1000.0 - 1.0
             })
             .collect()
+    }
+
+    /// Largest absolute difference of two equally long results.
+    fn max_error(want: &[f32], got: &[f32]) -> f32 {
+        want.iter()
+            .zip(got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
     }
 
     fn shapes() -> Vec<ConvShape> {
@@ -1537,11 +1547,7 @@ mod tests {
                     for fresh in [true, false] {
                         out.fill(f32::NAN);
                         team::frame(team.as_ref(), || p.run(&x, &mut scratch, fresh, &mut out));
-                        let err = want
-                            .iter()
-                            .zip(&out)
-                            .map(|(a, b)| (a - b).abs())
-                            .fold(0.0f32, f32::max);
+                        let err = max_error(&want, &out);
                         assert!(
                             err < 1e-4,
                             "{isa:?} {s:?} relu={relu} {team:?}: error {err}"
@@ -1557,11 +1563,7 @@ mod tests {
                     &x[..]
                 };
                 p.reference(src, &mut reference);
-                let err = want
-                    .iter()
-                    .zip(&reference)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let err = max_error(&want, &reference);
                 assert!(err < 1e-4, "reference {s:?}: {err}");
             }
         }
@@ -1652,11 +1654,7 @@ mod tests {
                         team::frame(team.as_ref(), || {
                             p.run(&x, &mut scratch, fresh, &mut phases, &mut out)
                         });
-                        let err = want
-                            .iter()
-                            .zip(&out)
-                            .map(|(a, b)| (a - b).abs())
-                            .fold(0.0f32, f32::max);
+                        let err = max_error(&want, &out);
                         assert!(
                             err < 1e-4,
                             "{isa:?} {d:?} relu={relu} {team:?}: error {err}"
