@@ -1025,6 +1025,7 @@ impl Decoder {
 }
 
 /// How inference uses more than one core (see [`set_threads`]).
+#[derive(Clone)]
 enum Threads {
     /// bvae's convolutions split across a spinning team; tract's own
     /// operators (small here) run on the frame's thread.
@@ -1076,11 +1077,7 @@ pub fn set_threads(threads: usize) -> Result<(), ModelError> {
 /// Runs `f`, one frame's inference, with the threads of [`set_threads`]
 /// (on this thread alone when there are none).
 fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let threads = THREADS.lock().ok().and_then(|t| match &*t {
-        Some(Threads::Team(team)) => Some(Threads::Team(team.clone())),
-        Some(Threads::Pool(pool)) => Some(Threads::Pool(pool.clone())),
-        None => None,
-    });
+    let threads = THREADS.lock().ok().and_then(|t| t.clone());
     match threads {
         Some(Threads::Team(team)) => crate::team::frame(Some(&team), f),
         Some(Threads::Pool(pool)) => {

@@ -150,7 +150,8 @@ impl BvaeConv {
                     Kernel::Deconv(p) => {
                         p.run(src, &mut state.scratch, fresh, &mut state.phases, dst)
                     }
-                    Kernel::Dense(d, _) => d.run(src, dst),
+                    // Run by `dense` above, on the whole tensor.
+                    Kernel::Dense(..) => {}
                 }
             }
         }
