@@ -32,6 +32,9 @@ enum Step {
     Bad,
     /// Panic inside the decoder.
     Panic,
+    /// Block inside the source call for this long (a driver that does not
+    /// return), then time out.
+    Hang(Duration),
 }
 
 struct Scripted {
@@ -92,6 +95,10 @@ impl FrameSource for Scripted {
             }
             Step::Bad => Err(SourceError::BadFrame("corrupt MJPEG".into())),
             Step::Panic => panic!("decoder bug"),
+            Step::Hang(d) => {
+                std::thread::sleep(d);
+                Err(SourceError::Timeout)
+            }
         }
     }
 }
@@ -491,4 +498,109 @@ fn demo_detects_injected_anomalies_against_ground_truth() {
         "{}",
         run.stderr
     );
+}
+
+/// A stop request ends the loop, with its summary, even while the source
+/// is stuck inside a call that does not return (a driver that hangs): the
+/// capture thread is left behind instead of waited for.
+#[test]
+fn a_stop_is_not_held_hostage_by_a_hung_source() {
+    let (m, p, frames) = setup();
+    let mut steps: Vec<Step> = (0..5).map(Step::Frame).collect();
+    steps.push(Step::Hang(Duration::from_secs(120)));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(600));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            std::time::Instant::now()
+        })
+    };
+    let mut events: Vec<Event> = vec![];
+    let s = run(
+        &m,
+        &p,
+        source(steps, &frames),
+        &config(&p),
+        &mut events,
+        &stop,
+    )
+    .unwrap();
+    let stopped_at = stopper.join().unwrap();
+    let took = stopped_at.elapsed();
+    // generous bound for a busy machine; the hang would take 120 s
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    assert_eq!(s.processed + s.dropped, 5, "{s:?}");
+    assert_eq!(kinds(&events), vec!["lost"], "{events:#?}");
+}
+
+/// The watchdog times a stall from the source's last delivered frame, not
+/// from when the loop last took one: a loop slower than the stall timeout
+/// is not a lost camera.
+#[test]
+fn a_slow_loop_is_not_a_lost_camera() {
+    use bvae::live::events::EventSink;
+    use bvae::live::observe::{Control, FrameView, Observer};
+    struct Slow;
+    impl Observer for Slow {
+        fn frame(
+            &mut self,
+            _view: &mut FrameView<'_>,
+            _sink: &mut dyn EventSink,
+        ) -> anyhow::Result<Control> {
+            std::thread::sleep(Duration::from_millis(400));
+            Ok(Control::Continue)
+        }
+    }
+    let (m, p, frames) = setup();
+    let steps: Vec<Step> = (0..400).map(|i| Step::Frame(i % 20)).collect();
+    let mut cfg = config(&p);
+    cfg.max_frames = Some(4);
+    let mut events: Vec<Event> = vec![];
+    let mut slow = Slow;
+    let observers: &mut [&mut dyn Observer] = &mut [&mut slow];
+    let s = bvae::live::run_with(
+        &m,
+        &p,
+        source(steps, &frames),
+        &cfg,
+        &mut events,
+        &AtomicBool::new(false),
+        observers,
+    )
+    .unwrap();
+    assert_eq!(s.processed, 4);
+    assert!(s.dropped > 0, "{s:?}");
+    assert_eq!(s.camera_lost, 0, "{events:#?}");
+}
+
+/// After a loss the reason is the source's own, and a later stall does not
+/// repeat that old reason: it says how long no frame came.
+#[test]
+fn a_later_stall_does_not_repeat_an_old_reason() {
+    let (m, p, frames) = setup();
+    let mut steps: Vec<Step> = (0..5).map(Step::Frame).collect();
+    steps.push(Step::Lost);
+    steps.extend((5..10).map(Step::Frame));
+    steps.extend(std::iter::repeat_n(
+        Step::Stall(Duration::from_millis(50)),
+        8,
+    ));
+    steps.extend((10..15).map(Step::Frame));
+    let (_, events) = run_scripted(&m, &p, steps, &frames);
+    assert_eq!(
+        kinds(&events),
+        vec!["lost", "recovered", "lost", "recovered"],
+        "{events:#?}"
+    );
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CameraLost { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(reasons[0].contains("unplugged"), "{reasons:?}");
+    assert!(reasons[1].starts_with("no frame for"), "{reasons:?}");
 }

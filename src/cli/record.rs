@@ -12,6 +12,8 @@ use crate::source::{SourceError, SourceSpec, open_source};
 
 /// Consecutive undecodable frames after which recording stops.
 pub const MAX_BAD_IN_A_ROW: usize = 100;
+/// Longest wait for a frame before recording gives up on a silent source.
+pub const MAX_WAIT_FOR_FRAME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Arguments of `bvae record`.
 #[derive(Debug, clap::Args)]
@@ -92,6 +94,7 @@ pub fn run(args: Args) -> Result<()> {
     let (mut written, mut read, mut skipped_anomalies, mut bad, mut bad_in_a_row) =
         (0usize, 0u64, 0u64, 0usize, 0usize);
     let mut ended = false;
+    let mut last_frame = std::time::Instant::now();
     let pb = super::progress_bar(args.frames, "recording");
     while written < args.frames {
         let info = match source.next_frame(&mut frame) {
@@ -112,6 +115,18 @@ pub fn run(args: Args) -> Result<()> {
                 ended = true;
                 break;
             }
+            Err(SourceError::Timeout) => {
+                // a camera that has not sent a frame yet, or has stalled
+                if last_frame.elapsed() >= MAX_WAIT_FOR_FRAME {
+                    bail!(
+                        "{} sent no frame for {} s after {written} saved frames; check the \
+                         camera, or another program using it",
+                        source.describe(),
+                        MAX_WAIT_FOR_FRAME.as_secs()
+                    );
+                }
+                continue;
+            }
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("reading {} after {written} saved frames", source.describe())
@@ -119,6 +134,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         };
         bad_in_a_row = 0;
+        last_frame = std::time::Instant::now();
         read += 1;
         if (read - 1) % args.every != 0 {
             continue;

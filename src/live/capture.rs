@@ -1,7 +1,13 @@
 //! The capture thread: reads the source as fast as it delivers, publishes
-//! each frame to the [`FrameSlot`], counts bad frames, and reopens a lost
+//! each frame to the [`FrameSlot`] (or, for a lossless source, waits for
+//! the loop to take each one), counts bad frames, and reopens a lost
 //! source with exponential backoff. A panic inside a source's decoder is
 //! caught and counted as a bad frame.
+//!
+//! The thread checks its stop flag between frames; sources never block
+//! longer than a short timeout (a camera waits at most 100 ms for a
+//! frame, then reports [`SourceError::Timeout`]), so a stop is noticed
+//! quickly whatever the device does.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -65,6 +71,7 @@ pub fn spawn_capture(
         .name("bvae-capture".into())
         .spawn(move || {
             let mut buf = Frame::empty();
+            let lossless = source.lossless();
             let mut opened = true; // open_source hands over an opened source
             let mut wait = backoff.initial;
             while !stop.load(Ordering::Relaxed) {
@@ -95,6 +102,9 @@ pub fn spawn_capture(
                     }
                 }
                 match catch_unwind(AssertUnwindSafe(|| source.next_frame(&mut buf))) {
+                    Ok(Ok(info)) if lossless => {
+                        slot.publish_lossless(&mut buf, info, &stop);
+                    }
                     Ok(Ok(info)) => slot.publish(&mut buf, info),
                     Ok(Err(SourceError::Timeout)) => {}
                     Ok(Err(SourceError::BadFrame(why))) => slot.note_bad_frame(&why),

@@ -40,6 +40,10 @@ use slot::{FrameSlot, Take};
 const FROZEN_RATIO: f64 = 2.0;
 /// Latencies kept for the p50/p99 of a stats period.
 const LATENCY_WINDOW: usize = 4096;
+/// How long a stopping loop waits for the capture thread to finish. A
+/// thread still inside a source call then is left behind (the process is
+/// about to exit), so a stop never waits on a device.
+const CAPTURE_STOP_WAIT: Duration = Duration::from_millis(1000);
 
 /// Settings of the live loop, resolved (no option left to check).
 #[derive(Debug, Clone)]
@@ -337,10 +341,12 @@ pub fn run_with(
         seen: false,
     };
     let (mut processed, mut failed, mut anomalies, mut lost_count) = (0u64, 0u64, 0u64, 0u64);
-    let mut last_frame_at = Instant::now();
     let mut seen_disconnects = 0u64;
     let mut last_index: Option<u64> = None;
-    let mut lost_since: Option<Instant> = None;
+    // While the camera is lost: since when (its last frame, or the moment
+    // it reported itself lost), and when the loss was noticed. Only a
+    // frame delivered after that moment means it is back.
+    let mut lost_since: Option<(Instant, Instant)> = None;
     let mut next_reopen = Instant::now();
     let mut reopen_wait = cfg.stall_timeout;
     let mut last_update = Instant::now();
@@ -363,18 +369,20 @@ pub fn run_with(
             match slot.take(&mut frame, poll) {
                 Take::Closed => break,
                 Take::Timeout => {}
-                Take::Frame(info) => {
+                Take::Frame(info, delivered) => {
                     let now = Instant::now();
-                    if let Some(since) = lost_since.take() {
+                    if let Some((since, noticed)) = lost_since
+                        && delivered > noticed
+                    {
+                        lost_since = None;
                         sink.emit(&Event::CameraRecovered {
                             time: now_rfc3339(),
                             t: ts(start),
                             frame: info.index,
-                            down_s: since.elapsed().as_secs_f64(),
+                            down_s: delivered.saturating_duration_since(since).as_secs_f64(),
                         })?;
                         reopen_wait = cfg.stall_timeout;
                     }
-                    last_frame_at = now;
                     last_index = Some(info.index);
                     truth.frame(info.index, info.truth);
                     let same = frame.width == previous.width
@@ -489,16 +497,23 @@ pub fn run_with(
                     }
                 }
             }
-            // Watchdog: the source said it is lost, or no frame for too long.
+            // Watchdog: the source said it is lost, or it delivered no frame
+            // for too long (timed from the capture side, so a slow loop is
+            // not mistaken for a stalled camera).
             let now = Instant::now();
             let disconnects = slot.counters().disconnects;
             let reported_lost = disconnects > seen_disconnects;
             seen_disconnects = disconnects;
+            let delivered = slot.last_delivery();
+            let last_frame_at = delivered.unwrap_or(start);
             if reported_lost || now.duration_since(last_frame_at) > cfg.stall_timeout {
                 if lost_since.is_none() {
-                    lost_since = Some(if reported_lost { now } else { last_frame_at });
+                    lost_since = Some((if reported_lost { now } else { last_frame_at }, now));
                     lost_count += 1;
-                    let reason = slot.last_error().unwrap_or_else(|| {
+                    // a new report is fresh by definition; after a stall
+                    // only a reason given since the last frame counts
+                    let fresh_since = if reported_lost { None } else { delivered };
+                    let reason = slot.last_error_since(fresh_since).unwrap_or_else(|| {
                         format!(
                             "no frame for {:.1} s",
                             now.duration_since(last_frame_at).as_secs_f64()
@@ -550,8 +565,11 @@ pub fn run_with(
     })();
 
     capture_stop.store(true, Ordering::Relaxed);
-    // The capture thread checks the flag after each frame or timeout.
-    let _ = handle.join();
+    // The capture thread checks the flag after each frame or timeout; one
+    // stuck in a source call is left behind rather than waited for.
+    if slot.wait_closed(CAPTURE_STOP_WAIT) {
+        let _ = handle.join();
+    }
     if let Some(ep) = hyst.finish() {
         sink.emit(&Event::AnomalyEnd {
             time: now_rfc3339(),

@@ -3,8 +3,9 @@
 //! dropped and counted, never queued. Frames move by swapping buffers, so
 //! steady-state capture allocates nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::frame::Frame;
 use crate::source::FrameInfo;
@@ -28,8 +29,13 @@ pub struct SlotCounters {
 struct Inner {
     frame: Frame,
     info: Option<FrameInfo>,
+    /// When the source delivered the frame in `frame`.
+    frame_at: Instant,
+    /// When the source last delivered a frame.
+    delivered_at: Option<Instant>,
     counters: SlotCounters,
-    last_error: Option<String>,
+    /// The last reason the source gave for being lost, and when.
+    last_error: Option<(Instant, String)>,
     reopen_requested: bool,
     closed: bool,
 }
@@ -37,8 +43,9 @@ struct Inner {
 /// What [`FrameSlot::take`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {
-    /// A new frame was swapped into the caller's buffer.
-    Frame(FrameInfo),
+    /// A new frame was swapped into the caller's buffer, with the time
+    /// the source delivered it.
+    Frame(FrameInfo, Instant),
     /// No new frame within the timeout.
     Timeout,
     /// The capture side has finished (finite source ended, or stopped).
@@ -50,6 +57,7 @@ pub enum Take {
 pub struct FrameSlot {
     inner: Mutex<Inner>,
     ready: Condvar,
+    taken: Condvar,
 }
 
 impl Default for FrameSlot {
@@ -65,12 +73,15 @@ impl FrameSlot {
             inner: Mutex::new(Inner {
                 frame: Frame::empty(),
                 info: None,
+                frame_at: Instant::now(),
+                delivered_at: None,
                 counters: SlotCounters::default(),
                 last_error: None,
                 reopen_requested: false,
                 closed: false,
             }),
             ready: Condvar::new(),
+            taken: Condvar::new(),
         }
     }
 
@@ -86,11 +97,34 @@ impl FrameSlot {
         if g.info.is_some() {
             g.counters.dropped += 1;
         }
+        let now = Instant::now();
         std::mem::swap(&mut g.frame, frame);
         g.info = Some(info);
+        g.frame_at = now;
+        g.delivered_at = Some(now);
         g.counters.published += 1;
         drop(g);
         self.ready.notify_one();
+    }
+
+    /// Publishes `frame` once the loop has taken the previous one, so that
+    /// no frame is dropped (sources whose every frame counts, see
+    /// [`crate::source::FrameSource::lossless`]). Gives up, dropping the
+    /// frame, when `stop` is set. Returns whether the frame was published.
+    pub fn publish_lossless(&self, frame: &mut Frame, info: FrameInfo, stop: &AtomicBool) -> bool {
+        let mut g = self.lock();
+        while g.info.is_some() {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            g = match self.taken.wait_timeout(g, Duration::from_millis(50)) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        drop(g);
+        self.publish(frame, info);
+        true
     }
 
     /// Waits up to `timeout` for a new frame and swaps it into `frame`.
@@ -108,7 +142,10 @@ impl FrameSlot {
         match g.info.take() {
             Some(info) => {
                 std::mem::swap(&mut g.frame, frame);
-                Take::Frame(info)
+                let at = g.frame_at;
+                drop(g);
+                self.taken.notify_one();
+                Take::Frame(info, at)
             }
             None if g.closed => Take::Closed,
             None => Take::Timeout,
@@ -124,14 +161,14 @@ impl FrameSlot {
     pub fn note_disconnect(&self, why: &str) {
         let mut g = self.lock();
         g.counters.disconnects += 1;
-        g.last_error = Some(why.to_string());
+        g.last_error = Some((Instant::now(), why.to_string()));
     }
 
     /// Records a failed (re)open.
     pub fn note_failed_open(&self, why: &str) {
         let mut g = self.lock();
         g.counters.failed_opens += 1;
-        g.last_error = Some(why.to_string());
+        g.last_error = Some((Instant::now(), why.to_string()));
     }
 
     /// The counters so far.
@@ -139,9 +176,20 @@ impl FrameSlot {
         self.lock().counters
     }
 
-    /// The last reason the source gave for being lost or failing to open.
-    pub fn last_error(&self) -> Option<String> {
-        self.lock().last_error.clone()
+    /// The last reason the source gave for being lost or failing to
+    /// open, if it gave it at `since` or later (an older reason is stale:
+    /// frames came after it).
+    pub fn last_error_since(&self, since: Option<Instant>) -> Option<String> {
+        let g = self.lock();
+        let (at, why) = g.last_error.as_ref()?;
+        since.is_none_or(|s| *at >= s).then(|| why.clone())
+    }
+
+    /// When the source last delivered a frame (`None` before the first):
+    /// what the watchdog measures a stall from, however slowly the loop
+    /// takes frames.
+    pub fn last_delivery(&self) -> Option<Instant> {
+        self.lock().delivered_at
     }
 
     /// Asks the capture thread to close and reopen its source (the
@@ -159,6 +207,17 @@ impl FrameSlot {
     pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+        self.taken.notify_all();
+    }
+
+    /// Waits up to `timeout` for the capture side to finish; whether it did.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        let g = self.lock();
+        let g = match self.ready.wait_timeout_while(g, timeout, |i| !i.closed) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
+        g.closed
     }
 
     /// Whether the capture side has finished.
@@ -188,10 +247,10 @@ mod tests {
             slot.publish(&mut frame(i), FrameInfo::unlabelled(i as u64));
         }
         let mut got = frame(99);
-        assert_eq!(
+        assert!(matches!(
             slot.take(&mut got, Duration::ZERO),
-            Take::Frame(FrameInfo::unlabelled(2))
-        );
+            Take::Frame(info, _) if info == FrameInfo::unlabelled(2)
+        ));
         assert_eq!(got.data, vec![2]);
         assert_eq!(slot.take(&mut got, Duration::from_millis(1)), Take::Timeout);
         let c = slot.counters();
@@ -214,7 +273,7 @@ mod tests {
             if round % 3 != 0 {
                 assert!(matches!(
                     slot.take(&mut consumer, Duration::ZERO),
-                    Take::Frame(_)
+                    Take::Frame(..)
                 ));
                 assert_eq!(consumer.data, vec![round; 64]);
             }
@@ -225,5 +284,65 @@ mod tests {
         }
         // three buffers circulate (producer, slot, consumer), no more
         assert!(pointers.len() <= 3, "{} distinct buffers", pointers.len());
+    }
+
+    #[test]
+    fn lossless_publishing_waits_for_the_loop() {
+        let slot = std::sync::Arc::new(FrameSlot::new());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let producer = {
+            let (slot, stop) = (slot.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for i in 0..50u8 {
+                    assert!(slot.publish_lossless(
+                        &mut frame(i),
+                        FrameInfo::unlabelled(i as u64),
+                        &stop
+                    ));
+                }
+                slot.close();
+            })
+        };
+        let mut got = frame(0);
+        let mut seen = vec![];
+        loop {
+            match slot.take(&mut got, Duration::from_secs(5)) {
+                Take::Frame(info, _) => seen.push(info.index),
+                Take::Closed => break,
+                Take::Timeout => panic!("the producer stalled"),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(seen, (0..50).collect::<Vec<u64>>());
+        assert_eq!(slot.counters().dropped, 0);
+        // a stop request releases a producer whose frame is never taken
+        let slot = FrameSlot::new();
+        slot.publish(&mut frame(1), FrameInfo::unlabelled(0));
+        stop.store(true, Ordering::Relaxed);
+        assert!(!slot.publish_lossless(&mut frame(2), FrameInfo::unlabelled(1), &stop));
+    }
+
+    #[test]
+    fn stale_reasons_are_not_repeated_and_delivery_is_timed_at_capture() {
+        let slot = FrameSlot::new();
+        assert!(slot.last_delivery().is_none());
+        slot.note_disconnect("No such device");
+        assert_eq!(
+            slot.last_error_since(None).as_deref(),
+            Some("No such device")
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        slot.publish(&mut frame(1), FrameInfo::unlabelled(0));
+        let delivered = slot.last_delivery();
+        assert!(delivered.is_some());
+        assert_eq!(slot.last_error_since(delivered), None);
+        let mut got = frame(0);
+        let Take::Frame(_, at) = slot.take(&mut got, Duration::ZERO) else {
+            panic!("no frame")
+        };
+        assert_eq!(Some(at), delivered);
+        assert!(slot.wait_closed(Duration::from_millis(1)) == false);
+        slot.close();
+        assert!(slot.wait_closed(Duration::from_millis(1)));
     }
 }

@@ -14,7 +14,7 @@
 //! | --- | --- |
 //! | `camera:0` (`camera:0,width=640,height=480,fps=30`) | a V4L2 camera (cargo feature `camera`) |
 //! | `images:DIR` (`images:DIR,loop`) | sorted PNG/JPEG files below DIR |
-//! | `video:FILE.y4m` (`video:FILE.y4m,loop`) | uncompressed YUV4MPEG2 video |
+//! | `video:FILE.y4m` (`video:FILE.y4m,loop,pace=off,fps=25`, `video:-`) | uncompressed YUV4MPEG2 video from a file, a pipe or standard input |
 //! | `synthetic` (`synthetic:seed=3,width=320,height=240,anomalies=on`) | a rendered, seeded scene |
 //!
 //! ```
@@ -35,10 +35,13 @@ use std::str::FromStr;
 use anyhow::{Context, Result};
 
 use crate::frame::{Frame, PixelFormat};
+use crate::imageio;
 
 #[cfg(feature = "camera")]
 pub mod camera;
 pub mod decode;
+#[cfg(feature = "camera")]
+pub mod v4l2;
 pub mod images;
 pub mod synthetic;
 pub mod y4m;
@@ -65,6 +68,14 @@ pub trait FrameSource: Send {
     /// frame's buffer is reused: it is resized only when the frame size
     /// changes, so steady-state capture does not allocate.
     fn next_frame(&mut self, frame: &mut Frame) -> Result<FrameInfo, SourceError>;
+
+    /// Whether every frame must reach the loop: the capture thread then
+    /// waits for the loop to take each frame instead of replacing it
+    /// (recorded footage evaluated with `pace=off`). Live sources keep
+    /// the default, `false`: stale frames are dropped, never queued.
+    fn lossless(&self) -> bool {
+        false
+    }
 }
 
 /// The kinds of anomaly the synthetic scene injects.
@@ -155,12 +166,15 @@ pub enum SourceSpec {
     Camera {
         /// Device index (`/dev/videoN`).
         index: usize,
-        /// Requested width; the camera's default when `None`.
+        /// Requested width; 640 or the closest the camera has when `None`.
         width: Option<u32>,
-        /// Requested height; the camera's default when `None`.
+        /// Requested height; 480 or the closest the camera has when `None`.
         height: Option<u32>,
-        /// Requested frame rate; the camera's default when `None`.
+        /// Requested frame rate; 30 when offered, else the camera's own.
         fps: Option<u32>,
+        /// Requested pixel format; the first of [`CameraFormat::PREFERENCE`]
+        /// the camera offers when `None`.
+        format: Option<CameraFormat>,
     },
     /// Sorted image files below a folder.
     Images {
@@ -169,20 +183,93 @@ pub enum SourceSpec {
         /// Start again from the first file after the last.
         looping: bool,
     },
-    /// An uncompressed YUV4MPEG2 (`.y4m`) video.
+    /// An uncompressed YUV4MPEG2 (`.y4m`) video: a file, a FIFO, or
+    /// standard input (`-`). See [`y4m`] for the pacing.
     Video {
-        /// The file.
+        /// The file, FIFO or device; `-` for standard input.
         path: PathBuf,
-        /// Start again from the first frame after the last.
+        /// Start again from the first frame after the last (regular files
+        /// only).
         looping: bool,
+        /// `pace=on|off`; [`y4m::Pace::Auto`] when not given.
+        pace: y4m::Pace,
+        /// `fps=N`: play at this rate instead of the header's.
+        fps: Option<f64>,
     },
     /// The synthetic scene.
     Synthetic(SyntheticConfig),
 }
 
+/// The pixel formats a camera can be asked for (`camera:0,format=...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CameraFormat {
+    /// Packed YUV 4:2:2 (V4L2 `YUYV`), what most USB cameras send
+    /// uncompressed.
+    Yuyv,
+    /// 4:2:0 with interleaved chroma (V4L2 `NV12`), common on SoC cameras
+    /// and `libcamerify`.
+    Nv12,
+    /// Packed 8-bit RGB or BGR (V4L2 `RGB3` / `BGR3`).
+    Rgb,
+    /// 8-bit gray (V4L2 `GREY`), monochrome cameras.
+    Gray,
+    /// Motion JPEG (V4L2 `MJPG` / `JPEG`).
+    Mjpeg,
+}
+
+impl CameraFormat {
+    /// The order in which formats are tried when the spec names none:
+    /// uncompressed formats first (no compression artefacts, and cheap to
+    /// convert), YUYV first among them because nearly every USB camera
+    /// offers it; gray last among those because it throws colour away;
+    /// MJPEG last, because decoding a JPEG per frame costs the board CPU.
+    /// A size or rate the spec asks for may still pick a later format
+    /// (USB 2 cameras often offer 1280×720 at 30 fps only as MJPEG).
+    pub const PREFERENCE: [CameraFormat; 5] = [
+        CameraFormat::Yuyv,
+        CameraFormat::Nv12,
+        CameraFormat::Rgb,
+        CameraFormat::Gray,
+        CameraFormat::Mjpeg,
+    ];
+
+    /// The name used in specs: `yuyv`, `nv12`, `rgb`, `gray`, `mjpeg`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CameraFormat::Yuyv => "yuyv",
+            CameraFormat::Nv12 => "nv12",
+            CameraFormat::Rgb => "rgb",
+            CameraFormat::Gray => "gray",
+            CameraFormat::Mjpeg => "mjpeg",
+        }
+    }
+}
+
+impl fmt::Display for CameraFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CameraFormat {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "yuyv" | "yuy2" => CameraFormat::Yuyv,
+            "nv12" => CameraFormat::Nv12,
+            "rgb" | "rgb3" | "rgb24" | "bgr" | "bgr3" | "bgr24" => CameraFormat::Rgb,
+            "gray" | "grey" | "y8" => CameraFormat::Gray,
+            "mjpeg" | "mjpg" | "jpeg" => CameraFormat::Mjpeg,
+            _ => anyhow::bail!("format={s}: expected yuyv, nv12, rgb, gray or mjpeg"),
+        })
+    }
+}
+
 /// The forms `--source` accepts, for error messages.
-pub const SPEC_FORMS: &str = "camera:INDEX[,width=W,height=H,fps=F], images:DIR[,loop], \
-     video:FILE.y4m[,loop] or synthetic[:seed=N,width=W,height=H,rgb=on|off,anomalies=on|off,\
+pub const SPEC_FORMS: &str = "camera:INDEX[,width=W,height=H,fps=F,format=yuyv|nv12|rgb|gray|mjpeg], \
+     images:DIR[,loop], \
+     video:FILE.y4m|-[,loop][,pace=on|off][,fps=N] or synthetic[:seed=N,width=W,height=H,rgb=on|off,anomalies=on|off,\
      fps=F,every=N,length=N,first=N]";
 
 /// Splits `PATH[,loop]`.
@@ -231,20 +318,35 @@ fn parse_camera(rest: &str) -> Result<SourceSpec> {
         .trim()
         .parse()
         .with_context(|| format!("camera index {index:?}: expected a number such as 0"))?;
-    let (mut width, mut height, mut fps) = (None, None, None);
+    let (mut width, mut height, mut fps, mut format) = (None, None, None, None);
     for (k, v) in key_values(opts)? {
         match k {
             "width" => width = Some(parse_num(k, v)?),
             "height" => height = Some(parse_num(k, v)?),
             "fps" => fps = Some(parse_num(k, v)?),
-            _ => anyhow::bail!("unknown camera option {k:?}: expected width, height or fps"),
+            "format" => format = Some(v.parse()?),
+            _ => anyhow::bail!(
+                "unknown camera option {k:?}: expected width, height, fps or format"
+            ),
         }
+    }
+    let side = imageio::MAX_IMAGE_SIDE;
+    for (name, v) in [("width", width), ("height", height)] {
+        if let Some(v) = v
+            && (v == 0 || v > side)
+        {
+            anyhow::bail!("{name}={v}: expected 1 to {side} pixels");
+        }
+    }
+    if fps == Some(0) || fps.is_some_and(|f| f > 1000) {
+        anyhow::bail!("fps={}: expected 1 to 1000 frames per second", fps.unwrap_or(0));
     }
     Ok(SourceSpec::Camera {
         index,
         width,
         height,
         fps,
+        format,
     })
 }
 
@@ -297,12 +399,19 @@ impl FromStr for SourceSpec {
                     width: None,
                     height: None,
                     fps: None,
+                    format: None,
                 }),
                 "camera" => parse_camera(rest),
                 "images" => path_and_loop(rest, kind)
                     .map(|(dir, looping)| SourceSpec::Images { dir, looping }),
-                "video" => path_and_loop(rest, kind)
-                    .map(|(path, looping)| SourceSpec::Video { path, looping }),
+                "video" => y4m::parse_spec(rest)
+                    .map(|(path, o)| SourceSpec::Video {
+                        path,
+                        looping: o.looping,
+                        pace: o.pace,
+                        fps: o.fps,
+                    })
+                    .map_err(anyhow::Error::msg),
                 "synthetic" => parse_synthetic(rest),
                 _ => Err(anyhow::anyhow!("unknown source kind {kind:?}")),
             };
@@ -319,6 +428,7 @@ impl fmt::Display for SourceSpec {
                 width,
                 height,
                 fps,
+                format,
             } => {
                 write!(f, "camera:{index}")?;
                 for (k, v) in [("width", width), ("height", height), ("fps", fps)] {
@@ -326,13 +436,26 @@ impl fmt::Display for SourceSpec {
                         write!(f, ",{k}={v}")?;
                     }
                 }
+                if let Some(format) = format {
+                    write!(f, ",format={format}")?;
+                }
                 Ok(())
             }
             SourceSpec::Images { dir, looping } => {
                 write!(f, "images:{}{}", dir.display(), lp(*looping))
             }
-            SourceSpec::Video { path, looping } => {
-                write!(f, "video:{}{}", path.display(), lp(*looping))
+            SourceSpec::Video {
+                path,
+                looping,
+                pace,
+                fps,
+            } => {
+                let o = y4m::VideoOptions {
+                    looping: *looping,
+                    pace: *pace,
+                    fps: *fps,
+                };
+                write!(f, "video:{}{o}", path.display())
             }
             SourceSpec::Synthetic(c) => write!(f, "{c}"),
         }
@@ -350,8 +473,25 @@ pub struct CameraDescription {
     pub index: String,
     /// The device's name.
     pub name: String,
-    /// The driver's description.
+    /// The driver, device node and bus.
     pub description: String,
+    /// What the camera offers, one entry per pixel format.
+    pub formats: Vec<CameraFormatOffer>,
+    /// Why the node cannot be used as a camera, when it cannot.
+    pub unusable: Option<String>,
+}
+
+/// One pixel format a camera offers, for `bvae cameras`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CameraFormatOffer {
+    /// The V4L2 code, e.g. `YUYV`.
+    pub fourcc: String,
+    /// The driver's name for it.
+    pub description: String,
+    /// What to type as `format=` for it; `None` when bvae cannot decode it.
+    pub spec: Option<String>,
+    /// Its sizes and frame rates, e.g. `640x480 (30/15 fps), 1280x720 (10 fps)`.
+    pub sizes: String,
 }
 
 /// The cameras the system has (empty when there are none). Without the
@@ -374,11 +514,30 @@ pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn FrameSource>> {
             width,
             height,
             fps,
-        } => Box::new(camera::CameraSource::new(*index, *width, *height, *fps)),
+            format,
+        } => Box::new(camera::CameraSource::new(camera::CameraRequest {
+            index: *index,
+            width: *width,
+            height: *height,
+            fps: *fps,
+            format: *format,
+        })),
         #[cfg(not(feature = "camera"))]
         SourceSpec::Camera { .. } => anyhow::bail!(NO_CAMERA_FEATURE),
         SourceSpec::Images { dir, looping } => Box::new(ImageSource::new(dir.clone(), *looping)),
-        SourceSpec::Video { path, looping } => Box::new(VideoSource::new(path.clone(), *looping)),
+        SourceSpec::Video {
+            path,
+            looping,
+            pace,
+            fps,
+        } => Box::new(VideoSource::with_options(
+            path.clone(),
+            y4m::VideoOptions {
+                looping: *looping,
+                pace: *pace,
+                fps: *fps,
+            },
+        )),
         SourceSpec::Synthetic(config) => Box::new(SyntheticSource::new(config.clone())?),
     };
     source
@@ -412,6 +571,8 @@ mod tests {
         let cases = [
             "camera:0",
             "camera:2,width=640,height=480,fps=30",
+            "camera:1,width=320,height=240,format=nv12",
+            "camera:0,format=mjpeg",
             "images:frames",
             "images:frames/a b,loop",
             "video:clip.y4m",
@@ -452,6 +613,10 @@ mod tests {
             ("webcam:0", "unknown source kind"),
             ("camera:x", "camera index"),
             ("camera:0,zoom=2", "unknown camera option"),
+            ("camera:0,format=h264", "expected yuyv, nv12, rgb, gray or mjpeg"),
+            ("camera:0,width=0", "width=0"),
+            ("camera:0,height=100000", "height=100000"),
+            ("camera:0,fps=0", "fps=0"),
             ("images:", "needs a path"),
             ("synthetic:seed=-1", "seed=-1"),
             ("synthetic:color=red", "unknown synthetic option"),
