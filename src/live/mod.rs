@@ -510,10 +510,15 @@ pub fn run_with(
                 if lost_since.is_none() {
                     lost_since = Some((if reported_lost { now } else { last_frame_at }, now));
                     lost_count += 1;
-                    // a new report is fresh by definition; after a stall
-                    // only a reason given since the last frame counts
-                    let fresh_since = if reported_lost { None } else { delivered };
-                    let reason = slot.last_error_since(fresh_since).unwrap_or_else(|| {
+                    // a new report gives its own reason (not that of a
+                    // failed reopen right after it); after a stall only a
+                    // reason given since the last frame counts
+                    let reason = if reported_lost {
+                        slot.last_disconnect()
+                    } else {
+                        slot.last_error_since(delivered)
+                    };
+                    let reason = reason.unwrap_or_else(|| {
                         format!(
                             "no frame for {:.1} s",
                             now.duration_since(last_frame_at).as_secs_f64()

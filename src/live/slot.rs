@@ -34,8 +34,12 @@ struct Inner {
     /// When the source last delivered a frame.
     delivered_at: Option<Instant>,
     counters: SlotCounters,
-    /// The last reason the source gave for being lost, and when.
+    /// The last reason the source gave for being lost or failing to
+    /// open, and when.
     last_error: Option<(Instant, String)>,
+    /// The last reason the source gave for being lost (a failed reopen
+    /// right after does not replace it).
+    last_disconnect: Option<String>,
     reopen_requested: bool,
     closed: bool,
 }
@@ -75,6 +79,7 @@ impl FrameSlot {
                 info: None,
                 frame_at: Instant::now(),
                 delivered_at: None,
+                last_disconnect: None,
                 counters: SlotCounters::default(),
                 last_error: None,
                 reopen_requested: false,
@@ -162,6 +167,7 @@ impl FrameSlot {
         let mut g = self.lock();
         g.counters.disconnects += 1;
         g.last_error = Some((Instant::now(), why.to_string()));
+        g.last_disconnect = Some(why.to_string());
     }
 
     /// Records a failed (re)open.
@@ -183,6 +189,11 @@ impl FrameSlot {
         let g = self.lock();
         let (at, why) = g.last_error.as_ref()?;
         since.is_none_or(|s| *at >= s).then(|| why.clone())
+    }
+
+    /// The last reason the source gave for being lost.
+    pub fn last_disconnect(&self) -> Option<String> {
+        self.lock().last_disconnect.clone()
     }
 
     /// When the source last delivered a frame (`None` before the first):
@@ -341,7 +352,7 @@ mod tests {
             panic!("no frame")
         };
         assert_eq!(Some(at), delivered);
-        assert!(slot.wait_closed(Duration::from_millis(1)) == false);
+        assert!(!slot.wait_closed(Duration::from_millis(1)));
         slot.close();
         assert!(slot.wait_closed(Duration::from_millis(1)));
     }

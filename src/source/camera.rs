@@ -227,7 +227,12 @@ pub fn choose_mode(
 fn open_error(index: usize, e: &V4l2Error) -> String {
     let path = v4l2::node_path(index as u32);
     match e.source.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
+        Some(libc::ENODEV) | Some(libc::ENXIO) => format!(
+            "cannot open camera {index}: {} is gone ({e}): the camera was unplugged or its \
+             driver unloaded",
+            path.display()
+        ),
+        Some(libc::ENOENT) => {
             let present = v4l2::video_nodes();
             let list = if present.is_empty() {
                 "no /dev/video* node is present".to_string()

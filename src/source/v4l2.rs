@@ -223,7 +223,7 @@ impl Sizes {
                 step_height,
             } => {
                 let on = |v: u32, lo: u32, hi: u32, step: u32| {
-                    v >= lo && v <= hi && (v - lo) % step.max(1) == 0
+                    v >= lo && v <= hi && (v - lo).is_multiple_of(step.max(1))
                 };
                 on(width, *min_width, *max_width, *step_width)
                     && on(height, *min_height, *max_height, *step_height)
@@ -1038,18 +1038,19 @@ fn set_rate(fd: &Fd, fps: Option<f64>) -> Result<Option<Fract>, V4l2Error> {
     }
     // SAFETY: for a capture buffer type the union holds `capture`.
     let mut capture = unsafe { parm.parm.capture };
-    if let Some(fps) = fps {
-        if capture.capability & CAP_TIMEPERFRAME != 0 && fps > 0.0 {
-            // 1000/(fps*1000): keeps rates such as 7.5 exact
-            capture.timeperframe = Fract {
-                numerator: 1000,
-                denominator: (fps * 1000.0).round() as u32,
-            };
-            parm.parm.capture = capture;
-            fd.ioctl(VIDIOC_S_PARM, &mut parm, "VIDIOC_S_PARM")?;
-            // SAFETY: as above; the driver wrote back what it set.
-            capture = unsafe { parm.parm.capture };
-        }
+    if let Some(fps) = fps
+        && capture.capability & CAP_TIMEPERFRAME != 0
+        && fps > 0.0
+    {
+        // 1000/(fps*1000): keeps rates such as 7.5 exact
+        capture.timeperframe = Fract {
+            numerator: 1000,
+            denominator: (fps * 1000.0).round() as u32,
+        };
+        parm.parm.capture = capture;
+        fd.ioctl(VIDIOC_S_PARM, &mut parm, "VIDIOC_S_PARM")?;
+        // SAFETY: as above; the driver wrote back what it set.
+        capture = unsafe { parm.parm.capture };
     }
     let t = capture.timeperframe;
     Ok((t.numerator > 0 && t.denominator > 0).then_some(t))
