@@ -604,3 +604,51 @@ fn a_later_stall_does_not_repeat_an_old_reason() {
     assert!(reasons[0].contains("unplugged"), "{reasons:?}");
     assert!(reasons[1].starts_with("no frame for"), "{reasons:?}");
 }
+
+/// A source slower than the stall timeout that says so (a 4 fps camera,
+/// a slow video) is not lost between its frames.
+#[test]
+fn a_slow_source_is_not_lost_between_its_frames() {
+    struct Slow {
+        frame: Frame,
+        index: u64,
+    }
+    impl FrameSource for Slow {
+        fn describe(&self) -> String {
+            "4 fps test source".into()
+        }
+        fn open(&mut self) -> Result<(), SourceError> {
+            Ok(())
+        }
+        fn next_frame(&mut self, frame: &mut Frame) -> Result<FrameInfo, SourceError> {
+            if self.index == 6 {
+                return Err(SourceError::Ended);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            frame.clone_from(&self.frame);
+            self.index += 1;
+            Ok(FrameInfo::unlabelled(self.index - 1))
+        }
+        fn frame_period(&self) -> Option<Duration> {
+            Some(Duration::from_millis(250))
+        }
+    }
+    let (m, p, frames) = setup();
+    let src = Box::new(Slow {
+        frame: frames[0].clone(),
+        index: 0,
+    });
+    let mut events: Vec<Event> = vec![];
+    // the test configuration's stall timeout is 150 ms
+    let s = run(
+        &m,
+        &p,
+        src,
+        &config(&p),
+        &mut events,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(s.processed, 6);
+    assert_eq!(s.camera_lost, 0, "{events:#?}");
+}

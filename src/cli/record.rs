@@ -18,10 +18,11 @@ pub const MAX_WAIT_FOR_FRAME: std::time::Duration = std::time::Duration::from_se
 /// Arguments of `bvae record`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Where frames come from: camera:INDEX, images:DIR[,loop],
-    /// video:FILE.y4m[,loop] or synthetic[:seed=N,width=W,height=H,rgb=on,anomalies=off,...].
+    /// Where frames come from: camera:INDEX[,format=F,width=W,height=H,fps=R],
+    /// images:DIR[,loop], video:FILE.y4m|-[,loop][,pace=on|off][,fps=N] or
+    /// synthetic[:seed=N,width=W,height=H,rgb=on,anomalies=off,...].
     /// Frames are read as fast as the source gives them (the synthetic scene
-    /// is not paced).
+    /// and video files are not paced unless the spec asks).
     #[arg(long, short)]
     pub source: SourceSpec,
     /// Number of PNG files to write.
@@ -76,6 +77,16 @@ pub fn run(args: Args) -> Result<()> {
     let synthetic = matches!(spec, SourceSpec::Synthetic(_));
     if let SourceSpec::Synthetic(c) = &mut spec {
         c.frame_period = None;
+    }
+    // A video file is copied as fast as it decodes unless its spec asks
+    // for a pace; recording it in real time would only be slower.
+    if let SourceSpec::Video {
+        pace: pace @ crate::source::y4m::Pace::Auto,
+        fps: None,
+        ..
+    } = &mut spec
+    {
+        *pace = crate::source::y4m::Pace::Off;
     }
     if args.normal_only && !synthetic {
         bail!(

@@ -83,28 +83,112 @@ pub struct LoopArgs {
     pub threads: Option<usize>,
 }
 
-/// The TOML configuration file: the same keys as the flags (with `_`),
-/// plus `model`, `calibration` and `source`. Unknown keys are refused.
+/// The TOML configuration file of `--config`: the same keys as the flags
+/// (with `_`), plus `model`, `calibration` and `source`. Unknown keys are
+/// refused. Read it with [`FileConfig::load`] or [`FileConfig::parse`].
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
-    model: Option<PathBuf>,
-    calibration: Option<PathBuf>,
-    source: Option<String>,
-    method: Option<Method>,
-    enter_after: Option<u32>,
-    leave_after: Option<u32>,
-    freeze_frames: Option<u32>,
-    stall_timeout: Option<f64>,
-    stats_interval: Option<f64>,
-    update_interval: Option<f64>,
-    max_frames: Option<u64>,
-    duration: Option<f64>,
-    events: Option<PathBuf>,
-    headless: Option<bool>,
-    snapshots: Option<PathBuf>,
-    snapshot_budget_mb: Option<f64>,
-    threads: Option<usize>,
+pub struct FileConfig {
+    /// The encoder model.
+    pub model: Option<PathBuf>,
+    /// The calibration profile.
+    pub calibration: Option<PathBuf>,
+    /// The source, as `--source` takes it.
+    pub source: Option<String>,
+    /// `--method`.
+    pub method: Option<Method>,
+    /// `--enter-after`.
+    pub enter_after: Option<u32>,
+    /// `--leave-after`.
+    pub leave_after: Option<u32>,
+    /// `--freeze-frames`.
+    pub freeze_frames: Option<u32>,
+    /// `--stall-timeout`, seconds.
+    pub stall_timeout: Option<f64>,
+    /// `--stats-interval`, seconds.
+    pub stats_interval: Option<f64>,
+    /// `--update-interval`, seconds.
+    pub update_interval: Option<f64>,
+    /// `--max-frames`.
+    pub max_frames: Option<u64>,
+    /// `--duration`, seconds.
+    pub duration: Option<f64>,
+    /// `--events`.
+    pub events: Option<PathBuf>,
+    /// `--headless`.
+    pub headless: Option<bool>,
+    /// `--snapshots`.
+    pub snapshots: Option<PathBuf>,
+    /// `--snapshot-budget-mb`.
+    pub snapshot_budget_mb: Option<f64>,
+    /// `--threads`.
+    pub threads: Option<usize>,
+}
+
+/// Largest `--config` file accepted, in bytes.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+impl FileConfig {
+    /// Reads and checks a `--config` file (see [`FileConfig::parse`]).
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        use std::io::Read;
+        let mut bytes = vec![];
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        FileConfig::parse(&bytes, path)
+    }
+
+    /// Parses the bytes of a `--config` file (`origin` names it in
+    /// errors) and checks each value as the flag of the same name would
+    /// be: seconds finite, ≥ 0 and at most [`MAX_SECONDS`], threads 1 to
+    /// [`crate::model::MAX_THREADS`], a snapshot budget > 0, a source
+    /// `--source` accepts.
+    pub fn parse(bytes: &[u8], origin: &Path) -> Result<FileConfig> {
+        let invalid = || format!("invalid configuration {}", origin.display());
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            bail!(
+                "{}: more than {} KiB; expected a small TOML file of options",
+                invalid(),
+                MAX_CONFIG_BYTES >> 10
+            );
+        }
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not UTF-8 text ({e})", invalid()))?;
+        let c: FileConfig = toml::from_str(text).with_context(invalid)?;
+        (|| -> Result<()> {
+            for (key, v) in [
+                ("stall_timeout", c.stall_timeout),
+                ("stats_interval", c.stats_interval),
+                ("update_interval", c.update_interval),
+                ("duration", c.duration),
+            ] {
+                if let Some(v) = v {
+                    secs(&format!("`{key}`"), v)?;
+                }
+            }
+            if let Some(n) = c.threads
+                && !(1..=crate::model::MAX_THREADS).contains(&n)
+            {
+                bail!(
+                    "`threads` is {n}: expected 1 to {}",
+                    crate::model::MAX_THREADS
+                );
+            }
+            if let Some(mb) = c.snapshot_budget_mb
+                && !(mb.is_finite() && mb > 0.0)
+            {
+                bail!("`snapshot_budget_mb` must be a number of MB > 0, found {mb}");
+            }
+            if let Some(s) = &c.source {
+                s.parse::<SourceSpec>()
+                    .with_context(|| format!("`source` is {s:?}"))?;
+            }
+            Ok(())
+        })()
+        .with_context(invalid)?;
+        Ok(c)
+    }
 }
 
 /// Arguments of `bvae watch`.
@@ -115,8 +199,9 @@ pub struct Args {
     /// Calibration profile [default: NAME.calibration.json next to the model].
     #[arg(long, short)]
     pub calibration: Option<PathBuf>,
-    /// Where frames come from: camera:INDEX, images:DIR[,loop],
-    /// video:FILE.y4m[,loop] or synthetic[:seed=N,...] [or `source` in --config].
+    /// Where frames come from: camera:INDEX[,format=F,width=W,height=H,fps=R],
+    /// images:DIR[,loop], video:FILE.y4m|-[,loop][,pace=on|off][,fps=N] or
+    /// synthetic[:seed=N,...] [or `source` in --config].
     #[arg(long, short)]
     pub source: Option<String>,
     /// TOML file with any of these options (flags override it).
@@ -127,9 +212,18 @@ pub struct Args {
     pub lp: LoopArgs,
 }
 
+/// Longest time any option in seconds takes (about 31 years): longer ones
+/// would overflow the loop's clock arithmetic.
+pub const MAX_SECONDS: f64 = 1e9;
+
 fn secs(what: &str, v: f64) -> Result<Duration> {
-    if !(v.is_finite() && v >= 0.0) {
-        bail!("{what} must be a number of seconds ≥ 0, found {v}");
+    if !(v.is_finite() && (0.0..=MAX_SECONDS).contains(&v)) {
+        let found = if v.abs() >= 1e6 {
+            format!("{v:e}")
+        } else {
+            v.to_string()
+        };
+        bail!("{what} must be a number of seconds from 0 to {MAX_SECONDS:e}, found {found}");
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -249,13 +343,8 @@ pub fn print_summary(s: &Summary) {
 
 /// Runs `bvae watch`.
 pub fn run(args: Args) -> Result<()> {
-    let file: FileConfig = match &args.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read {}", p.display()))?;
-            toml::from_str(&text)
-                .with_context(|| format!("invalid configuration {}", p.display()))?
-        }
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
     let Some(model_path) = args.model.clone().or(file.model) else {
@@ -263,7 +352,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let Some(source) = args.source.clone().or(file.source) else {
         bail!(
-            "no source: pass --source (camera:0, images:DIR, video:FILE.y4m, synthetic) or set `source` in --config"
+            "no source: pass --source (camera:0, images:DIR, video:FILE.y4m, video:-, synthetic) or set `source` in --config"
         );
     };
     let calibration = match args.calibration.clone().or(file.calibration) {

@@ -44,6 +44,9 @@ const LATENCY_WINDOW: usize = 4096;
 /// thread still inside a source call then is left behind (the process is
 /// about to exit), so a stop never waits on a device.
 const CAPTURE_STOP_WAIT: Duration = Duration::from_millis(1000);
+/// Frame periods of its own a source may miss before the watchdog calls
+/// it stalled, whatever `--stall-timeout` says.
+const STALL_PERIODS: u32 = 3;
 
 /// Settings of the live loop, resolved (no option left to check).
 #[derive(Debug, Clone)]
@@ -319,6 +322,11 @@ pub fn run_with(
     };
     let maha = profile.mahalanobis()?;
     let mut pipe = Pipeline::new(model, kind, profile.fit, Some(maha))?;
+    // A source slower than the stall timeout (a 1 fps camera, a slow
+    // video) is not stalled between its frames.
+    let stall_timeout = source.frame_period().map_or(cfg.stall_timeout, |p| {
+        cfg.stall_timeout.max(p * STALL_PERIODS)
+    });
     let slot = Arc::new(FrameSlot::new());
     let capture_stop = Arc::new(AtomicBool::new(false));
     let handle = spawn_capture(source, slot.clone(), capture_stop.clone(), cfg.backoff)
@@ -348,11 +356,11 @@ pub fn run_with(
     // frame delivered after that moment means it is back.
     let mut lost_since: Option<(Instant, Instant)> = None;
     let mut next_reopen = Instant::now();
-    let mut reopen_wait = cfg.stall_timeout;
+    let mut reopen_wait = stall_timeout;
     let mut last_update = Instant::now();
     let mut last_stats = Instant::now();
     let (mut stats_published, mut stats_processed) = (0u64, 0u64);
-    let poll = (cfg.stall_timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    let poll = (stall_timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
     let ts = |start: Instant| start.elapsed().as_secs_f64();
     let mut stop_requested = false;
 
@@ -381,7 +389,7 @@ pub fn run_with(
                             frame: info.index,
                             down_s: delivered.saturating_duration_since(since).as_secs_f64(),
                         })?;
-                        reopen_wait = cfg.stall_timeout;
+                        reopen_wait = stall_timeout;
                     }
                     last_index = Some(info.index);
                     truth.frame(info.index, info.truth);
@@ -506,7 +514,7 @@ pub fn run_with(
             seen_disconnects = disconnects;
             let delivered = slot.last_delivery();
             let last_frame_at = delivered.unwrap_or(start);
-            if reported_lost || now.duration_since(last_frame_at) > cfg.stall_timeout {
+            if reported_lost || now.duration_since(last_frame_at) > stall_timeout {
                 if lost_since.is_none() {
                     lost_since = Some((if reported_lost { now } else { last_frame_at }, now));
                     lost_count += 1;
@@ -536,11 +544,9 @@ pub fn run_with(
                         slot.request_reopen();
                     }
                     next_reopen = now + reopen_wait;
-                } else if now >= next_reopen
-                    && now.duration_since(last_frame_at) > cfg.stall_timeout
-                {
+                } else if now >= next_reopen && now.duration_since(last_frame_at) > stall_timeout {
                     slot.request_reopen();
-                    reopen_wait = (reopen_wait * 2).min(cfg.backoff.max.max(cfg.stall_timeout));
+                    reopen_wait = (reopen_wait * 2).min(cfg.backoff.max.max(stall_timeout));
                     next_reopen = now + reopen_wait;
                 }
             }

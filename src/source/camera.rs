@@ -505,6 +505,11 @@ impl FrameSource for CameraSource {
         self.described.clone()
     }
 
+    fn frame_period(&self) -> Option<Duration> {
+        let fps = self.stream.as_ref()?.mode().interval?.fps();
+        (fps > 0.0).then(|| Duration::from_secs_f64(1.0 / fps))
+    }
+
     fn open(&mut self) -> Result<(), SourceError> {
         // close first: a driver lets one program stream at a time
         self.stream = None;

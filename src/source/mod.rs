@@ -76,6 +76,14 @@ pub trait FrameSource: Send {
     fn lossless(&self) -> bool {
         false
     }
+
+    /// The time between frames the source means to keep (a camera's frame
+    /// interval, a video's rate), when it has one. The watchdog waits at
+    /// least a few of these before it calls a source stalled, so a 1 fps
+    /// camera is not lost between its frames.
+    fn frame_period(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The kinds of anomaly the synthetic scene injects.

@@ -1095,6 +1095,10 @@ impl FrameSource for VideoSource {
     fn lossless(&self) -> bool {
         self.opts.pace == Pace::Off
     }
+
+    fn frame_period(&self) -> Option<Duration> {
+        VideoSource::frame_period(self)
+    }
 }
 
 #[cfg(test)]

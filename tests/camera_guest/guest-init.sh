@@ -476,6 +476,18 @@ else
     check missing_camera FAIL "exit $rc (want non-zero, not 101, no panic, stderr naming camera 7 or /dev/video7): $(oneline /tmp/f.err)"
 fi
 
+# ---------------------------------------------------------------- g. a size the camera lacks
+
+run_limited 60 "$BVAE" record --source camera:0,width=800,height=600 --frames 1 -o /tmp/g >/tmp/g.out 2>/tmp/g.err
+rc=$?
+show "bvae record camera:0,width=800,height=600 stderr" /tmp/g.err
+if [ $rc -ne 0 ] && [ $rc -ne 101 ] && grep -q 'does not offer 800x600' /tmp/g.err &&
+    grep -q 'format=yuyv (YUYV):' /tmp/g.err && grep -q 'try --source camera:0,format=' /tmp/g.err; then
+    check size_not_offered PASS "exit $rc, lists the modes and what to type"
+else
+    check size_not_offered FAIL "exit $rc (want non-zero, the offered modes and a --source to try): $(oneline /tmp/g.err)"
+fi
+
 # ---------------------------------------------------------------- reference frame
 
 # One RGB24 frame straight from the driver (no bvae): the host checks it

@@ -42,7 +42,7 @@ if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 fi
 bvae_bin=$1
 if [ ! -x "$bvae_bin" ]; then
-    echo "error: $bvae_bin is not an executable (build it: cargo build --release)" >&2
+    echo "error: $bvae_bin is not an executable (build it: cargo build, or cargo build --release)" >&2
     exit 2
 fi
 bvae_bin=$(cd "$(dirname "$bvae_bin")" && pwd)/$(basename "$bvae_bin")
@@ -159,6 +159,8 @@ add_program() {
 }
 add_program "$(command -v v4l2-ctl)" /bin/v4l2-ctl
 add_program "$bvae_bin" /bin/bvae
+# A test build carries debug info: keep it out of the guest's memory.
+if command -v strip >/dev/null; then strip "$root/bin/bvae" 2>/dev/null || true; fi
 # The dynamic loader is named in the binaries as /lib64/ld-linux-x86-64.so.2
 if [ ! -e "$root/lib64/ld-linux-x86-64.so.2" ] && [ -e /lib64/ld-linux-x86-64.so.2 ]; then
     mkdir -p "$root/lib64"
