@@ -16,14 +16,16 @@
 # busybox-static v4l-utils kmod cpio). Ends with "N passed, M failed" and
 # exits 1 if a check failed or the guest never finished.
 #
-# A run takes 2-3.5 minutes on 2 cores: the boot ~5 s, the 300-frame
+# A run takes 2-4 minutes on 2 cores: the boot ~5 s, the 200-frame
 # watch 100-170 s (the emulated CPU runs the model at 2-3 frames/s; less
 # when the host is busy), the rest ~30 s.
 #
 # Environment: CAMERA_GUEST_TIMEOUT (seconds for the whole guest, default
-# 600), CAMERA_GUEST_WATCH_LIMIT (seconds for the 300-frame watch, default
-# 300), CAMERA_GUEST_WATCH_SOURCE (its source, default camera:0),
-# CAMERA_GUEST_CPU (qemu -cpu; by default qemu's own model, which has no
+# 720), CAMERA_GUEST_WATCH_FRAMES (frames the watch check processes,
+# default 200), CAMERA_GUEST_WATCH_LIMIT (seconds for it, default 420; the
+# emulated CPU runs the model at 1-3 frames/s, less on a busy host),
+# CAMERA_GUEST_WATCH_SOURCE (its source, default camera:0),
+# CAMERA_GUEST_CPU (qemu -cpu, default max; an empty value gives qemu's own model, which has no
 # AVX, so bvae takes its non-AVX code paths; "max" gives AVX2 under TCG and
 # made the watch ~20% faster here),
 # CAMERA_GUEST_VERBOSE=1 (print the guest's console even when all passed).
@@ -172,8 +174,8 @@ cp "$here/guest-init.sh" "$root/init"
 chmod 755 "$root/init"
 {
     echo "WATCH_SOURCE='${CAMERA_GUEST_WATCH_SOURCE:-camera:0}'"
-    echo "WATCH_FRAMES=300"
-    echo "WATCH_LIMIT=${CAMERA_GUEST_WATCH_LIMIT:-300}"
+    echo "WATCH_FRAMES=${CAMERA_GUEST_WATCH_FRAMES:-200}"
+    echo "WATCH_LIMIT=${CAMERA_GUEST_WATCH_LIMIT:-420}"
 } >"$root/etc/camera_guest.conf"
 
 initrd=$workdir/initramfs.cpio.gz
@@ -184,9 +186,9 @@ rm -rf "$root"
 # ------------------------------------------------------------ boot
 
 log=$workdir/console.log
-limit=${CAMERA_GUEST_TIMEOUT:-600}
+limit=${CAMERA_GUEST_TIMEOUT:-720}
 cpu_args=()
-[ -n "${CAMERA_GUEST_CPU:-}" ] && cpu_args=(-cpu "$CAMERA_GUEST_CPU")
+[ -n "${CAMERA_GUEST_CPU-max}" ] && cpu_args=(-cpu "${CAMERA_GUEST_CPU-max}")
 t_boot=$(date +%s.%N)
 echo "booting the guest (qemu TCG, 2 CPUs, 1536 MB; up to $limit s; console: $log) ..."
 set +e
