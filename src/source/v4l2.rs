@@ -486,6 +486,15 @@ const VIDIOC_S_PARM: u32 = ioc(READ | WRITE, 22, std::mem::size_of::<StreamParm>
 const VIDIOC_ENUM_FRAMESIZES: u32 = ioc(READ | WRITE, 74, std::mem::size_of::<FrmSizeEnum>());
 const VIDIOC_ENUM_FRAMEINTERVALS: u32 = ioc(READ | WRITE, 75, std::mem::size_of::<FrmIvalEnum>());
 
+/// A capture buffer descriptor for memory-mapped buffer `index`.
+fn mmap_buffer(index: u32) -> Buffer {
+    let mut b: Buffer = zeroed();
+    b.index = index;
+    b.type_ = BUF_TYPE_VIDEO_CAPTURE;
+    b.memory = MEMORY_MMAP;
+    b
+}
+
 /// A zeroed kernel structure.
 fn zeroed<T>() -> T {
     // SAFETY: only used for the plain-data `repr(C)` structures above, for
@@ -526,6 +535,14 @@ impl V4l2Error {
         V4l2Error {
             what: what.into(),
             source: io::Error::last_os_error(),
+        }
+    }
+
+    /// An answer from the driver that makes no sense (`what` gave it).
+    fn odd(what: &str, why: String) -> V4l2Error {
+        V4l2Error {
+            what: what.into(),
+            source: io::Error::other(why),
         }
     }
 
@@ -879,29 +896,26 @@ impl Stream {
         req.memory = MEMORY_MMAP;
         self.fd.ioctl(VIDIOC_REQBUFS, &mut req, "VIDIOC_REQBUFS")?;
         if req.count == 0 || req.count > MAX_BUFFERS {
-            return Err(V4l2Error {
-                what: "VIDIOC_REQBUFS".into(),
-                source: io::Error::other(format!(
+            return Err(V4l2Error::odd(
+                "VIDIOC_REQBUFS",
+                format!(
                     "the driver gave {} buffers: expected 1 to {MAX_BUFFERS}",
                     req.count
-                )),
-            });
+                ),
+            ));
         }
         for index in 0..req.count {
-            let mut b: Buffer = zeroed();
-            b.index = index;
-            b.type_ = BUF_TYPE_VIDEO_CAPTURE;
-            b.memory = MEMORY_MMAP;
+            let mut b = mmap_buffer(index);
             self.fd.ioctl(VIDIOC_QUERYBUF, &mut b, "VIDIOC_QUERYBUF")?;
             if b.length == 0 || b.length > MAX_BUFFER_BYTES {
-                return Err(V4l2Error {
-                    what: "VIDIOC_QUERYBUF".into(),
-                    source: io::Error::other(format!(
+                return Err(V4l2Error::odd(
+                    "VIDIOC_QUERYBUF",
+                    format!(
                         "the driver offers a buffer of {} bytes: expected 1 to {} MiB",
                         b.length,
                         MAX_BUFFER_BYTES >> 20
-                    )),
-                });
+                    ),
+                ));
             }
             // SAFETY: for MMAP buffers the union holds `offset`.
             let offset = unsafe { b.m.offset };
@@ -929,10 +943,7 @@ impl Stream {
     }
 
     fn queue(&self, index: u32) -> Result<(), V4l2Error> {
-        let mut b: Buffer = zeroed();
-        b.index = index;
-        b.type_ = BUF_TYPE_VIDEO_CAPTURE;
-        b.memory = MEMORY_MMAP;
+        let mut b = mmap_buffer(index);
         self.fd.ioctl(VIDIOC_QBUF, &mut b, "VIDIOC_QBUF")
     }
 
@@ -973,26 +984,24 @@ impl Stream {
         if r == 0 {
             return Ok(Wait::Timeout);
         }
-        let mut b: Buffer = zeroed();
-        b.type_ = BUF_TYPE_VIDEO_CAPTURE;
-        b.memory = MEMORY_MMAP;
+        let mut b = mmap_buffer(0);
         if let Err(e) = self.fd.ioctl(VIDIOC_DQBUF, &mut b, "VIDIOC_DQBUF") {
             if e.is_fatal() {
                 return Err(e);
             }
             if pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
-                return Err(V4l2Error {
-                    what: "poll".into(),
-                    source: io::Error::other("the device reported an error"),
-                });
+                return Err(V4l2Error::odd(
+                    "poll",
+                    "the device reported an error".to_string(),
+                ));
             }
             return Ok(Wait::Timeout);
         }
         let Some(buf) = self.buffers.get(b.index as usize) else {
-            return Err(V4l2Error {
-                what: "VIDIOC_DQBUF".into(),
-                source: io::Error::other(format!("the driver returned buffer {}", b.index)),
-            });
+            return Err(V4l2Error::odd(
+                "VIDIOC_DQBUF",
+                format!("the driver returned buffer {}", b.index),
+            ));
         };
         let damaged = b.flags & BUF_FLAG_ERROR != 0;
         let used = (b.bytesused as usize).min(buf.len);
