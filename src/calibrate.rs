@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProfileError;
 use crate::imageio::write_atomic;
+use crate::meta::MAX_LATENT_DIM;
 use crate::model::{Model, PlanKind};
 use crate::pipeline::Pipeline;
 use crate::preprocess::Fit;
@@ -33,6 +34,15 @@ pub const PROFILE_FORMAT: u32 = 1;
 pub const MIN_FRAMES: usize = 20;
 /// Most normal frames used to make synthetic anomalies.
 const MAX_PROBES: usize = 300;
+/// Largest calibration profile file accepted, in bytes. A profile for
+/// [`MAX_LATENT_DIM`] latents, whose covariance is a million numbers, is
+/// about 36 MB.
+pub const MAX_PROFILE_BYTES: u64 = 64 << 20;
+/// Most quantiles one score's summary may hold (calibration writes
+/// [`crate::stats::SUMMARY_QUANTILES`]).
+pub const MAX_PROFILE_QUANTILES: usize = 64;
+/// Most warnings a profile may hold.
+pub const MAX_PROFILE_WARNINGS: usize = 256;
 
 /// Per-score calibration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,12 +122,38 @@ impl Profile {
 
     /// Loads a profile and checks that it was made for `model`.
     pub fn load(path: &Path, model: &Model) -> Result<Profile, ProfileError> {
+        use std::io::Read;
         let unreadable = |detail: String| ProfileError::Unreadable {
             path: path.to_path_buf(),
             detail,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
-        let p: Profile = serde_json::from_str(&text)
+        let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+        // One byte more than the limit tells a file that is too large.
+        let mut bytes = vec![];
+        file.take(MAX_PROFILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| unreadable(e.to_string()))?;
+        Profile::from_bytes(&bytes, path, model)
+    }
+
+    /// Parses the bytes of a profile file read from `path` (which names it
+    /// in errors) and checks that it was made for `model` and that its
+    /// sizes match the model's.
+    pub fn from_bytes(bytes: &[u8], path: &Path, model: &Model) -> Result<Profile, ProfileError> {
+        let unreadable = |detail: String| ProfileError::Unreadable {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if bytes.len() as u64 > MAX_PROFILE_BYTES {
+            return Err(unreadable(format!(
+                "more than {} MiB; expected a profile written by `bvae calibrate` (a few kB to \
+                 tens of MB)",
+                MAX_PROFILE_BYTES >> 20
+            )));
+        }
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| unreadable(format!("not a bvae profile: not UTF-8 text ({e})")))?;
+        let p: Profile = serde_json::from_str(text)
             .map_err(|e| unreadable(format!("not a bvae profile: {e}")))?;
         let invalid = |detail: String| ProfileError::Invalid {
             path: path.to_path_buf(),
@@ -137,23 +173,104 @@ impl Profile {
                 found: model.sha256().to_string(),
             });
         }
-        let z = model.spec().latent_dim;
-        let g = &p.latent.gaussian;
-        if g.mean.len() != z || g.cov.len() != z * z || p.latent.std.len() != z {
-            return Err(invalid(format!(
-                "latent statistics are not for {z} latents"
-            )));
-        }
+        p.check_sizes(model.spec().latent_dim).map_err(invalid)?;
         if !p.threshold.is_finite() || !p.scores.contains_key(&p.method) {
             return Err(invalid(format!(
                 "no finite threshold for the default method {}",
                 p.method
             )));
         }
-        if let Err(e) = Mahalanobis::new(g) {
+        if let Err(e) = Mahalanobis::new(&p.latent.gaussian) {
             return Err(invalid(format!("latent covariance unusable: {e}")));
         }
         Ok(p)
+    }
+
+    /// Checks every array of the profile against the model's `z` latents
+    /// and the format's bounds, and that the numbers are finite; says what
+    /// is wrong and what to do.
+    fn check_sizes(&self, z: usize) -> Result<(), String> {
+        let again = "run `bvae calibrate` again for this model";
+        if z > MAX_LATENT_DIM {
+            return Err(format!(
+                "the model has {z} latents; expected at most {MAX_LATENT_DIM}"
+            ));
+        }
+        let l = &self.latent;
+        let g = &l.gaussian;
+        for (name, len, want) in [
+            ("latent.gaussian.mean", g.mean.len(), z),
+            ("latent.gaussian.cov", g.cov.len(), z * z),
+            ("latent.std", l.std.len(), z),
+            ("latent.p01", l.p01.len(), z),
+            ("latent.p99", l.p99.len(), z),
+        ] {
+            if len != want {
+                return Err(format!(
+                    "latent statistics are not for {z} latents: `{name}` has {len} entries, \
+                     expected {want}; {again}"
+                ));
+            }
+        }
+        for (name, v) in [
+            ("latent.gaussian.mean", &g.mean),
+            ("latent.gaussian.cov", &g.cov),
+            ("latent.std", &l.std),
+            ("latent.p01", &l.p01),
+            ("latent.p99", &l.p99),
+        ] {
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(format!(
+                    "`{name}` entry {i} is {}: expected a finite number; {again}",
+                    v[i]
+                ));
+            }
+        }
+        if let Some(i) = l.std.iter().position(|&s| s < 0.0) {
+            return Err(format!(
+                "`latent.std` entry {i} is {}: expected a standard deviation ≥ 0; {again}",
+                l.std[i]
+            ));
+        }
+        if !(0.0..=1.0).contains(&g.shrinkage) {
+            return Err(format!(
+                "`latent.gaussian.shrinkage` is {}: expected 0 to 1; {again}",
+                g.shrinkage
+            ));
+        }
+        for (m, c) in &self.scores {
+            let q = &c.normal.quantiles;
+            if q.len() > MAX_PROFILE_QUANTILES {
+                return Err(format!(
+                    "score {m} has {} quantiles: expected at most {MAX_PROFILE_QUANTILES}; {again}",
+                    q.len()
+                ));
+            }
+            let n = &c.normal;
+            let finite = [
+                n.mean,
+                n.std,
+                n.min,
+                n.max,
+                c.threshold,
+                c.synthetic_detection,
+            ]
+            .iter()
+            .chain(q.iter().flat_map(|(a, b)| [a, b]))
+            .all(|v| v.is_finite());
+            if !finite {
+                return Err(format!(
+                    "score {m}: its statistics or threshold are not finite numbers; {again}"
+                ));
+            }
+        }
+        if self.warnings.len() > MAX_PROFILE_WARNINGS {
+            return Err(format!(
+                "{} warnings: expected at most {MAX_PROFILE_WARNINGS}; {again}",
+                self.warnings.len()
+            ));
+        }
+        Ok(())
     }
 }
 

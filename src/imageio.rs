@@ -19,8 +19,22 @@ pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 /// Reads a PNG or JPEG file as a gray frame (gray files) or an RGB frame
 /// (everything else; alpha is dropped).
 pub fn load_image(path: &Path) -> Result<Frame> {
-    let reader = ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
+    let reader =
+        ImageReader::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
+    decode_reader(reader, path)
+}
+
+/// Decodes the bytes of a PNG or JPEG file, as [`load_image`] does a file
+/// (`name` names it in errors), with the same limits.
+pub fn decode_image(bytes: &[u8], name: &Path) -> Result<Frame> {
+    decode_reader(ImageReader::new(std::io::Cursor::new(bytes)), name)
+}
+
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    path: &Path,
+) -> Result<Frame> {
+    let reader = reader
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?;
     if reader.format().is_none() {

@@ -9,6 +9,66 @@ use serde::{Deserialize, Serialize};
 /// Prefix of every metadata key this runtime reads.
 pub const META_PREFIX: &str = "bvae.";
 
+/// Most latents a model may have (the width of its `mu` output, or
+/// `bvae.latent_dim`). A calibration profile holds a Z×Z covariance: at
+/// this bound that is a million numbers (about 35 MB of JSON), and a
+/// β-VAE meant for a small board has tens of latents.
+pub const MAX_LATENT_DIM: usize = 1024;
+
+/// Longest metadata value quoted in an error message.
+const QUOTE_CHARS: usize = 80;
+
+/// `value` for an error message: cut after [`QUOTE_CHARS`] characters.
+fn quote(value: &str) -> String {
+    match value.char_indices().nth(QUOTE_CHARS) {
+        Some((end, _)) => format!("{:?}… ({} bytes)", &value[..end], value.len()),
+        None => format!("{value:?}"),
+    }
+}
+
+/// Parses a JSON array of at most `max` entries, refusing a longer one
+/// while reading it (before it is allocated).
+pub fn parse_bounded_json_array<T: serde::de::DeserializeOwned>(
+    text: &str,
+    max: usize,
+) -> Result<Vec<T>, String> {
+    use serde::de::{DeserializeSeed, Error, SeqAccess, Visitor};
+    use std::marker::PhantomData;
+
+    struct Bounded<T>(usize, PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a JSON array of at most {} entries", self.0)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.0));
+            while let Some(x) = seq.next_element()? {
+                if out.len() == self.0 {
+                    return Err(A::Error::custom(format!(
+                        "more than {} entries (at most one per latent)",
+                        self.0
+                    )));
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Bounded<T> {
+        type Value = Vec<T>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = Bounded(max, PhantomData)
+        .deserialize(&mut de)
+        .map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
 /// Likelihood of the decoder, which decides the reconstruction score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,6 +132,9 @@ pub struct RawMeta {
     pub capacity_max: Option<f32>,
     /// `bvae.latent_kl`: mean KL (nats) per latent on the training data.
     pub latent_kl: Option<Vec<f32>>,
+    /// `bvae.latent_names`: the generative factor each latent follows
+    /// (`""` where none).
+    pub latent_names: Option<Vec<String>>,
     /// `bvae.dataset`.
     pub dataset: Option<String>,
     /// `bvae.steps`.
@@ -91,10 +154,26 @@ fn parse_num<T: std::str::FromStr>(
         Ok(v) => Some(v),
         Err(_) => {
             problems.push(format!(
-                "metadata `{key}`: expected a number, found {value:?}"
+                "metadata `{key}`: expected a number, found {}",
+                quote(value)
             ));
             None
         }
+    }
+}
+
+/// A metadata number that must be finite (β, γ, C_max).
+fn parse_finite(key: &str, value: &str, problems: &mut Vec<String>) -> Option<f32> {
+    match parse_num::<f32>(key, value, problems) {
+        Some(v) if v.is_finite() => Some(v),
+        Some(_) => {
+            problems.push(format!(
+                "metadata `{key}`: expected a finite number, found {}",
+                quote(value)
+            ));
+            None
+        }
+        None => None,
     }
 }
 
@@ -113,9 +192,9 @@ impl RawMeta {
                 "bvae.channels" => m.channels = parse_num(key, value, problems),
                 "bvae.height" => m.height = parse_num(key, value, problems),
                 "bvae.width" => m.width = parse_num(key, value, problems),
-                "bvae.beta" => m.beta = parse_num(key, value, problems),
-                "bvae.gamma" => m.gamma = parse_num(key, value, problems),
-                "bvae.capacity_max" => m.capacity_max = parse_num(key, value, problems),
+                "bvae.beta" => m.beta = parse_finite(key, value, problems),
+                "bvae.gamma" => m.gamma = parse_finite(key, value, problems),
+                "bvae.capacity_max" => m.capacity_max = parse_finite(key, value, problems),
                 "bvae.steps" => m.steps = parse_num(key, value, problems),
                 "bvae.seed" => m.seed = parse_num(key, value, problems),
                 "bvae.dataset" => m.dataset = Some(value.to_string()),
@@ -123,22 +202,43 @@ impl RawMeta {
                     "bernoulli" => m.likelihood = Some(Likelihood::Bernoulli),
                     "gaussian" => m.likelihood = Some(Likelihood::Gaussian),
                     other => problems.push(format!(
-                        "metadata `bvae.likelihood`: expected \"bernoulli\" or \"gaussian\", found {other:?}"
+                        "metadata `bvae.likelihood`: expected \"bernoulli\" or \"gaussian\", found {}",
+                        quote(other)
                     )),
                 },
                 "bvae.objective" => match value.trim() {
                     "beta" => m.objective = Some(Objective::Beta),
                     "capacity" => m.objective = Some(Objective::Capacity),
                     other => problems.push(format!(
-                        "metadata `bvae.objective`: expected \"beta\" or \"capacity\", found {other:?}"
+                        "metadata `bvae.objective`: expected \"beta\" or \"capacity\", found {}",
+                        quote(other)
                     )),
                 },
-                "bvae.latent_kl" => match serde_json::from_str::<Vec<f32>>(value) {
-                    Ok(v) => m.latent_kl = Some(v),
-                    Err(e) => problems.push(format!(
-                        "metadata `bvae.latent_kl`: expected a JSON array of numbers, found {value:?} ({e})"
-                    )),
-                },
+                "bvae.latent_kl" => {
+                    match parse_bounded_json_array::<f32>(value, MAX_LATENT_DIM) {
+                        Ok(v) if v.iter().all(|k| k.is_finite()) => m.latent_kl = Some(v),
+                        Ok(_) => problems.push(format!(
+                            "metadata `bvae.latent_kl`: expected finite numbers (nats per latent), \
+                             found {}",
+                            quote(value)
+                        )),
+                        Err(e) => problems.push(format!(
+                            "metadata `bvae.latent_kl`: expected a JSON array of at most \
+                             {MAX_LATENT_DIM} numbers (nats per latent), found {} ({e})",
+                            quote(value)
+                        )),
+                    }
+                }
+                "bvae.latent_names" => {
+                    match parse_bounded_json_array::<String>(value, MAX_LATENT_DIM) {
+                        Ok(v) => m.latent_names = Some(v),
+                        Err(e) => problems.push(format!(
+                            "metadata `bvae.latent_names`: expected a JSON array of at most \
+                             {MAX_LATENT_DIM} strings (one per latent, \"\" where none), found {} ({e})",
+                            quote(value)
+                        )),
+                    }
+                }
                 _ => {
                     m.other.insert(key.to_string(), value.to_string());
                 }
@@ -223,5 +323,41 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("bvae.height"));
         assert!(problems[1].contains("bvae.objective"));
+    }
+
+    #[test]
+    fn json_arrays_are_bounded_while_read() {
+        assert_eq!(
+            parse_bounded_json_array::<f32>("[1, 2.5]", 2),
+            Ok(vec![1.0, 2.5])
+        );
+        let e = parse_bounded_json_array::<f32>("[1, 2, 3]", 2).unwrap_err();
+        assert!(e.contains("more than 2 entries"), "{e}");
+        assert!(parse_bounded_json_array::<f32>("[1] trailing", 2).is_err());
+        assert!(parse_bounded_json_array::<String>("{}", 2).is_err());
+        let mut problems = vec![];
+        let long = format!("[{}]", ["1e40"; 3].join(","));
+        let m = RawMeta::from_pairs(
+            [
+                ("bvae.latent_kl", long.as_str()),
+                ("bvae.latent_names", r#"["x", ""]"#),
+            ],
+            &mut problems,
+        );
+        // 1e40 overflows f32 to infinity: refused as not finite
+        assert_eq!(m.latent_kl, None);
+        assert!(problems[0].contains("finite"), "{problems:?}");
+        assert_eq!(m.latent_names, Some(vec!["x".to_string(), String::new()]));
+        let mut problems = vec![];
+        let m = RawMeta::from_pairs([("bvae.beta", "NaN"), ("bvae.gamma", "inf")], &mut problems);
+        assert_eq!((m.beta, m.gamma), (None, None));
+        assert!(
+            problems.iter().all(|p| p.contains("finite")),
+            "{problems:?}"
+        );
+        let huge = "x".repeat(10_000);
+        let mut problems = vec![];
+        RawMeta::from_pairs([("bvae.height", huge.as_str())], &mut problems);
+        assert!(problems[0].len() < 300, "{}", problems[0]);
     }
 }

@@ -37,6 +37,22 @@ pub const INPUT_Z: &str = "z";
 /// Largest model file accepted (protobuf itself cannot exceed 2 GiB).
 const MAX_MODEL_BYTES: u64 = 2 << 30;
 
+/// Largest input height or width accepted, in pixels.
+pub const MAX_INPUT_SIDE: usize = 4096;
+/// Largest input image accepted: C·H·W float32 values, in bytes (64 MiB:
+/// a 4096×4096 gray or a 2048×2048 RGB input).
+pub const MAX_INPUT_BYTES: usize = 64 << 20;
+/// Largest batch input a plan allocates (batch · C·H·W float32), in bytes.
+pub const MAX_BATCH_INPUT_BYTES: usize = 1 << 30;
+/// Largest single tensor accepted: a weight stored in the file, or an
+/// intermediate value the graph computes for one image, in bytes.
+pub const MAX_TENSOR_BYTES: usize = 1 << 30;
+/// Largest sum of the weights (initializers and constants) of one file, in bytes.
+pub const MAX_WEIGHT_BYTES: u64 = 2 << 30;
+/// Most inference threads [`set_threads`] starts.
+pub const MAX_THREADS: usize = 256;
+pub use crate::meta::MAX_LATENT_DIM;
+
 /// Which outputs a plan computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanKind {
@@ -121,7 +137,9 @@ fn port_of(v: &pb::ValueInfoProto) -> Port {
                 .iter()
                 .map(|d| match &d.value {
                     Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) if *n > 0 => {
-                        Dim::Fixed(*n as usize)
+                        // Saturates on 32-bit targets: a size that does not
+                        // fit is refused by the bounds, not wrapped.
+                        Dim::Fixed(usize::try_from(*n).unwrap_or(usize::MAX))
                     }
                     Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) => {
                         Dim::Dynamic(p.clone())
@@ -145,7 +163,194 @@ struct ParsedFile {
     inputs: Vec<Port>,
     outputs: Vec<Port>,
     meta: RawMeta,
-    meta_problems: Vec<String>,
+    /// Malformed metadata and tensors whose sizes are refused.
+    problems: Vec<String>,
+}
+
+/// Bytes of one element of an ONNX tensor data type; `None` for strings
+/// and unknown codes.
+fn elem_bytes(code: i32) -> Option<u64> {
+    Some(match code {
+        2 | 3 | 9 => 1,        // uint8, int8, bool
+        4 | 5 | 10 | 16 => 2,  // uint16, int16, float16, bfloat16
+        1 | 6 | 12 => 4,       // float, int32, uint32
+        7 | 11 | 13 | 14 => 8, // int64, double, uint64, complex64
+        15 => 16,              // complex128
+        _ => return None,
+    })
+}
+
+/// ONNX `TensorProto.DataLocation.EXTERNAL`.
+const DATA_LOCATION_EXTERNAL: i32 = 1;
+/// ONNX `TensorProto.DataType.STRING`.
+const DATA_TYPE_STRING: i32 = 8;
+
+/// Every tensor stored in a graph (initializers, and tensors in node
+/// attributes such as `Constant`), sub-graphs included, with where it sits.
+fn stored_tensors<'a>(graph: &'a pb::GraphProto, out: &mut Vec<(&'a pb::TensorProto, String)>) {
+    for t in &graph.initializer {
+        out.push((t, format!("initializer `{}`", t.name)));
+    }
+    for n in &graph.node {
+        for a in &n.attribute {
+            let at = || format!("attribute `{}` of node `{}`", a.name, n.name);
+            if let Some(t) = &a.t {
+                out.push((t, at()));
+            }
+            for t in &a.tensors {
+                out.push((t, at()));
+            }
+            // prost refuses nesting deeper than its recursion limit, so
+            // this recursion is bounded.
+            if let Some(g) = &a.g {
+                stored_tensors(g, out);
+            }
+            for g in &a.graphs {
+                stored_tensors(g, out);
+            }
+        }
+    }
+}
+
+fn external_key<'a>(t: &'a pb::TensorProto, key: &str) -> Option<&'a str> {
+    t.external_data
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| kv.value.as_str())
+}
+
+/// Whether `loc` names a file inside the model's folder (no absolute path,
+/// no `..`), as the ONNX external data format requires.
+fn is_relative_inside(loc: &str) -> bool {
+    !loc.is_empty()
+        && Path::new(loc).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+}
+
+/// Checks the sizes one stored tensor declares against the bytes it holds
+/// (inline, or in its external data file of `external` bytes), before
+/// anything allocates them. Returns the bytes the tensor will occupy.
+fn check_tensor(
+    t: &pb::TensorProto,
+    at: &str,
+    external: &std::collections::HashMap<&str, u64>,
+    problems: &mut Vec<String>,
+) -> u64 {
+    let dtype = onnx_type_name(t.data_type);
+    if let Some(d) = t.dims.iter().find(|&&d| d < 0) {
+        problems.push(format!(
+            "{at}: dimension {d} in its shape {:?}; expected sizes ≥ 0",
+            t.dims
+        ));
+        return 0;
+    }
+    let elems = t
+        .dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    let bytes = match (elems, elem_bytes(t.data_type)) {
+        (Some(n), Some(b)) => n.checked_mul(b),
+        (Some(_), None) => Some(0),
+        (None, _) => None,
+    };
+    let Some(bytes) = bytes.filter(|&b| b <= MAX_TENSOR_BYTES as u64) else {
+        problems.push(format!(
+            "{at}: shape {:?} of {dtype} is more than {} MiB; expected at most that per tensor",
+            t.dims,
+            MAX_TENSOR_BYTES >> 20
+        ));
+        return 0;
+    };
+    let is_external = t.data_location == Some(DATA_LOCATION_EXTERNAL);
+    if t.data_type == DATA_TYPE_STRING && (!t.raw_data.is_empty() || is_external) {
+        problems.push(format!(
+            "{at}: a string tensor stored as raw bytes; expected its strings in `string_data`"
+        ));
+        return 0;
+    }
+    if !t.raw_data.is_empty() {
+        if t.raw_data.len() as u64 != bytes {
+            problems.push(format!(
+                "{at}: shape {:?} of {dtype} needs {bytes} bytes, but it holds {} bytes of raw data; \
+                 the file is corrupt or was written by a broken exporter",
+                t.dims,
+                t.raw_data.len()
+            ));
+        }
+        return bytes;
+    }
+    if !is_external {
+        return bytes;
+    }
+    // Its location was checked (and the file measured) by `read_onnx`.
+    let Some(loc) = external_key(t, "location") else {
+        problems.push(format!(
+            "{at}: its data is external but it names no `location`; expected the file name of \
+             its weights (NAME.onnx.data)"
+        ));
+        return 0;
+    };
+    let Some(&file_len) = external.get(loc) else {
+        return 0;
+    };
+    let number = |key: &str| -> Result<Option<u64>, String> {
+        match external_key(t, key) {
+            None => Ok(None),
+            Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
+                format!("{at}: external data `{key}` is {v:?}; expected a byte count ≥ 0")
+            }),
+        }
+    };
+    let (offset, length) = match (number("offset"), number("length")) {
+        (Ok(o), Ok(l)) => (o.unwrap_or(0), l),
+        (Err(e), _) | (_, Err(e)) => {
+            problems.push(e);
+            return 0;
+        }
+    };
+    let Some(rest) = file_len.checked_sub(offset) else {
+        problems.push(format!(
+            "{at}: its data starts at byte {offset} of {loc}, which has only {file_len} bytes; \
+             expected the {loc} written together with this model"
+        ));
+        return 0;
+    };
+    let length = length.unwrap_or(rest);
+    if length > rest {
+        problems.push(format!(
+            "{at}: its data is bytes {offset}..{} of {loc}, which has only {file_len} bytes; \
+             expected the {loc} written together with this model",
+            offset.saturating_add(length)
+        ));
+        return 0;
+    }
+    if length != bytes && elem_bytes(t.data_type).is_some() {
+        problems.push(format!(
+            "{at}: shape {:?} of {dtype} needs {bytes} bytes, but its external data in {loc} is \
+             {length} bytes long",
+            t.dims
+        ));
+    }
+    bytes
+}
+
+/// Hashes `len` bytes of the file at `p` in chunks (a large weight file
+/// is never held in memory whole).
+fn hash_file(hasher: &mut Sha256, p: &Path, len: u64) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p)?.take(len);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 fn read_onnx(path: &Path) -> Result<ParsedFile, ModelError> {
@@ -161,10 +366,35 @@ fn read_onnx(path: &Path) -> Result<ParsedFile, ModelError> {
         });
     }
     let bytes = std::fs::read(path).map_err(io)?;
+    parse_onnx(&bytes, path, &model_dir(path))
+}
+
+/// The folder of a model file, where its external weight files sit.
+fn model_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Parses the bytes of an ONNX file read from `path`, whose external
+/// weight files (if any) sit in `dir`: the protobuf, its ports and
+/// metadata, and every stored tensor's declared size against the bytes
+/// it holds.
+fn parse_onnx(bytes: &[u8], path: &Path, dir: &Path) -> Result<ParsedFile, ModelError> {
     if bytes.is_empty() {
         return Err(ModelError::NotOnnx {
             path: path.to_path_buf(),
             detail: "the file is empty".into(),
+        });
+    }
+    if bytes.len() as u64 > MAX_MODEL_BYTES {
+        return Err(ModelError::NotOnnx {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{} bytes is larger than the 2 GiB an ONNX protobuf can hold",
+                bytes.len()
+            ),
         });
     }
     let proto = onnx()
@@ -185,31 +415,61 @@ fn read_onnx(path: &Path) -> Result<ParsedFile, ModelError> {
             detail: "its graph has no nodes".into(),
         });
     }
+    let mut problems = vec![];
+    let mut tensors = vec![];
+    stored_tensors(graph, &mut tensors);
+
     let mut hasher = Sha256::new();
-    hasher.update(&bytes);
+    hasher.update(bytes);
     // Weights stored next to the model (torch's dynamo exporter with
     // external data) are part of the model's identity too.
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut external: Vec<String> = graph
-        .initializer
+    let mut external: Vec<&str> = tensors
         .iter()
-        .flat_map(|t| t.external_data.iter())
-        .filter(|kv| kv.key == "location")
-        .map(|kv| kv.value.clone())
+        .filter_map(|(t, _)| external_key(t, "location"))
         .collect();
     external.sort();
     external.dedup();
-    for loc in &external {
+    let mut external_len = std::collections::HashMap::new();
+    for loc in external {
+        if !is_relative_inside(loc) {
+            problems.push(format!(
+                "external data location {loc:?}: expected a file name relative to the model's \
+                 folder (no absolute path, no `..`)"
+            ));
+            continue;
+        }
         let p = dir.join(loc);
-        let data = std::fs::read(&p).map_err(|source| ModelError::MissingWeights {
+        let missing = |source| ModelError::MissingWeights {
             model: path.to_path_buf(),
             data: p.clone(),
             source,
-        })?;
+        };
+        let meta = std::fs::metadata(&p).map_err(missing)?;
+        if !meta.is_file() {
+            problems.push(format!(
+                "external data location {loc:?}: {} is not a regular file; expected the weight \
+                 file written together with this model",
+                p.display()
+            ));
+            continue;
+        }
         hasher.update(loc.as_bytes());
-        hasher.update(&data);
+        hash_file(&mut hasher, &p, meta.len()).map_err(missing)?;
+        external_len.insert(loc, meta.len());
     }
     let sha256 = hex(&hasher.finalize());
+
+    let mut total = 0u64;
+    for (t, at) in &tensors {
+        total = total.saturating_add(check_tensor(t, at, &external_len, &mut problems));
+    }
+    if total > MAX_WEIGHT_BYTES {
+        problems.push(format!(
+            "the stored tensors add up to {} MiB; expected at most {} MiB of weights",
+            total >> 20,
+            MAX_WEIGHT_BYTES >> 20
+        ));
+    }
 
     let initializers: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
@@ -220,13 +480,12 @@ fn read_onnx(path: &Path) -> Result<ParsedFile, ModelError> {
         .map(port_of)
         .collect();
     let outputs = graph.output.iter().map(port_of).collect();
-    let mut meta_problems = vec![];
     let meta = RawMeta::from_pairs(
         proto
             .metadata_props
             .iter()
             .map(|kv| (kv.key.as_str(), kv.value.as_str())),
-        &mut meta_problems,
+        &mut problems,
     );
     Ok(ParsedFile {
         proto,
@@ -234,7 +493,7 @@ fn read_onnx(path: &Path) -> Result<ParsedFile, ModelError> {
         inputs,
         outputs,
         meta,
-        meta_problems,
+        problems,
     })
 }
 
@@ -306,7 +565,21 @@ impl Model {
         let start = Instant::now();
         let path = path.as_ref();
         let file = read_onnx(path)?;
-        let mut problems = file.meta_problems.clone();
+        Model::from_parsed(file, path, start)
+    }
+
+    /// Loads and validates an encoder model from the bytes of an ONNX file,
+    /// as [`Model::load`] would from `path`: `path` names the model in
+    /// errors, and its folder holds any external weight files.
+    pub fn load_bytes(bytes: &[u8], path: impl AsRef<Path>) -> Result<Model, ModelError> {
+        let start = Instant::now();
+        let path = path.as_ref();
+        let file = parse_onnx(bytes, path, &model_dir(path))?;
+        Model::from_parsed(file, path, start)
+    }
+
+    fn from_parsed(file: ParsedFile, path: &Path, start: Instant) -> Result<Model, ModelError> {
+        let mut problems = file.problems.clone();
         let meta = file.meta.clone();
 
         // --- input `image` [N, C, H, W] float32
@@ -359,8 +632,52 @@ impl Model {
                         ));
                         c = None;
                     }
+                    // Bounded before anything is allocated for the input.
+                    let side = |what: &str, v: Option<usize>, problems: &mut Vec<String>| match v {
+                        Some(n) if n > MAX_INPUT_SIDE => {
+                            problems.push(format!(
+                                "input `image`: {what} is {n} pixels; expected at most \
+                                 {MAX_INPUT_SIDE} (export the model for a smaller input)"
+                            ));
+                            None
+                        }
+                        other => other,
+                    };
+                    h = side("height", h, &mut problems);
+                    w = side("width", w, &mut problems);
+                    if let (Some(ch), Some(hh), Some(ww)) = (c, h, w) {
+                        let bytes = ch * hh * ww * 4;
+                        if bytes > MAX_INPUT_BYTES {
+                            problems.push(format!(
+                                "input `image`: [N, {ch}, {hh}, {ww}] is {} MiB of float32 per \
+                                 image; expected at most {} MiB (export the model for a smaller \
+                                 input)",
+                                bytes >> 20,
+                                MAX_INPUT_BYTES >> 20
+                            ));
+                            c = None;
+                        } else if let Some(n) = max_batch
+                            && n.checked_mul(bytes)
+                                .is_none_or(|b| b > MAX_BATCH_INPUT_BYTES)
+                        {
+                            problems.push(format!(
+                                "input `image`: the graph fixes the batch at {n} images of \
+                                 [{ch}, {hh}, {ww}], more than {} MiB of input per batch; \
+                                 export it with a dynamic batch axis",
+                                MAX_BATCH_INPUT_BYTES >> 20
+                            ));
+                            c = None;
+                        }
+                    }
                 }
             }
+        }
+        if let Some(m) = meta.latent_dim
+            && !(1..=MAX_LATENT_DIM).contains(&m)
+        {
+            problems.push(format!(
+                "metadata `bvae.latent_dim` is {m}; expected 1 to {MAX_LATENT_DIM} latents"
+            ));
         }
         // --- outputs by name
         for name in [OUTPUT_MU, OUTPUT_LOGVAR, OUTPUT_RECON] {
@@ -425,11 +742,18 @@ impl Model {
         let recon = shape_of(OUTPUT_RECON);
         let mut z = None;
         match &mu {
+            Some(s) if s.len() == 2 && s[0] == 1 && s[1] > MAX_LATENT_DIM => {
+                problems.push(format!(
+                    "output `mu`: {} latents; expected 1 to {MAX_LATENT_DIM}",
+                    s[1]
+                ))
+            }
             Some(s) if s.len() == 2 && s[0] == 1 && s[1] > 0 => z = Some(s[1]),
             other => problems.push(format!(
                 "output `mu`: expected [N, Z] ([1, Z] for a batch of 1), found {other:?}"
             )),
         }
+        problems.extend(oversized_tensors(&typed, "one image"));
         if let Some(z) = z {
             if logvar.as_deref() != Some(&[1, z][..]) {
                 problems.push(format!(
@@ -449,6 +773,15 @@ impl Model {
                 problems.push(format!(
                     "metadata `bvae.latent_kl` has {} entries but the model has {z} latents",
                     kl.len()
+                ));
+            }
+            if let Some(names) = &meta.latent_names
+                && names.len() != z
+            {
+                problems.push(format!(
+                    "metadata `bvae.latent_names` has {} entries but the model has {z} latents; \
+                     expected one name per latent (\"\" where none)",
+                    names.len()
                 ));
             }
         }
@@ -562,6 +895,19 @@ impl Model {
             )));
         }
         let s = &self.spec;
+        if batch
+            .checked_mul(s.image_len() * 4)
+            .is_none_or(|b| b > MAX_BATCH_INPUT_BYTES)
+        {
+            return Err(ModelError::Usage(format!(
+                "a batch of {batch} images of {}×{}×{} is more than {} MiB of input; \
+                 use a smaller batch",
+                s.channels,
+                s.height,
+                s.width,
+                MAX_BATCH_INPUT_BYTES >> 20
+            )));
+        }
         let what = || {
             format!(
                 "cannot build a plan for {} (batch {batch})",
@@ -573,8 +919,16 @@ impl Model {
         let mut typed = if run_batch == 1 {
             self.typed1.clone()
         } else {
-            typed_for(&self.inference, batch, s.channels, s.height, s.width)
-                .map_err(runtime(what()))?
+            let typed = typed_for(&self.inference, batch, s.channels, s.height, s.width)
+                .map_err(runtime(what()))?;
+            let big = oversized_tensors(&typed, &format!("a batch of {batch}"));
+            if !big.is_empty() {
+                return Err(ModelError::Contract {
+                    path: self.path.clone(),
+                    problems: big,
+                });
+            }
+            typed
         };
         let names: &[&str] = match kind {
             PlanKind::Full => &[OUTPUT_MU, OUTPUT_LOGVAR, OUTPUT_RECON],
@@ -620,15 +974,57 @@ fn onnx_parser() -> tract_onnx::Onnx {
         .with_ignore_value_info(true)
 }
 
+/// Most ports [`describe_ports`] lists.
+const MAX_PORTS_LISTED: usize = 8;
+
 fn describe_ports(ports: &[Port]) -> String {
     if ports.is_empty() {
         return "none".into();
     }
-    ports
+    let mut text = ports
         .iter()
+        .take(MAX_PORTS_LISTED)
         .map(|p| format!("`{}` {} {}", p.name, p.dtype, p.shape_text()))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if ports.len() > MAX_PORTS_LISTED {
+        text.push_str(&format!(" and {} more", ports.len() - MAX_PORTS_LISTED));
+    }
+    text
+}
+
+/// Most oversized tensors [`oversized_tensors`] reports.
+const MAX_OVERSIZED_LISTED: usize = 5;
+
+/// The values of an analysed graph (for `what`, e.g. one image) larger
+/// than [`MAX_TENSOR_BYTES`]: refused before a plan allocates them.
+fn oversized_tensors(model: &TypedModel, what: &str) -> Vec<String> {
+    let mut out = vec![];
+    for node in model.nodes() {
+        for o in &node.outputs {
+            let Some(shape) = o.fact.shape.as_concrete() else {
+                continue;
+            };
+            let bytes = shape
+                .iter()
+                .try_fold(o.fact.datum_type.size_of(), |acc, &d| acc.checked_mul(d));
+            if bytes.is_none_or(|b| b > MAX_TENSOR_BYTES) {
+                out.push(format!(
+                    "node `{}` ({}) computes a {:?} tensor of {:?} for {what}, more than {} MiB; \
+                     expected at most that per tensor (export the model for a smaller input)",
+                    node.name,
+                    node.op.name(),
+                    o.fact.datum_type,
+                    shape,
+                    MAX_TENSOR_BYTES >> 20
+                ));
+                if out.len() == MAX_OVERSIZED_LISTED {
+                    return out;
+                }
+            }
+        }
+    }
+    out
 }
 
 fn find_output(model: &TypedModel, name: &str) -> Option<OutletId> {
@@ -901,12 +1297,23 @@ impl Decoder {
     ) -> Result<Decoder, ModelError> {
         let path = path.as_ref();
         let file = read_onnx(path)?;
-        let mut problems = file.meta_problems.clone();
+        let mut problems = file.problems.clone();
         let fail = |problems: Vec<String>| ModelError::Contract {
             path: path.to_path_buf(),
             problems,
         };
         let z = spec.latent_dim;
+        if batch == 0
+            || batch
+                .checked_mul(spec.image_len().max(z) * 4)
+                .is_none_or(|b| b > MAX_BATCH_INPUT_BYTES)
+        {
+            return Err(ModelError::Usage(format!(
+                "a decoder batch of {batch} is not possible: expected 1 or more latent vectors \
+                 whose images add up to at most {} MiB",
+                MAX_BATCH_INPUT_BYTES >> 20
+            )));
+        }
         match file.inputs.iter().find(|p| p.name == INPUT_Z) {
             Some(p) if file.inputs.len() == 1 => {
                 if let Some(dims) = &p.shape
@@ -954,6 +1361,10 @@ impl Decoder {
         )
         .map_err(runtime(what()))?;
         let mut typed = m.into_typed().map_err(runtime(what()))?;
+        let big = oversized_tensors(&typed, &format!("a batch of {batch}"));
+        if !big.is_empty() {
+            return Err(fail(big));
+        }
         let outlet = find_output(&typed, OUTPUT_RECON)
             .ok_or_else(|| fail(vec!["output `recon` not found after analysis".into()]))?;
         let shape = typed
@@ -1051,6 +1462,12 @@ pub fn set_threads(threads: usize) -> Result<(), ModelError> {
     let cannot = |e: &dyn std::fmt::Display| {
         ModelError::Usage(format!("cannot start {threads} threads: {e}"))
     };
+    if threads > MAX_THREADS {
+        return Err(ModelError::Usage(format!(
+            "{threads} inference threads: expected 1 to {MAX_THREADS} (at most one per core \
+             helps)"
+        )));
+    }
     let chosen = if threads <= 1 {
         None
     } else if crate::tract_conv::own_kernels() && crate::conv::Isa::detect().is_some() {

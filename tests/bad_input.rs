@@ -8,6 +8,21 @@ use common::{bvae, data, model, s};
 use prost::Message;
 use tract_onnx::pb;
 
+/// Writes a model these tests built; with `BVAE_FUZZ_SEEDS=DIR` set, a
+/// copy goes to DIR too (how fuzz/seeds/onnx_load was made, see
+/// fuzz/README.md).
+fn save_model(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    if let Some(dir) = std::env::var_os("BVAE_FUZZ_SEEDS") {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        let name = path.file_name().unwrap().to_string_lossy();
+        let seed = Path::new(&dir).join(format!("{:016x}-{name}", h.finish()));
+        std::fs::write(seed, bytes).unwrap();
+    }
+}
+
 fn tensor_type(dims: &[i64]) -> Option<pb::TypeProto> {
     Some(pb::TypeProto {
         value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
@@ -58,7 +73,7 @@ fn write_model(path: &Path, input: &str, shape: &[i64], outputs: &[&str]) {
         }),
         ..Default::default()
     };
-    std::fs::write(path, model.encode_to_vec()).unwrap();
+    save_model(path, &model.encode_to_vec());
 }
 
 #[test]
@@ -310,4 +325,462 @@ fn external_weights_missing() {
     let p = dir.path().join("tiny_rgb.onnx");
     std::fs::copy(model("tiny_rgb.onnx"), &p).unwrap();
     bvae(dir.path(), &["info", s(&p)]).fails_with(&["tiny_rgb.onnx.data", "keeps its weights in"]);
+}
+
+// ---------------------------------------------------------------------------
+// Sizes from outside the program are bounded at load, before anything is
+// allocated for them: each case exits 1 with a clear message, never 101.
+
+/// A dimension for [`input_type`]: a size, or `-1` for a named dynamic one.
+fn input_type(dims: &[i64]) -> Option<pb::TypeProto> {
+    Some(pb::TypeProto {
+        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+            elem_type: 1,
+            shape: Some(pb::TensorShapeProto {
+                dim: dims
+                    .iter()
+                    .map(|&d| pb::tensor_shape_proto::Dimension {
+                        value: Some(if d < 0 {
+                            pb::tensor_shape_proto::dimension::Value::DimParam("N".into())
+                        } else {
+                            pb::tensor_shape_proto::dimension::Value::DimValue(d)
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+        })),
+        ..Default::default()
+    })
+}
+
+fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+    pb::NodeProto {
+        input: inputs.iter().map(|i| i.to_string()).collect(),
+        output: vec![output.into()],
+        name: format!("{op}_{output}"),
+        op_type: op.into(),
+        ..Default::default()
+    }
+}
+
+/// A float32 initializer of `dims` holding `values` as raw bytes.
+fn weights(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: 1,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A contract model: `image` of `dims` → `mu` and `logvar` from `latent`
+/// nodes (Flatten by default: Z = C·H·W), `recon` = Relu(image).
+struct Contract {
+    dims: Vec<i64>,
+    nodes: Vec<pb::NodeProto>,
+    initializers: Vec<pb::TensorProto>,
+    meta: Vec<(String, String)>,
+}
+
+impl Contract {
+    fn new(dims: &[i64]) -> Contract {
+        Contract {
+            dims: dims.to_vec(),
+            nodes: vec![
+                node("Flatten", &["image"], "mu"),
+                node("Flatten", &["image"], "logvar"),
+            ],
+            initializers: vec![],
+            meta: vec![],
+        }
+    }
+
+    fn meta(mut self, key: &str, value: &str) -> Contract {
+        self.meta.push((key.into(), value.into()));
+        self
+    }
+
+    fn write(self, path: &Path) {
+        let mut nodes = self.nodes;
+        nodes.push(node("Relu", &["image"], "recon"));
+        let out = |name: &str| pb::ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            metadata_props: self
+                .meta
+                .iter()
+                .map(|(k, v)| pb::StringStringEntryProto {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            graph: Some(pb::GraphProto {
+                name: "contract".into(),
+                node: nodes,
+                initializer: self.initializers,
+                input: vec![pb::ValueInfoProto {
+                    name: "image".into(),
+                    r#type: input_type(&self.dims),
+                    ..Default::default()
+                }],
+                output: vec![out("mu"), out("logvar"), out("recon")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        save_model(path, &model.encode_to_vec());
+    }
+}
+
+/// `bvae info` and `bvae score` both refuse the model at `p` with `needles`.
+fn info_and_score_refuse(dir: &Path, p: &Path, needles: &[&str]) {
+    bvae(dir, &["info", s(p)]).fails_with(needles);
+    let img = data("dsprites_normal").join("0000.png");
+    bvae(dir, &["score", s(p), s(&img)]).fails_with(needles);
+}
+
+#[test]
+fn the_contract_model_of_these_tests_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ok.onnx");
+    Contract::new(&[-1, 1, 2, 2])
+        .meta("bvae.latent_kl", "[0.5, 0.0, 1.0, 2.0]")
+        .meta("bvae.latent_names", r#"["x", "", "scale", "shape"]"#)
+        .write(&p);
+    let out = bvae(dir.path(), &["info", s(&p)]).ok().to_string();
+    assert!(out.contains("latents    4"), "{out}");
+}
+
+#[test]
+fn a_huge_declared_input_is_refused_at_load() {
+    // The known bug: a 100000×100000 input made `score` allocate 40 GB
+    // and panic (exit 101), and `info` accepted the model.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("huge.onnx");
+    Contract::new(&[1, 1, 100_000, 100_000]).write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &[
+            "height is 100000 pixels; expected at most 4096",
+            "width is 100000 pixels; expected at most 4096",
+        ],
+    );
+    // the same size declared by metadata over a dynamic graph
+    let p = dir.path().join("meta.onnx");
+    Contract::new(&[-1, 1, -1, -1])
+        .meta("bvae.height", "100000")
+        .meta("bvae.width", "64")
+        .write(&p);
+    info_and_score_refuse(dir.path(), &p, &["height is 100000 pixels"]);
+    // each side allowed, but 192 MiB of float32 for one RGB image
+    let p = dir.path().join("bytes.onnx");
+    Contract::new(&[1, 3, 4096, 4096]).write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["[N, 3, 4096, 4096] is 192 MiB of float32 per image; expected at most 64 MiB"],
+    );
+    // a graph that fixes a batch of a million 64×64 images
+    let p = dir.path().join("batch.onnx");
+    Contract::new(&[1_000_000, 1, 64, 64]).write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["fixes the batch at 1000000 images", "dynamic batch axis"],
+    );
+}
+
+#[test]
+fn too_many_latents_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // Flatten of a 40×50 gray image: Z = 2000
+    let p = dir.path().join("wide.onnx");
+    Contract::new(&[1, 1, 40, 50]).write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["output `mu`: 2000 latents; expected 1 to 1024"],
+    );
+    let p = dir.path().join("meta.onnx");
+    Contract::new(&[1, 1, 2, 2])
+        .meta("bvae.latent_dim", "100000")
+        .write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["`bvae.latent_dim` is 100000; expected 1 to 1024 latents"],
+    );
+}
+
+#[test]
+fn latent_metadata_arrays_must_have_one_entry_per_latent() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("kl.onnx");
+    Contract::new(&[1, 1, 2, 2])
+        .meta("bvae.latent_kl", "[1, 2, 3]")
+        .write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["`bvae.latent_kl` has 3 entries but the model has 4 latents"],
+    );
+    let p = dir.path().join("names.onnx");
+    Contract::new(&[1, 1, 2, 2])
+        .meta("bvae.latent_names", r#"["a", "b", "c", "d", "e"]"#)
+        .write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["`bvae.latent_names` has 5 entries but the model has 4 latents"],
+    );
+    // a long array is refused while it is read, before it is allocated
+    let long = format!("[{}0]", "0,".repeat(1_000_000));
+    let p = dir.path().join("long.onnx");
+    Contract::new(&[1, 1, 2, 2])
+        .meta("bvae.latent_kl", &long)
+        .meta("bvae.latent_names", r#"{"not": "an array"}"#)
+        .write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &[
+            "`bvae.latent_kl`: expected a JSON array of at most 1024 numbers",
+            "more than 1024 entries",
+            "(2000003 bytes)",
+            "`bvae.latent_names`: expected a JSON array of at most 1024 strings",
+        ],
+    );
+}
+
+#[test]
+fn stored_tensors_must_hold_what_they_declare() {
+    let dir = tempfile::tempdir().unwrap();
+    let matmul = |c: Contract, w: pb::TensorProto| Contract {
+        nodes: vec![
+            node("Flatten", &["image"], "flat"),
+            node("MatMul", &["flat", "w"], "mu"),
+            node("MatMul", &["flat", "w"], "logvar"),
+        ],
+        initializers: vec![w],
+        ..c
+    };
+    // a weight that claims 10^12 floats but holds 16 bytes
+    let mut w = weights("w", &[4, 4], &[0.5; 4]);
+    w.dims = vec![1_000_000, 1_000_000];
+    let p = dir.path().join("claims.onnx");
+    matmul(Contract::new(&[1, 1, 2, 2]), w).write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["initializer `w`: shape [1000000, 1000000] of float is more than 1024 MiB"],
+    );
+    // 16 floats declared, 4 stored
+    let mut w = weights("w", &[4, 4], &[0.5; 4]);
+    w.dims = vec![4, 4];
+    let p = dir.path().join("short.onnx");
+    matmul(Contract::new(&[1, 1, 2, 2]), w).write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["initializer `w`: shape [4, 4] of float needs 64 bytes, but it holds 16 bytes"],
+    );
+    // strings stored as raw bytes (tract's loader panics on them)
+    let mut w = weights("w", &[4], &[0.5; 4]);
+    w.data_type = 8;
+    let p = dir.path().join("strings.onnx");
+    matmul(Contract::new(&[1, 1, 2, 2]), w).write(&p);
+    info_and_score_refuse(dir.path(), &p, &["a string tensor stored as raw bytes"]);
+    // a small input whose graph computes a 16 GB value
+    let mut c = Contract::new(&[1, 1, 64, 64]);
+    c.nodes = vec![
+        node("Tile", &["image", "reps"], "big"),
+        node("ReduceMean", &["big"], "mean"),
+        node("Flatten", &["mean"], "mu"),
+        node("Flatten", &["mean"], "logvar"),
+    ];
+    c.initializers = vec![pb::TensorProto {
+        name: "reps".into(),
+        dims: vec![4],
+        data_type: 7,
+        int64_data: vec![1, 1, 1000, 1000],
+        ..Default::default()
+    }];
+    let p = dir.path().join("tile.onnx");
+    c.write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["computes a F32 tensor of [1, 1, 64000, 64000] for one image, more than 1024 MiB"],
+    );
+}
+
+#[test]
+fn external_weights_are_bounded_by_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let external = |name: &str, location: &str, offset: &str, length: &str| {
+        let kv = |k: &str, v: &str| pb::StringStringEntryProto {
+            key: k.into(),
+            value: v.into(),
+        };
+        let mut w = weights("w", &[4, 4], &[]);
+        w.data_location = Some(1);
+        w.external_data = vec![kv("location", location), kv("offset", offset)];
+        if !length.is_empty() {
+            w.external_data.push(kv("length", length));
+        }
+        let p = dir.path().join(name);
+        Contract {
+            nodes: vec![
+                node("Flatten", &["image"], "flat"),
+                node("MatMul", &["flat", "w"], "mu"),
+                node("MatMul", &["flat", "w"], "logvar"),
+            ],
+            initializers: vec![w],
+            ..Contract::new(&[1, 1, 2, 2])
+        }
+        .write(&p);
+        p
+    };
+    std::fs::write(dir.path().join("w.data"), [0u8; 64]).unwrap();
+    // the right bytes load
+    let p = external("ok.onnx", "w.data", "0", "64");
+    bvae(dir.path(), &["info", s(&p)]).ok();
+    let p = external("past.onnx", "w.data", "1000000", "64");
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["its data starts at byte 1000000 of w.data, which has only 64 bytes"],
+    );
+    let p = external("long.onnx", "w.data", "32", "18446744073709551615");
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &[
+            "which has only 64 bytes",
+            "expected the w.data written together",
+        ],
+    );
+    let p = external("short.onnx", "w.data", "32", "");
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["shape [4, 4] of float needs 64 bytes, but its external data in w.data is 32 bytes"],
+    );
+    let p = external("offset.onnx", "w.data", "-5", "");
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["external data `offset` is \"-5\"; expected a byte count"],
+    );
+    // outside the model's folder, or not a file (reading /dev/zero never ends)
+    for loc in ["/dev/zero", "../w.data"] {
+        let p = external("outside.onnx", loc, "0", "");
+        info_and_score_refuse(
+            dir.path(),
+            &p,
+            &[&format!(
+                "external data location {loc:?}: expected a file name relative to the model's folder"
+            )],
+        );
+    }
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let p = external("dir.onnx", "sub", "0", "");
+    info_and_score_refuse(dir.path(), &p, &["is not a regular file"]);
+}
+
+/// The shipped dsprites profile with `edit` applied, written to `dir`.
+fn edited_profile(dir: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let text = std::fs::read_to_string(model("dsprites.calibration.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut v);
+    let p = dir.join(name);
+    std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+    s(&p).to_string()
+}
+
+#[test]
+fn profile_arrays_must_match_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = data("dsprites_normal").join("0000.png");
+    let score = |profile: &str| {
+        bvae(
+            dir.path(),
+            &["score", s(&model("dsprites.onnx")), s(&img), "-c", profile],
+        )
+    };
+    let p = edited_profile(dir.path(), "p01.json", |v| {
+        v["latent"]["p01"].as_array_mut().unwrap().pop();
+    });
+    score(&p).fails_with(&[
+        "p01.json",
+        "`latent.p01` has 9 entries, expected 10",
+        "run `bvae calibrate` again",
+    ]);
+    let p = edited_profile(dir.path(), "cov.json", |v| {
+        let cov = v["latent"]["gaussian"]["cov"].as_array_mut().unwrap();
+        cov.extend(std::iter::repeat_n(serde_json::json!(0.0), 10_000));
+    });
+    score(&p).fails_with(&["`latent.gaussian.cov` has 10100 entries, expected 100"]);
+    let p = edited_profile(dir.path(), "quantiles.json", |v| {
+        v["scores"]["recon"]["normal"]["quantiles"] = serde_json::json!(vec![[0.5, 1.0]; 1000]);
+    });
+    score(&p).fails_with(&["score recon has 1000 quantiles: expected at most 64"]);
+    // a profile file larger than any real one is refused before it is parsed
+    let big = dir.path().join("big.json");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(65 << 20).unwrap();
+    score(s(&big)).fails_with(&["big.json", "more than 64 MiB"]);
+}
+
+#[test]
+fn loop_options_out_of_range() {
+    // 1e300 seconds made Duration::from_secs_f64 panic (exit 101).
+    let dir = tempfile::tempdir().unwrap();
+    let (onnx, profile) = (model("dsprites.onnx"), model("dsprites.calibration.json"));
+    let watch = |extra: &[&str]| {
+        let mut args = vec![
+            "watch",
+            s(&onnx),
+            "-c",
+            s(&profile),
+            "--source",
+            "synthetic",
+            "--headless",
+            "--max-frames",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        bvae(dir.path(), &args)
+    };
+    watch(&["--stall-timeout", "1e300"])
+        .fails_with(&["--stall-timeout must be a number of seconds from 0 to 1e9, found 1e300"]);
+    watch(&["--threads", "100000"]).fails_with(&["100000 inference threads: expected 1 to 256"]);
+    for (line, needle) in [
+        (
+            "stats_interval = 1e300",
+            "`stats_interval` must be a number of seconds",
+        ),
+        ("threads = 0", "`threads` is 0: expected 1 to 256"),
+        ("threads = 100000000000", "`threads` is 100000000000"),
+        (
+            "snapshot_budget_mb = -1.0",
+            "`snapshot_budget_mb` must be a number of MB > 0",
+        ),
+        ("source = \"teapot:1\"", "`source` is \"teapot:1\""),
+        ("headless = \"yes\"", "invalid configuration"),
+    ] {
+        let cfg = dir.path().join("watch.toml");
+        std::fs::write(&cfg, line).unwrap();
+        watch(&["--config", s(&cfg)]).fails_with(&["invalid configuration", "watch.toml", needle]);
+    }
 }
