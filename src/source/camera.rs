@@ -423,8 +423,9 @@ fn min_bytes_per_line(mode: &Mode) -> u32 {
     }
 }
 
-/// Bytes of a frame without row padding (0 for MJPEG, which has none).
-fn unpadded_bytes(mode: &Mode) -> usize {
+/// Bytes of a frame without row padding (0 for MJPEG, which has none):
+/// the size of the scratch buffer [`decode_camera_frame`] needs.
+pub fn unpadded_bytes(mode: &Mode) -> usize {
     let (w, h) = (mode.width as usize, mode.height as usize);
     match mode.fourcc {
         Fourcc::NV12 => w * h + w.div_ceil(2) * 2 * h.div_ceil(2),
@@ -464,6 +465,7 @@ pub fn decode_camera_frame(
     packed: &mut [u8],
     frame: &mut Frame,
 ) -> Result<(), SourceError> {
+    check_mode(mode).map_err(SourceError::BadFrame)?;
     let (w, h) = (mode.width as usize, mode.height as usize);
     let range = if mode.full_range {
         Range::Full
@@ -735,6 +737,12 @@ mod tests {
         let mut packed = vec![0; unpadded_bytes(&m)];
         let e = decode_camera_frame(&[0; 20], &m, &mut packed, &mut frame).unwrap_err();
         assert!(matches!(e, SourceError::BadFrame(_)), "{e:?}");
+        // so is a mode no driver may set (an empty frame, lines shorter
+        // than their pixels)
+        for m in [mode(Fourcc::NV12, 4, 0, 6), mode(Fourcc::YUYV, 4, 4, 3)] {
+            let e = decode_camera_frame(&[0; 64], &m, &mut [], &mut frame).unwrap_err();
+            assert!(matches!(e, SourceError::BadFrame(_)), "{e:?}");
+        }
     }
 
     #[test]
