@@ -416,6 +416,7 @@ fn parse_onnx(bytes: &[u8], path: &Path, dir: &Path) -> Result<ParsedFile, Model
         });
     }
     let mut problems = vec![];
+    check_graph_names(graph, &mut problems);
     let mut tensors = vec![];
     stored_tensors(graph, &mut tensors);
 
@@ -512,6 +513,64 @@ fn runtime<E: Into<anyhow::Error>>(what: impl Into<String>) -> impl FnOnce(E) ->
     move |e| ModelError::Runtime {
         what,
         cause: e.into(),
+    }
+}
+
+/// Runs one tract step (parsing, analysis, optimisation) and turns a panic
+/// inside it, on a malformed graph tract does not check, into an error
+/// rather than a crash of the whole process.
+fn guarded<T>(
+    what: impl Into<String>,
+    step: impl FnOnce() -> TractResult<T>,
+) -> Result<T, ModelError> {
+    let what = what.into();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(r) => r.map_err(runtime(what)),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(ModelError::Runtime {
+                what,
+                cause: anyhow::anyhow!(
+                    "tract failed on a malformed graph ({msg}); check the model with \
+                     onnx.checker.check_model or export it again"
+                ),
+            })
+        }
+    }
+}
+
+/// Checks that every output of `graph` (and of its sub-graphs) names a
+/// value: a graph input, an initializer, or a node's input or output
+/// (tract indexes its graph by these names without checking).
+fn check_graph_names(graph: &pb::GraphProto, problems: &mut Vec<String>) {
+    let mut known: std::collections::HashSet<&str> = graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .chain(graph.initializer.iter().map(|t| t.name.as_str()))
+        .collect();
+    for n in &graph.node {
+        known.extend(n.input.iter().chain(&n.output).map(String::as_str));
+    }
+    for o in &graph.output {
+        if !known.contains(o.name.as_str()) {
+            problems.push(format!(
+                "graph `{}`: output `{}` is computed by no node and is neither an input nor an \
+                 initializer; expected every output to name a value of the graph",
+                graph.name, o.name
+            ));
+        }
+    }
+    for n in &graph.node {
+        for a in &n.attribute {
+            for g in a.g.iter().chain(&a.graphs) {
+                check_graph_names(g, problems);
+            }
+        }
     }
 }
 
@@ -715,12 +774,10 @@ impl Model {
             .parent()
             .and_then(|d| d.to_str())
             .map(|d| if d.is_empty() { "." } else { d });
-        let parsed = onnx_parser()
-            .parse(&file.proto, dir)
-            .map_err(runtime(format!(
-                "cannot translate {} into a tract graph",
-                path.display()
-            )))?;
+        let parsed = guarded(
+            format!("cannot translate {} into a tract graph", path.display()),
+            || onnx_parser().parse(&file.proto, dir),
+        )?;
         if !parsed.unresolved_inputs.is_empty() {
             return Err(fail(vec![format!(
                 "the graph reads tensors that nothing defines: {:?}",
@@ -728,10 +785,10 @@ impl Model {
             )]));
         }
         let inference = parsed.model;
-        let typed = typed_for(&inference, 1, c, h, w).map_err(runtime(format!(
-            "cannot analyse the graph of {}",
-            path.display()
-        )))?;
+        let typed = guarded(
+            format!("cannot analyse the graph of {}", path.display()),
+            || typed_for(&inference, 1, c, h, w),
+        )?;
         let shape_of = |name: &str| -> Option<Vec<usize>> {
             let outlet = find_output(&typed, name)?;
             let fact = typed.outlet_fact(outlet).ok()?;
@@ -919,8 +976,9 @@ impl Model {
         let mut typed = if run_batch == 1 {
             self.typed1.clone()
         } else {
-            let typed = typed_for(&self.inference, batch, s.channels, s.height, s.width)
-                .map_err(runtime(what()))?;
+            let typed = guarded(what(), || {
+                typed_for(&self.inference, batch, s.channels, s.height, s.width)
+            })?;
             let big = oversized_tensors(&typed, &format!("a batch of {batch}"));
             if !big.is_empty() {
                 return Err(ModelError::Contract {
@@ -944,7 +1002,7 @@ impl Model {
         typed
             .select_output_outlets(&outlets)
             .map_err(runtime(what()))?;
-        let runnable = optimize(typed).map_err(runtime(what()))?;
+        let runnable = guarded(what(), || optimize(typed))?;
         Ok(Plan {
             runnable,
             kind,
@@ -1351,16 +1409,14 @@ impl Decoder {
             .and_then(|d| d.to_str())
             .map(|d| if d.is_empty() { "." } else { d });
         let what = || format!("cannot build a plan for decoder {}", path.display());
-        let parsed = onnx_parser()
-            .parse(&file.proto, dir)
-            .map_err(runtime(what()))?;
+        let parsed = guarded(what(), || onnx_parser().parse(&file.proto, dir))?;
         let mut m = parsed.model;
         m.set_input_fact(
             0,
             InferenceFact::dt_shape(f32::datum_type(), tvec![batch, z]),
         )
         .map_err(runtime(what()))?;
-        let mut typed = m.into_typed().map_err(runtime(what()))?;
+        let mut typed = guarded(what(), || m.into_typed())?;
         let big = oversized_tensors(&typed, &format!("a batch of {batch}"));
         if !big.is_empty() {
             return Err(fail(big));
@@ -1380,7 +1436,7 @@ impl Decoder {
         typed
             .select_output_outlets(&[outlet])
             .map_err(runtime(what()))?;
-        let runnable = optimize(typed).map_err(runtime(what()))?;
+        let runnable = guarded(what(), || optimize(typed))?;
         let state = TypedSimpleState::new(&runnable).map_err(runtime(what()))?;
         Ok(Decoder {
             path: path.to_path_buf(),

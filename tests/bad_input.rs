@@ -784,3 +784,48 @@ fn loop_options_out_of_range() {
         watch(&["--config", s(&cfg)]).fails_with(&["invalid configuration", "watch.toml", needle]);
     }
 }
+
+#[test]
+fn an_output_that_nothing_computes() {
+    // Found by fuzzing (onnx_load): tract's parser indexed its graph by
+    // the output's name and panicked ("no entry found for key").
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ghost.onnx");
+    let mut c = Contract::new(&[1, 1, 2, 2]);
+    c.nodes = vec![node("Flatten", &["image"], "logvar")];
+    c.write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["output `mu` is computed by no node and is neither an input nor an initializer"],
+    );
+}
+
+/// Every input under tests/data/fuzz that once crashed a fuzz target
+/// (fuzz/README.md), run through the command that reads such a file: each
+/// fails cleanly (exit 1, a message, no panic) or succeeds.
+#[test]
+fn inputs_that_crashed_the_fuzzers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(data("fuzz"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let run = if name.ends_with(".onnx") {
+            bvae(dir.path(), &["info", s(f)])
+        } else {
+            panic!("{name}: no command reads this kind of file");
+        };
+        assert!(
+            run.code == 0 || run.code == 1,
+            "{name}: exit {}\n{}",
+            run.code,
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{name}:\n{}", run.stderr);
+    }
+}
