@@ -40,10 +40,10 @@ use crate::imageio;
 #[cfg(feature = "camera")]
 pub mod camera;
 pub mod decode;
-#[cfg(feature = "camera")]
-pub mod v4l2;
 pub mod images;
 pub mod synthetic;
+#[cfg(feature = "camera")]
+pub mod v4l2;
 pub mod y4m;
 
 pub use images::ImageSource;
@@ -333,9 +333,9 @@ fn parse_camera(rest: &str) -> Result<SourceSpec> {
             "height" => height = Some(parse_num(k, v)?),
             "fps" => fps = Some(parse_num(k, v)?),
             "format" => format = Some(v.parse()?),
-            _ => anyhow::bail!(
-                "unknown camera option {k:?}: expected width, height, fps or format"
-            ),
+            _ => {
+                anyhow::bail!("unknown camera option {k:?}: expected width, height, fps or format")
+            }
         }
     }
     let side = imageio::MAX_IMAGE_SIDE;
@@ -347,7 +347,10 @@ fn parse_camera(rest: &str) -> Result<SourceSpec> {
         }
     }
     if fps == Some(0) || fps.is_some_and(|f| f > 1000) {
-        anyhow::bail!("fps={}: expected 1 to 1000 frames per second", fps.unwrap_or(0));
+        anyhow::bail!(
+            "fps={}: expected 1 to 1000 frames per second",
+            fps.unwrap_or(0)
+        );
     }
     Ok(SourceSpec::Camera {
         index,
@@ -400,29 +403,29 @@ impl FromStr for SourceSpec {
 
     fn from_str(s: &str) -> Result<Self> {
         let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
-        let spec =
-            match kind {
-                "camera" if rest.is_empty() => Ok(SourceSpec::Camera {
-                    index: 0,
-                    width: None,
-                    height: None,
-                    fps: None,
-                    format: None,
-                }),
-                "camera" => parse_camera(rest),
-                "images" => path_and_loop(rest, kind)
-                    .map(|(dir, looping)| SourceSpec::Images { dir, looping }),
-                "video" => y4m::parse_spec(rest)
-                    .map(|(path, o)| SourceSpec::Video {
-                        path,
-                        looping: o.looping,
-                        pace: o.pace,
-                        fps: o.fps,
-                    })
-                    .map_err(anyhow::Error::msg),
-                "synthetic" => parse_synthetic(rest),
-                _ => Err(anyhow::anyhow!("unknown source kind {kind:?}")),
-            };
+        let spec = match kind {
+            "camera" if rest.is_empty() => Ok(SourceSpec::Camera {
+                index: 0,
+                width: None,
+                height: None,
+                fps: None,
+                format: None,
+            }),
+            "camera" => parse_camera(rest),
+            "images" => {
+                path_and_loop(rest, kind).map(|(dir, looping)| SourceSpec::Images { dir, looping })
+            }
+            "video" => y4m::parse_spec(rest)
+                .map(|(path, o)| SourceSpec::Video {
+                    path,
+                    looping: o.looping,
+                    pace: o.pace,
+                    fps: o.fps,
+                })
+                .map_err(anyhow::Error::msg),
+            "synthetic" => parse_synthetic(rest),
+            _ => Err(anyhow::anyhow!("unknown source kind {kind:?}")),
+        };
         spec.map_err(|e| anyhow::anyhow!("invalid source {s:?}: {e:#}; expected {SPEC_FORMS}"))
     }
 }
@@ -621,7 +624,10 @@ mod tests {
             ("webcam:0", "unknown source kind"),
             ("camera:x", "camera index"),
             ("camera:0,zoom=2", "unknown camera option"),
-            ("camera:0,format=h264", "expected yuyv, nv12, rgb, gray or mjpeg"),
+            (
+                "camera:0,format=h264",
+                "expected yuyv, nv12, rgb, gray or mjpeg",
+            ),
             ("camera:0,width=0", "width=0"),
             ("camera:0,height=100000", "height=100000"),
             ("camera:0,fps=0", "fps=0"),
