@@ -565,11 +565,61 @@ fn check_graph_names(graph: &pb::GraphProto, problems: &mut Vec<String>) {
             ));
         }
     }
+    let weights: std::collections::HashMap<&str, &pb::TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
     for n in &graph.node {
+        check_window(n, &weights, problems);
         for a in &n.attribute {
             for g in a.g.iter().chain(&a.graphs) {
                 check_graph_names(g, problems);
             }
+        }
+    }
+}
+
+/// Checks the window sizes of a convolution or pooling node (kernel,
+/// strides, dilations, pads, and a convolution's weight shape): tract's
+/// shape arithmetic overflows on a kernel of 0 or a size beyond any image.
+fn check_window(
+    n: &pb::NodeProto,
+    weights: &std::collections::HashMap<&str, &pb::TensorProto>,
+    problems: &mut Vec<String>,
+) {
+    let conv = matches!(n.op_type.as_str(), "Conv" | "ConvTranspose");
+    if !conv && !n.op_type.ends_with("Pool") {
+        return;
+    }
+    let max = MAX_INPUT_SIDE as i64;
+    let mut bad = |what: &str, v: &[i64], low: i64| {
+        if v.iter().any(|&x| x < low || x > max) {
+            problems.push(format!(
+                "{} node `{}`: {what} {v:?}; expected each from {low} to {max}",
+                n.op_type, n.name
+            ));
+        }
+    };
+    for a in &n.attribute {
+        match a.name.as_str() {
+            "kernel_shape" | "strides" | "dilations" => bad(&a.name, &a.ints, 1),
+            "pads" | "output_padding" | "output_shape" => bad(&a.name, &a.ints, 0),
+            _ => {}
+        }
+    }
+    if conv && let Some(w) = n.input.get(1).and_then(|i| weights.get(i.as_str())) {
+        if w.dims.len() < 3 {
+            problems.push(format!(
+                "{} node `{}`: weights `{}` of shape {:?}; expected [out, in, kernel…] (rank 3 or more)",
+                n.op_type, n.name, w.name, w.dims
+            ));
+        } else {
+            bad(
+                &format!("the kernel of weights `{}` is", w.name),
+                &w.dims[2..],
+                1,
+            );
         }
     }
 }

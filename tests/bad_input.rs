@@ -829,3 +829,51 @@ fn inputs_that_crashed_the_fuzzers() {
         assert!(!run.stderr.contains("panicked"), "{name}:\n{}", run.stderr);
     }
 }
+
+#[test]
+fn convolution_windows_out_of_range() {
+    // Found by fuzzing (onnx_load): a ConvTranspose whose kernel is 0
+    // overflowed tract's shape arithmetic (padding.rs, "attempt to
+    // subtract with overflow").
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = weights("w", &[1, 1, 0, 0], &[]);
+    w.raw_data.clear();
+    let mut c = Contract::new(&[1, 1, 4, 4]);
+    c.nodes = vec![
+        node("ConvTranspose", &["image", "w"], "up"),
+        node("Flatten", &["up"], "mu"),
+        node("Flatten", &["up"], "logvar"),
+    ];
+    c.initializers = vec![w];
+    let p = dir.path().join("deconv.onnx");
+    c.write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &[
+            "ConvTranspose node `ConvTranspose_up`: the kernel of weights `w` is [0, 0]; expected each from 1 to 4096",
+        ],
+    );
+    let mut pool = node("MaxPool", &["image"], "pooled");
+    pool.attribute = vec![pb::AttributeProto {
+        name: "kernel_shape".into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: vec![0, 1_000_000_000_000],
+        ..Default::default()
+    }];
+    let mut c = Contract::new(&[1, 1, 4, 4]);
+    c.nodes = vec![
+        pool,
+        node("Flatten", &["pooled"], "mu"),
+        node("Flatten", &["pooled"], "logvar"),
+    ];
+    let p = dir.path().join("pool.onnx");
+    c.write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &[
+            "MaxPool node `MaxPool_pooled`: kernel_shape [0, 1000000000000]; expected each from 1 to 4096",
+        ],
+    );
+}
