@@ -529,9 +529,10 @@ impl FrameSource for CameraSource {
         };
         let mode = stream.mode();
         let packed = &mut self.packed;
+        // a static name: no allocation per frame
+        let what = kind_of(mode.fourcc).map_or("camera", |k| k.name());
         let got = stream.next(FRAME_WAIT, |raw| {
-            let what = mode.fourcc.to_string();
-            catch_decoder_panic(&what, || decode_camera_frame(raw, &mode, packed, frame))
+            catch_decoder_panic(what, || decode_camera_frame(raw, &mode, packed, frame))
         });
         match got {
             Ok(Wait::Timeout) => Err(SourceError::Timeout),
