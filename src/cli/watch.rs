@@ -121,8 +121,9 @@ pub struct FileConfig {
     pub snapshots: Option<PathBuf>,
     /// `--snapshot-budget-mb`.
     pub snapshot_budget_mb: Option<f64>,
-    /// `--threads`.
-    pub threads: Option<usize>,
+    /// `--threads` (read as 64 bits, so that a huge value is refused with
+    /// the range below on 32-bit boards too, not as a TOML type error).
+    pub threads: Option<u64>,
 }
 
 /// Largest `--config` file accepted, in bytes.
@@ -168,7 +169,7 @@ impl FileConfig {
                 }
             }
             if let Some(n) = c.threads
-                && !(1..=crate::model::MAX_THREADS).contains(&n)
+                && !(1..=crate::model::MAX_THREADS as u64).contains(&n)
             {
                 bail!(
                     "`threads` is {n}: expected 1 to {}",
@@ -389,7 +390,8 @@ pub fn run(args: Args) -> Result<()> {
         headless: args.lp.headless || file.headless.unwrap_or(false),
         snapshots: args.lp.snapshots.clone().or(file.snapshots),
         snapshot_budget_mb: args.lp.snapshot_budget_mb.or(file.snapshot_budget_mb),
-        threads: args.lp.threads.or(file.threads),
+        // checked above: 1 to MAX_THREADS fits any usize
+        threads: args.lp.threads.or(file.threads.map(|n| n as usize)),
     };
     let model = super::load_model(&model_path)?;
     let profile = super::load_profile(&calibration, &model)?;
