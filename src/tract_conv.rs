@@ -8,11 +8,11 @@
 //! [`BvaeConv`] node. It does the same for each fully connected layer of
 //! one image (a float `EinSum` of the activations with a constant matrix,
 //! then the bias `Add` and the ReLU when they follow). Everything else stays
-//! with tract. The substitution is on by default; [`set_own_kernels`] turns
-//! it off (`bvae bench --tract-conv` compares the two).
+//! with tract. Plans call it unless their runtime says otherwise
+//! ([`crate::model::RuntimeOptions::own_kernels`]; `bvae bench --tract-conv`
+//! compares the two).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{
@@ -26,19 +26,6 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use crate::conv::{ConvShape, DeconvShape, PackedConv, PackedDeconv};
 use crate::dense::PackedDense;
-
-static OWN_KERNELS: AtomicBool = AtomicBool::new(true);
-
-/// Whether plans built from now on use bvae's convolution where it applies
-/// (`true`, the default) or tract's everywhere.
-pub fn set_own_kernels(on: bool) {
-    OWN_KERNELS.store(on, Ordering::Relaxed);
-}
-
-/// Whether plans use bvae's convolution (see [`set_own_kernels`]).
-pub fn own_kernels() -> bool {
-    OWN_KERNELS.load(Ordering::Relaxed)
-}
 
 /// What a [`BvaeConv`] node computes.
 #[derive(Debug, Clone, PartialEq)]
@@ -565,11 +552,8 @@ fn substitute_dense(model: &mut TypedModel, id: usize) -> TractResult<bool> {
 /// Replaces the convolutions and fully connected layers of `model`
 /// (decluttered, concrete shapes) that bvae's kernels run faster, with their
 /// following bias and ReLU. Returns how many
-/// were replaced; none when [`own_kernels`] is off or the CPU has no kernel.
+/// were replaced; none when the CPU has no kernel.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    if !own_kernels() {
-        return Ok(0);
-    }
     let mut replaced = 0;
     for id in model.eval_order()? {
         if substitute_dense(model, id)? {

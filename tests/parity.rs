@@ -136,7 +136,12 @@ fn two_threads_compute_the_same_outputs_bit_for_bit() {
         let recon = npy(&dir, "recon");
         let mut outputs = vec![];
         for threads in [1, 2, 1] {
-            bvae::model::set_threads(threads).unwrap();
+            let runtime = bvae::model::Runtime::new(bvae::model::RuntimeOptions {
+                threads,
+                own_kernels: true,
+            })
+            .unwrap();
+            let model = model.clone().with_runtime(runtime);
             let mut s = model.plan(PlanKind::Full, 1).unwrap().session().unwrap();
             let mut got = vec![];
             for i in 0..image.shape()[0] {
@@ -168,12 +173,8 @@ fn decoder_matches_pytorch() {
         let z = npy(&dir, "z");
         let want = npy(&dir, "decoder_recon");
         let n = z.shape()[0];
-        let mut dec = Decoder::load(
-            models_dir().join(format!("{name}.decoder.onnx")),
-            model.spec(),
-            n,
-        )
-        .unwrap();
+        let mut dec =
+            Decoder::load(models_dir().join(format!("{name}.decoder.onnx")), &model, n).unwrap();
         let mut out = vec![0.0; want.len()];
         dec.decode(z.as_slice().unwrap(), &mut out).unwrap();
         let err = check(&format!("{name} decoder"), &out, want.as_slice().unwrap());

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::frame::{FrameRef, PixelFormat};
-use crate::model::{Decoder, Model, PlanKind, set_threads};
+use crate::model::{Decoder, Model, PlanKind, Runtime, RuntimeOptions};
 use crate::pipeline::Pipeline;
 use crate::preprocess::{Fit, Preprocessor};
 use crate::score::{Method, Scorer};
@@ -125,8 +125,10 @@ pub fn test_frame(width: usize, height: usize) -> Vec<u8> {
 /// Runs `bvae bench`.
 pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
-    set_threads(args.threads)?;
-    crate::tract_conv::set_own_kernels(!args.tract_conv);
+    let runtime = Runtime::new(RuntimeOptions {
+        threads: args.threads,
+        own_kernels: !args.tract_conv,
+    })?;
     let (w, h) = (args.frame_width, args.frame_height);
     let data = test_frame(w, h);
     let frame = FrameRef::new(w, h, PixelFormat::Rgb8, &data)?;
@@ -134,7 +136,7 @@ pub fn run(args: Args) -> Result<()> {
     // model and the profile, plan for the profile's default score, and
     // process one camera frame.
     let load_start = Instant::now();
-    let model = super::load_model(&args.model)?;
+    let model = super::load_model(&args.model)?.with_runtime(runtime);
     let spec = model.spec().clone();
     let profile = match &args.calibration {
         Some(p) => Some(super::load_profile(p, &model)?),
@@ -142,11 +144,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let fit = profile.as_ref().map_or(Fit::Crop, |p| p.fit);
     let method = profile.as_ref().map_or(Method::Kl, |p| p.method);
-    let kind = if method.needs_recon() {
-        PlanKind::Full
-    } else {
-        PlanKind::EncoderOnly
-    };
+    let kind = PlanKind::needed(method.needs_recon());
     let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
     let mut pipe = Pipeline::new(&model, kind, fit, maha.clone())?;
     std::hint::black_box(pipe.process(frame)?);
@@ -216,7 +214,7 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .or_else(|| super::sibling_decoder(&args.model))
     {
-        let mut dec = Decoder::load(&dp, &spec, 1)
+        let mut dec = Decoder::load(&dp, &model, 1)
             .with_context(|| format!("loading decoder {}", dp.display()))?;
         let z = enc.mu()?.to_vec();
         let mut out = vec![0.0f32; spec.image_len()];

@@ -51,7 +51,8 @@ fn models_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
 /// Runs `bvae demo`.
 pub fn run(mut args: Args) -> Result<()> {
     let dir = models_dir(args.models.clone())?;
-    let model = super::load_model(&dir.join(DEFAULT_MODEL))?;
+    let model =
+        super::load_model(&dir.join(DEFAULT_MODEL))?.with_runtime(super::runtime(args.lp.threads)?);
     let profile = super::load_profile(&dir.join(DEFAULT_PROFILE), &model)?;
     if args.lp.max_frames.is_none() && args.lp.duration.is_none() {
         args.lp.max_frames = Some(2400);

@@ -82,6 +82,15 @@ pub fn load_model(path: &Path) -> Result<Model> {
     Model::load(path).with_context(|| format!("loading model {}", path.display()))
 }
 
+/// The inference runtime of `--threads N` (one thread when not given),
+/// with bvae's kernels where the CPU has them.
+pub fn runtime(threads: Option<usize>) -> Result<crate::model::Runtime> {
+    Ok(crate::model::Runtime::new(crate::model::RuntimeOptions {
+        threads: threads.unwrap_or(1),
+        own_kernels: true,
+    })?)
+}
+
 /// Loads a calibration profile made for `model`.
 pub fn load_profile(path: &Path, model: &Model) -> Result<Profile> {
     Ok(Profile::load(path, model)?)

@@ -58,7 +58,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.steps < 2 {
         bail!("--steps must be at least 2, found {}", args.steps);
     }
-    let mut decoder = Decoder::load(&dec_path, &spec, args.steps)
+    let mut decoder = Decoder::load(&dec_path, &model, args.steps)
         .with_context(|| format!("loading decoder {}", dec_path.display()))?;
     let z = spec.latent_dim;
     let (mut base, mut span) = (vec![0.0f32; z], vec![SIGMAS; z]);

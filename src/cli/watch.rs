@@ -229,12 +229,10 @@ fn secs(what: &str, v: f64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
-/// Resolves loop options over a profile's defaults (and sets the
-/// inference threads of `--threads` for the process).
+/// Resolves loop options over a profile's defaults.
 pub fn resolve_loop(lp: &LoopArgs, profile: &crate::calibrate::Profile) -> Result<LiveConfig> {
     if let Some(n) = lp.threads {
         anyhow::ensure!(n >= 1, "--threads must be at least 1");
-        crate::model::set_threads(n)?;
     }
     let mut c = LiveConfig::for_profile(profile);
     if let Some(m) = lp.method {
@@ -393,7 +391,7 @@ pub fn run(args: Args) -> Result<()> {
         // checked above: 1 to MAX_THREADS fits any usize
         threads: args.lp.threads.or(file.threads.map(|n| n as usize)),
     };
-    let model = super::load_model(&model_path)?;
+    let model = super::load_model(&model_path)?.with_runtime(super::runtime(lp.threads)?);
     let profile = super::load_profile(&calibration, &model)?;
     let cfg = resolve_loop(&lp, &profile)?;
     let spec: SourceSpec = source.parse()?;
