@@ -27,6 +27,11 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use crate::conv::{ConvShape, DeconvShape, PackedConv, PackedDeconv};
 use crate::dense::PackedDense;
 
+/// Fewest outputs of a dense layer that bvae's kernel takes: below a few
+/// dozen, the padding to a group of outputs would waste most of the work
+/// and tract's product is as good.
+pub const MIN_DENSE_OUTPUTS: usize = 32;
+
 /// What a [`BvaeConv`] node computes.
 #[derive(Debug, Clone, PartialEq)]
 enum Kernel {
@@ -507,9 +512,7 @@ fn substitute_dense(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let Some((k, n, matrix)) = dense_candidate(model, node)? else {
         return Ok(false);
     };
-    // Below a few dozen outputs the padding to a group would waste most of
-    // the work: tract's product is as good.
-    if n < 32 {
+    if n < MIN_DENSE_OUTPUTS {
         return Ok(false);
     }
     let x = node.inputs[if model.outlet_fact(node.inputs[0])?.konst.is_none() {

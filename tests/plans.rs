@@ -1,0 +1,300 @@
+//! What a plan is made of: on a CPU with bvae's kernels, every convolution,
+//! transposed convolution and dense layer of the shipped models is handed
+//! to bvae's kernel (with the ReLU after it fused in), the plan computes
+//! what tract's own plan computes, and a layer the kernels do not run
+//! stays with tract.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use bvae::model::{Runtime, RuntimeOptions};
+use bvae::{Decoder, Model, PlanKind};
+use prost::Message;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+/// The name bvae's op has in a tract plan.
+const BVAE_OP: &str = "BvaeConv";
+
+fn runtime(own_kernels: bool) -> Runtime {
+    Runtime::new(RuntimeOptions {
+        threads: 1,
+        own_kernels,
+    })
+    .unwrap()
+}
+
+fn has_kernels() -> bool {
+    bvae::conv::Isa::detect().is_some()
+}
+
+/// What a file's graph holds: its ops by type, how many of its layers
+/// (`Conv`, `ConvTranspose`, `Gemm`) feed a `Relu` directly, and how many
+/// of its `Gemm` layers have fewer outputs than bvae's dense kernel takes
+/// ([`bvae::tract_conv::MIN_DENSE_OUTPUTS`]).
+fn onnx_ops(path: &std::path::Path) -> (BTreeMap<String, usize>, usize, usize) {
+    let bytes = std::fs::read(path).unwrap();
+    let model = pb::ModelProto::decode(&bytes[..]).unwrap();
+    let graph = model.graph.unwrap();
+    let mut ops = BTreeMap::new();
+    for n in &graph.node {
+        *ops.entry(n.op_type.clone()).or_insert(0) += 1;
+    }
+    let small_dense = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Gemm")
+        .filter(|n| {
+            let trans_b = n.attribute.iter().any(|a| a.name == "transB" && a.i == 1);
+            let w = graph.initializer.iter().find(|t| t.name == n.input[1]);
+            let dims = &w.expect("Gemm weights are an initializer").dims;
+            let outputs = if trans_b { dims[0] } else { dims[1] };
+            (outputs as usize) < bvae::tract_conv::MIN_DENSE_OUTPUTS
+        })
+        .count();
+    let relu_inputs: Vec<&str> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Relu")
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    let layers_into_relu = graph
+        .node
+        .iter()
+        .filter(|n| matches!(n.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm"))
+        .filter(|n| n.output.iter().any(|o| relu_inputs.contains(&o.as_str())))
+        .count();
+    (ops, layers_into_relu, small_dense)
+}
+
+/// Nodes of a plan that bvae's kernels run, with their descriptions.
+fn bvae_nodes(plan: &TypedRunnableModel) -> Vec<String> {
+    plan.model()
+        .nodes()
+        .iter()
+        .filter(|n| n.op.name() == BVAE_OP)
+        .map(|n| n.op.info().unwrap().join(" "))
+        .collect()
+}
+
+fn max_rel_error(want: &[f32], got: &[f32]) -> f32 {
+    assert_eq!(want.len(), got.len());
+    want.iter()
+        .zip(got)
+        .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Test images in [0, 1] for a model's input.
+fn images(len: usize, n: usize) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|k| {
+            (0..len)
+                .map(|i| ((i * 7919 + k * 104_729) % 1000) as f32 / 999.0)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn shipped_models_run_every_layer_on_bvae_kernels_and_match_tract() {
+    for name in ["dsprites", "synthetic", "tiny_rgb"] {
+        let path = common::model(&format!("{name}.onnx"));
+        let (ops, into_relu, small_dense) = onnx_ops(&path);
+        let layers = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+            .iter()
+            .map(|op| ops.get(*op).copied().unwrap_or(0))
+            .sum::<usize>();
+        assert!(layers > 0, "{name}: no layer in {ops:?}");
+        let own = Model::load(&path).unwrap().with_runtime(runtime(true));
+        let tract = own.clone().with_runtime(runtime(false));
+        let full = own.plan(PlanKind::Full, 1).unwrap();
+        let nodes = bvae_nodes(full.runnable());
+        let fused = nodes.iter().filter(|d| d.contains("relu true")).count();
+        println!(
+            "{name}: {layers} layers in the file ({ops:?}); {} on bvae's kernels, {fused} with the ReLU fused",
+            nodes.len()
+        );
+        for d in &nodes {
+            println!("  {d}");
+        }
+        if has_kernels() {
+            assert_eq!(
+                nodes.len(),
+                layers - small_dense,
+                "{name}: every layer but the {small_dense} small dense ones is bvae's"
+            );
+            assert_eq!(fused, into_relu, "{name}: each ReLU after a layer is fused");
+        } else {
+            println!("  (no bvae kernel for this CPU: the plan is tract's alone)");
+            assert!(nodes.is_empty(), "{name}: {nodes:?}");
+        }
+        let reference = tract.plan(PlanKind::Full, 1).unwrap();
+        assert!(
+            bvae_nodes(reference.runnable()).is_empty(),
+            "{name}: own_kernels off still substituted"
+        );
+        // The encoder-only plan keeps the encoder's layers only.
+        let enc = bvae_nodes(own.plan(PlanKind::EncoderOnly, 1).unwrap().runnable());
+        assert!(enc.len() <= nodes.len() && (enc.len() < nodes.len() || !has_kernels()));
+
+        let (mut a, mut b) = (full.session().unwrap(), reference.session().unwrap());
+        let mut worst = 0.0f32;
+        for img in images(own.spec().image_len(), 3) {
+            a.run_on(&img).unwrap();
+            b.run_on(&img).unwrap();
+            worst = worst.max(max_rel_error(b.mu().unwrap(), a.mu().unwrap()));
+            worst = worst.max(max_rel_error(b.logvar().unwrap(), a.logvar().unwrap()));
+            let (ra, rb) = (a.recon().unwrap().unwrap(), b.recon().unwrap().unwrap());
+            worst = worst.max(max_rel_error(rb, ra));
+        }
+        println!("{name}: largest difference to tract's plan {worst:.2e}");
+        assert!(worst < 1e-4, "{name}: {worst}");
+
+        // The decoder's plan too.
+        let dec_path = common::model(&format!("{name}.decoder.onnx"));
+        let dec = Decoder::load(&dec_path, &own, 1).unwrap();
+        let dec_nodes = bvae_nodes(dec.runnable());
+        if has_kernels() {
+            assert!(!dec_nodes.is_empty(), "{name} decoder: {dec_nodes:?}");
+        } else {
+            assert!(dec_nodes.is_empty());
+        }
+        let tract_dec = Decoder::load(&dec_path, &tract, 1).unwrap();
+        assert!(bvae_nodes(tract_dec.runnable()).is_empty());
+    }
+}
+
+/// A float32 initializer.
+fn weights(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: 1,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+/// A contract model of an RGB 8×8 input: `conv` (weights `w` of `w_dims`,
+/// a bias, 3×3, padded by 1, with `extra` attributes) then ReLU, flattened
+/// into `mu` and `logvar`; `recon` is the input.
+fn one_conv_model(w_dims: &[i64], extra: Vec<pb::AttributeProto>) -> Vec<u8> {
+    let count = w_dims.iter().product::<i64>() as usize;
+    let w: Vec<f32> = (0..count).map(|i| ((i % 17) as f32 - 8.0) / 40.0).collect();
+    let oc = w_dims[0];
+    let b: Vec<f32> = (0..oc).map(|i| i as f32 / 10.0 - 0.3).collect();
+    let node = |op: &str, inputs: &[&str], output: &str, attribute| pb::NodeProto {
+        input: inputs.iter().map(|i| i.to_string()).collect(),
+        output: vec![output.into()],
+        name: format!("{op}_{output}"),
+        op_type: op.into(),
+        attribute,
+        ..Default::default()
+    };
+    let mut attrs = vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])];
+    attrs.extend(extra);
+    let input_type = |dims: &[i64]| pb::TypeProto {
+        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+            elem_type: 1,
+            shape: Some(pb::TensorShapeProto {
+                dim: dims
+                    .iter()
+                    .map(|&d| pb::tensor_shape_proto::Dimension {
+                        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+        })),
+        ..Default::default()
+    };
+    let out = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "one conv".into(),
+            node: vec![
+                node("Conv", &["image", "w", "b"], "conv", attrs),
+                node("Relu", &["conv"], "act", vec![]),
+                node("Flatten", &["act"], "mu", vec![]),
+                node("Flatten", &["act"], "logvar", vec![]),
+                node("Identity", &["image"], "recon", vec![]),
+            ],
+            initializer: vec![weights("w", w_dims, &w), weights("b", &[oc], &b)],
+            input: vec![pb::ValueInfoProto {
+                name: "image".into(),
+                r#type: Some(input_type(&[1, 3, 8, 8])),
+                ..Default::default()
+            }],
+            output: vec![out("mu"), out("logvar"), out("recon")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn layers_the_kernels_do_not_run_stay_with_tract() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("plain", vec![16, 3, 3, 3], vec![], 1),
+        (
+            "dilated",
+            vec![16, 3, 3, 3],
+            vec![ints("dilations", &[2, 2])],
+            0,
+        ),
+        ("grouped", vec![15, 1, 3, 3], vec![int("group", 3)], 0),
+    ];
+    for (what, w_dims, extra, replaced) in cases {
+        let path = dir.path().join(format!("{what}.onnx"));
+        let bytes = one_conv_model(&w_dims, extra);
+        let own = Model::load_bytes(&bytes, &path)
+            .unwrap()
+            .with_runtime(runtime(true));
+        let tract = own.clone().with_runtime(runtime(false));
+        let plan = own.plan(PlanKind::Full, 1).unwrap();
+        let nodes = bvae_nodes(plan.runnable());
+        let want = if has_kernels() { replaced } else { 0 };
+        println!("{what}: {nodes:?}");
+        assert_eq!(nodes.len(), want, "{what}: {nodes:?}");
+        let (mut a, mut b) = (
+            plan.session().unwrap(),
+            tract.plan(PlanKind::Full, 1).unwrap().session().unwrap(),
+        );
+        for img in images(own.spec().image_len(), 2) {
+            a.run_on(&img).unwrap();
+            b.run_on(&img).unwrap();
+            let err = max_rel_error(b.mu().unwrap(), a.mu().unwrap());
+            assert!(err < 1e-5, "{what}: {err}");
+        }
+    }
+}
