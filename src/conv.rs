@@ -1717,6 +1717,161 @@ pub(crate) mod tests {
         }
     }
 
+    /// Tolerance of a sum of `k` products of values in [-1, 1], in f32
+    /// against the f64 definition.
+    fn tolerance(k: usize) -> f32 {
+        1e-4 * (k as f32 / 64.0).max(1.0)
+    }
+
+    /// Random convolutions: channels, sizes and kernels not multiples of
+    /// anything, strides up to 3, uneven padding, with and without ReLU, on
+    /// one thread or split across a team. Each is checked against
+    /// [`naive`]; a refused shape must be one of too few output channels.
+    /// A shape that ever fails here joins the fixed cases of [`shapes`]
+    /// (and proptest keeps it in `proptest-regressions/`), so it stays a
+    /// named test.
+    #[test]
+    fn random_convolutions_match_the_definition() {
+        use proptest::prelude::*;
+        let Some(isa) = Isa::detect() else {
+            eprintln!("no convolution kernel for this CPU: nothing to test");
+            return;
+        };
+        let teams = teams();
+        let shape = (
+            1usize..=9,
+            1usize..=20,
+            1usize..=20,
+            1usize..=80,
+            1usize..=5,
+            1usize..=5,
+        )
+            .prop_flat_map(|(ic, ih, iw, oc, kh, kw)| {
+                (
+                    Just((ic, ih, iw, oc, kh, kw)),
+                    1usize..=3,
+                    1usize..=3,
+                    [0..kh, 0..kw, 0..kh, 0..kw],
+                )
+            })
+            .prop_map(|((ic, ih, iw, oc, kh, kw), sh, sw, pads)| ConvShape {
+                ic,
+                ih,
+                iw,
+                oc,
+                kh,
+                kw,
+                sh,
+                sw,
+                pads,
+            })
+            .prop_filter("an output", |s| s.oh().is_some() && s.ow().is_some());
+        let config = ProptestConfig {
+            cases: 96,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(s in shape, relu: bool, t in 0usize..3, seed: u32)| {
+            let k = s.ic * s.kh * s.kw;
+            let w = values(s.oc * k, seed);
+            let b = values(s.oc, seed ^ 0x55);
+            let x = values(s.input_len(), seed ^ 0xaa);
+            let Some(p) = PackedConv::with_isa(isa, s, &w, Some(&b), relu) else {
+                prop_assert!(s.oc < isa.mr() / 2, "{:?} refused", s);
+                return Ok(());
+            };
+            let want = naive(&s, &w, &b, relu, &x);
+            let mut scratch = vec![f32::NAN; p.scratch_len() * 3];
+            let mut out = vec![f32::NAN; p.output_len()];
+            for fresh in [true, false] {
+                team::frame(teams[t].as_ref(), || p.run(&x, &mut scratch, fresh, &mut out));
+                let err = max_error(&want, &out);
+                prop_assert!(err < tolerance(k), "{:?} relu={} team {}: {}", s, relu, t, err);
+            }
+        });
+    }
+
+    /// Random transposed convolutions (kernels a multiple of the stride,
+    /// any padding and output padding), each checked against
+    /// [`naive_deconv`]; every one of them must be accepted.
+    #[test]
+    fn random_transposed_convolutions_match_the_definition() {
+        use proptest::prelude::*;
+        let Some(isa) = Isa::detect() else {
+            eprintln!("no convolution kernel for this CPU: nothing to test");
+            return;
+        };
+        let teams = teams();
+        let shape = (
+            1usize..=8,
+            1usize..=9,
+            1usize..=9,
+            1usize..=40,
+            1usize..=3,
+            1usize..=3,
+        )
+            .prop_flat_map(|(ic, ih, iw, oc, sh, sw)| {
+                (
+                    Just((ic, ih, iw, oc, sh, sw)),
+                    1usize..=2,
+                    1usize..=2,
+                    0..sh,
+                    0..sw,
+                )
+            })
+            .prop_flat_map(|((ic, ih, iw, oc, sh, sw), ty, tx, out_h, out_w)| {
+                let (kh, kw) = (ty * sh, tx * sw);
+                (
+                    Just((ic, ih, iw, oc, sh, sw, kh, kw, out_h, out_w)),
+                    0..kh,
+                    0..kw,
+                )
+            })
+            .prop_filter_map(
+                "an output",
+                |((ic, ih, iw, oc, sh, sw, kh, kw, out_h, out_w), ph, pw)| {
+                    // ONNX: out = (in - 1)·stride + kernel - 2·pad + output_padding.
+                    let oh = ((ih - 1) * sh + kh + out_h).checked_sub(2 * ph)?;
+                    let ow = ((iw - 1) * sw + kw + out_w).checked_sub(2 * pw)?;
+                    (oh > 0 && ow > 0).then_some(DeconvShape {
+                        ic,
+                        ih,
+                        iw,
+                        oc,
+                        kh,
+                        kw,
+                        sh,
+                        sw,
+                        pads: [ph, pw],
+                        oh,
+                        ow,
+                    })
+                },
+            );
+        let config = ProptestConfig {
+            cases: 96,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(d in shape, relu: bool, t in 0usize..3, seed: u32)| {
+            let w = values(d.oc * d.ic * d.kh * d.kw, seed);
+            let b = values(d.oc, seed ^ 0x55);
+            let x = values(d.ic * d.ih * d.iw, seed ^ 0xaa);
+            let p = PackedDeconv::with_isa(isa, d, &w, &b, relu);
+            prop_assert!(p.is_some(), "{:?} refused", d);
+            let Some(p) = p else { return Ok(()) };
+            let want = naive_deconv(&d, &w, &b, relu, &x);
+            let mut scratch = vec![f32::NAN; p.scratch_len() * 3];
+            let mut phases = vec![f32::NAN; p.phases_len()];
+            let mut out = vec![f32::NAN; p.output_len()];
+            for fresh in [true, false] {
+                team::frame(teams[t].as_ref(), || {
+                    p.run(&x, &mut scratch, fresh, &mut phases, &mut out)
+                });
+                let err = max_error(&want, &out);
+                prop_assert!(err < tolerance(d.ic * d.kh * d.kw), "{:?} relu={} team {}: {}", d, relu, t, err);
+            }
+        });
+    }
+
     #[test]
     fn refuses_what_it_cannot_run_well() {
         let s = ConvShape {

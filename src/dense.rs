@@ -320,6 +320,44 @@ mod tests {
         }
     }
 
+    /// Random layer sizes (tails of a group, single outputs, long and
+    /// short inputs), with and without ReLU, on one thread or a team,
+    /// against the definition; nothing is written past the output.
+    #[test]
+    fn random_layers_match_the_definition() {
+        use proptest::prelude::*;
+        let Some(isa) = Isa::detect() else {
+            eprintln!("no dense kernel for this CPU: nothing to test");
+            return;
+        };
+        let teams = [
+            None,
+            Some(team::Team::new(2).expect("threads")),
+            Some(team::Team::new(3).expect("threads")),
+        ];
+        let config = ProptestConfig {
+            cases: 128,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(k in 1usize..=1100, n in 1usize..=300, relu: bool, t in 0usize..3, seed: u32)| {
+            let w = values(n * k, seed);
+            let b = values(n, seed ^ 0x55);
+            let x = values(k, seed ^ 0xaa);
+            let d = PackedDense::with_isa(isa, k, n, &w, &b, relu);
+            prop_assert!(d.is_some());
+            let Some(d) = d else { return Ok(()) };
+            let mut out = vec![f32::NAN; n + 3];
+            team::frame(teams[t].as_ref(), || d.run(&x, &mut out));
+            for o in 0..n {
+                let s = b[o] as f64 + (0..k).map(|j| (w[o * k + j] * x[j]) as f64).sum::<f64>();
+                let want = if relu { s.max(0.0) } else { s } as f32;
+                let err = (out[o] - want).abs();
+                prop_assert!(err < 1e-4 * (k as f32 / 64.0).max(1.0), "k={} n={} {}: {}", k, n, o, err);
+            }
+            prop_assert!(out[n..].iter().all(|v| v.is_nan()), "wrote past the end");
+        });
+    }
+
     #[test]
     fn refuses_mismatched_sizes() {
         let isa = Isa::Neon;
