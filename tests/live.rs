@@ -815,6 +815,14 @@ fn an_undecodable_image_is_a_frame_error_naming_it() {
     assert_eq!(s.bad_frames, 3, "{s:?}");
     assert!(!errors.is_empty() && errors.len() <= 2, "{errors:?}");
     assert!(errors.iter().all(|e| e.0 == "decode"), "{errors:?}");
-    assert!(errors[0].2.contains("0b.png"), "{errors:?}");
+    // the reason is the last failure's: several may come in one turn
+    let reason = &errors[0].2;
+    assert!(
+        ["0b.png", "1b.png", "2b.png"]
+            .iter()
+            .any(|f| reason.contains(f))
+            && reason.contains("not a readable"),
+        "{errors:?}"
+    );
     assert_eq!(errors.iter().map(|e| 1 + e.3).sum::<u64>(), 3);
 }
