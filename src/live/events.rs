@@ -146,7 +146,7 @@ pub enum Event {
     FrameError {
         /// Wall-clock time.
         time: String,
-        /// Seconds since start.
+        /// Seconds since start, when the loop saw the reported failure.
         t: f64,
         /// `decode` (the source could not decode it) or `score` (the
         /// pipeline refused it).

@@ -241,7 +241,12 @@ struct Loop<'a> {
 impl Loop<'_> {
     /// Seconds since the loop started.
     fn t(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
+        self.t_at(Instant::now())
+    }
+
+    /// Seconds from the loop's start to `at`.
+    fn t_at(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.start).as_secs_f64()
     }
 
     fn run(
@@ -301,7 +306,7 @@ impl Loop<'_> {
             Analysis::Scored(s) => s,
             Analysis::Refused(e) => {
                 self.stats.failed();
-                let t = self.t();
+                let t = self.t_at(now);
                 if let Some(fe) = self
                     .failures
                     .score_failed(now, info.index, format_args!("{e:#}"))
@@ -442,7 +447,7 @@ impl Loop<'_> {
         bad_frames: u64,
         sink: &mut dyn EventSink,
     ) -> Result<()> {
-        let t = self.t();
+        let t = self.t_at(now);
         let slot = self.slot;
         if let Some(fe) = self
             .failures
