@@ -14,6 +14,7 @@ pub mod display;
 pub mod error;
 pub mod explain;
 pub mod frame;
+pub mod heat;
 pub mod imageio;
 pub mod live;
 pub mod meta;

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 
 use crate::frame::FrameRef;
+use crate::meta::ModelSpec;
 use crate::model::{Model, PlanKind, Session};
 use crate::preprocess::{Fit, Preprocessor};
 use crate::score::{Scorer, Scores, pixel_map};
@@ -16,6 +17,8 @@ pub struct Pipeline {
     session: Session,
     scorer: Scorer,
     map: Vec<f32>,
+    /// Whether `map` belongs to the last frame.
+    map_current: bool,
 }
 
 impl Pipeline {
@@ -35,11 +38,13 @@ impl Pipeline {
             session,
             scorer: Scorer::new(spec, mahalanobis),
             map: vec![0.0; spec.height * spec.width],
+            map_current: false,
         })
     }
 
     /// Preprocesses, encodes and scores one frame.
     pub fn process(&mut self, frame: FrameRef<'_>) -> Result<Scores> {
+        self.map_current = false;
         let input = self.session.input_mut()?;
         self.pre
             .process(frame, input)
@@ -49,6 +54,7 @@ impl Pipeline {
 
     /// Encodes and scores an image already in model layout (`[C, H, W]`, [0, 1]).
     pub fn process_tensor(&mut self, image: &[f32]) -> Result<Scores> {
+        self.map_current = false;
         let input = self.session.input_mut()?;
         anyhow::ensure!(
             input.len() == image.len(),
@@ -61,6 +67,7 @@ impl Pipeline {
     }
 
     fn run_and_score(&mut self) -> Result<Scores> {
+        self.map_current = false;
         self.session.run()?;
         let s = &self.session;
         Ok(self
@@ -93,13 +100,15 @@ impl Pipeline {
         self.scorer.kl_latents()
     }
 
-    /// Per-pixel anomaly map `[H, W]` of the last frame, when the plan
-    /// computes the reconstruction.
-    pub fn pixel_map(&mut self) -> Result<Option<&[f32]>> {
+    /// Computes the per-pixel anomaly map `[H, W]` of the last frame into
+    /// the pipeline's buffer, when the plan computes the reconstruction;
+    /// returns whether it did. [`Pipeline::pixel_map`] then lends it.
+    pub fn update_pixel_map(&mut self) -> Result<bool> {
         let spec = self.session.plan().spec();
         let (likelihood, channels) = (spec.likelihood, spec.channels);
         let Some(r) = self.session.recon()? else {
-            return Ok(None);
+            self.map_current = false;
+            return Ok(false);
         };
         pixel_map(
             self.session.input()?,
@@ -108,7 +117,19 @@ impl Pipeline {
             channels,
             &mut self.map,
         );
-        Ok(Some(&self.map))
+        self.map_current = true;
+        Ok(true)
+    }
+
+    /// The pixel map of the last frame, if [`Pipeline::update_pixel_map`]
+    /// computed it since the frame was processed.
+    pub fn pixel_map(&self) -> Option<&[f32]> {
+        self.map_current.then_some(&self.map[..])
+    }
+
+    /// The model's contract: input size, channels, latents.
+    pub fn spec(&self) -> &ModelSpec {
+        self.session.plan().spec()
     }
 
     /// The preprocessor (for benchmarks that time it alone).

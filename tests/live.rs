@@ -35,6 +35,9 @@ enum Step {
     /// Block inside the source call for this long (a driver that does not
     /// return), then time out.
     Hang(Duration),
+    /// Deliver a frame whose buffer is too short for its size (the
+    /// pipeline refuses it).
+    WrongSize,
 }
 
 struct Scripted {
@@ -98,6 +101,15 @@ impl FrameSource for Scripted {
             Step::Hang(d) => {
                 std::thread::sleep(d);
                 Err(SourceError::Timeout)
+            }
+            Step::WrongSize => {
+                frame.width = 64;
+                frame.height = 64;
+                frame.format = PixelFormat::Gray8;
+                frame.data.clear();
+                frame.data.resize(100, 7);
+                std::thread::sleep(Duration::from_millis(5));
+                Ok(info)
             }
         }
     }
@@ -291,6 +303,15 @@ fn events_are_json_lines_with_the_documented_fields() {
             ],
             "camera_lost" => &["time", "t", "last_frame", "reason"],
             "camera_recovered" => &["time", "t", "frame", "down_s"],
+            "frame_error" => &[
+                "time",
+                "t",
+                "stage",
+                "frame",
+                "reason",
+                "suppressed",
+                "total",
+            ],
             "summary" => &[
                 "processed",
                 "captured",
@@ -546,7 +567,7 @@ fn a_slow_loop_is_not_a_lost_camera() {
     impl Observer for Slow {
         fn frame(
             &mut self,
-            _view: &mut FrameView<'_>,
+            _view: &FrameView<'_>,
             _sink: &mut dyn EventSink,
         ) -> anyhow::Result<Control> {
             std::thread::sleep(Duration::from_millis(400));
@@ -651,4 +672,157 @@ fn a_slow_source_is_not_lost_between_its_frames() {
     .unwrap();
     assert_eq!(s.processed, 6);
     assert_eq!(s.camera_lost, 0, "{events:#?}");
+}
+
+/// (stage, frame, reason, suppressed, total, t) of every frame_error event.
+fn frame_errors(events: &[Event]) -> Vec<(String, Option<u64>, String, u64, u64, f64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FrameError {
+                stage,
+                frame,
+                reason,
+                suppressed,
+                total,
+                t,
+                ..
+            } => Some((
+                serde_json::to_value(stage)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                *frame,
+                reason.clone(),
+                *suppressed,
+                *total,
+                *t,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Frames that fail are not silent: each stage's failures become
+/// `frame_error` events with their reason, at most one per stage per
+/// interval (plus one at the end for those still unreported), and every
+/// failure is counted in them.
+#[test]
+fn failing_frames_are_rate_limited_events_with_their_reason() {
+    let (m, p, frames) = setup();
+    let mut steps: Vec<Step> = (0..3).map(Step::Frame).collect();
+    steps.extend(std::iter::repeat_n(Step::Bad, 10));
+    steps.extend(std::iter::repeat_n(Step::WrongSize, 10));
+    steps.extend((3..6).map(Step::Frame));
+    let (s, events) = run_scripted(&m, &p, steps, &frames);
+    let errors = frame_errors(&events);
+    let decode: Vec<_> = errors.iter().filter(|e| e.0 == "decode").collect();
+    let score: Vec<_> = errors.iter().filter(|e| e.0 == "score").collect();
+    assert_eq!(decode.len() + score.len(), errors.len(), "{errors:?}");
+    // the 5 s interval is longer than the run: the first failure of each
+    // stage is reported at once, the rest once at the end
+    assert!((1..=2).contains(&decode.len()), "{errors:?}");
+    assert!(decode[0].2.contains("corrupt MJPEG"), "{errors:?}");
+    assert_eq!(decode[0].1, None);
+    assert_eq!(
+        decode.iter().map(|e| 1 + e.3).sum::<u64>(),
+        10,
+        "{errors:?}"
+    );
+    assert_eq!(decode.last().unwrap().4, 10);
+    assert_eq!(s.bad_frames, 10);
+    assert!(s.failed_frames >= 3, "{s:?}");
+    assert_eq!(score.len(), 2, "{errors:?}");
+    assert!(score[0].2.contains("does not match"), "{errors:?}");
+    assert!(score[0].1.is_some());
+    assert_eq!(score[0].3, 0);
+    assert_eq!(score[1].3, s.failed_frames - 2, "{errors:?}");
+    assert_eq!(score[1].4, s.failed_frames);
+    // and the good frames around them were scored
+    assert!(s.processed >= 4, "{s:?}");
+}
+
+/// With a short interval, a long run of failures is reported once per
+/// interval, each event counting the failures suppressed since the last.
+#[test]
+fn frame_errors_come_at_most_once_per_interval() {
+    let (m, p, frames) = setup();
+    let mut steps: Vec<Step> = (0..2).map(Step::Frame).collect();
+    steps.extend(std::iter::repeat_n(Step::WrongSize, 120));
+    steps.extend((2..4).map(Step::Frame));
+    let mut cfg = config(&p);
+    cfg.frame_error_interval = Duration::from_millis(150);
+    let mut events: Vec<Event> = vec![];
+    let s = run(
+        &m,
+        &p,
+        source(steps, &frames),
+        &cfg,
+        &mut events,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let errors = frame_errors(&events);
+    assert!(errors.iter().all(|e| e.0 == "score"), "{errors:?}");
+    // 120 frames of 5 ms or more: at least 600 ms, so several periods
+    assert!(errors.len() >= 3, "{errors:?}");
+    assert!(
+        (errors.len() as u64) < s.failed_frames,
+        "not rate-limited: {errors:?}"
+    );
+    assert_eq!(
+        errors.iter().map(|e| 1 + e.3).sum::<u64>(),
+        s.failed_frames,
+        "{errors:?}"
+    );
+    // all but the last (the end-of-run one) keep the interval (`t` is
+    // when the reported failure happened)
+    let timed = &errors[..errors.len() - 1];
+    for w in timed.windows(2) {
+        assert!(w[1].5 - w[0].5 >= 0.149, "{errors:?}");
+    }
+    assert!(errors.iter().any(|e| e.3 > 0), "{errors:?}");
+}
+
+/// An undecodable file in an `images:` folder is a `frame_error` naming it.
+#[test]
+fn an_undecodable_image_is_a_frame_error_naming_it() {
+    let (m, p, _) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        std::fs::copy(
+            data("dsprites_normal").join(format!("{i:04}.png")),
+            dir.path().join(format!("{i}a.png")),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(format!("{i}b.png")), b"not a png").unwrap();
+    }
+    let spec: bvae::source::SourceSpec =
+        format!("images:{}", common::s(dir.path())).parse().unwrap();
+    let src = bvae::source::open_source(&spec).unwrap();
+    let mut events: Vec<Event> = vec![];
+    let s = run(
+        &m,
+        &p,
+        src,
+        &config(&p),
+        &mut events,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let errors = frame_errors(&events);
+    assert_eq!(s.bad_frames, 3, "{s:?}");
+    assert!(!errors.is_empty() && errors.len() <= 2, "{errors:?}");
+    assert!(errors.iter().all(|e| e.0 == "decode"), "{errors:?}");
+    // the reason is the last failure's: several may come in one turn
+    let reason = &errors[0].2;
+    assert!(
+        ["0b.png", "1b.png", "2b.png"]
+            .iter()
+            .any(|f| reason.contains(f))
+            && reason.contains("not a readable"),
+        "{errors:?}"
+    );
+    assert_eq!(errors.iter().map(|e| 1 + e.3).sum::<u64>(), 3);
 }

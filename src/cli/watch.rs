@@ -426,7 +426,9 @@ pub(crate) fn run_live(
     if let Some(s) = snapshots.as_mut() {
         observers.push(s);
     }
-    let summary = crate::live::run_with(
+    let mut truth = crate::live::truth::Truth::for_config(cfg);
+    observers.push(&mut truth);
+    let mut summary = crate::live::run_with(
         model,
         profile,
         src,
@@ -435,6 +437,7 @@ pub(crate) fn run_live(
         stop_flag(),
         &mut observers,
     )?;
+    summary.truth = truth.summary();
     sink.emit(&crate::live::events::Event::Summary(summary.clone()))?;
     sink.flush()?;
     print_summary(&summary);

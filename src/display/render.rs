@@ -9,9 +9,10 @@
 
 use std::fmt::Write as _;
 
-use super::canvas::{Canvas, GLYPH, Rect, Rgb, mix, rgb};
+use super::canvas::{Canvas, GLYPH, Rect, Rgb, channels, mix, rgb};
 use crate::calibrate::Profile;
 use crate::frame::{FrameRef, PixelFormat};
+use crate::heat::{HOT_RATIO, Palette};
 use crate::score::Method;
 
 /// Width of the window in pixels.
@@ -33,6 +34,8 @@ const ALERT: Rgb = rgb(0xff, 0x52, 0x52);
 const THRESHOLD: Rgb = rgb(0xff, 0xd5, 0x4f);
 const OK: Rgb = rgb(0x2e, 0x9d, 0x5a);
 const EPISODE: Rgb = rgb(0x4a, 0x1e, 0x24);
+/// Brightness of the model input under the heatmap.
+const HEAT_BASE: f32 = 0.35;
 
 /// Where each panel is, in window pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,20 +154,10 @@ pub struct RenderConfig {
     pub latents: LatentRanges,
     /// Name of the deciding score.
     pub method: Method,
-    /// Per-pixel value at the bottom of the heatmap's colour scale (in
-    /// the pixel map's unit, NLL per pixel): pixels at or below it show
-    /// the input faintly.
-    pub heat_min: f32,
-    /// Per-pixel value at the top of the colour scale.
-    pub heat_max: f32,
 }
 
 impl RenderConfig {
-    /// From a calibration profile and the model's image size. The
-    /// heatmap's colour scale runs from the `recon` threshold (a mean
-    /// per-pixel NLL: what a normal frame's pixels cost on average) to 10
-    /// times it, so normal frames look dark and badly reconstructed
-    /// pixels glow; from 0 to 1 nat without a `recon` calibration.
+    /// From a calibration profile and the model's image size.
     pub fn new(
         profile: &Profile,
         channels: usize,
@@ -172,18 +165,12 @@ impl RenderConfig {
         width: usize,
         active: Option<Vec<bool>>,
     ) -> RenderConfig {
-        let (heat_min, heat_max) = profile
-            .threshold_for(Method::Recon)
-            .filter(|t| t.is_finite() && *t > 0.0)
-            .map_or((0.0, 1.0), |t| (t as f32, (10.0 * t) as f32));
         RenderConfig {
             channels,
             height,
             width,
             latents: LatentRanges::from_profile(profile, active),
             method: profile.method,
-            heat_min,
-            heat_max,
         }
     }
 }
@@ -199,8 +186,9 @@ pub struct Scene<'a> {
     pub input: &'a [f32],
     /// Reconstruction `[C, H, W]`, when computed.
     pub recon: Option<&'a [f32]>,
-    /// Per-pixel anomaly map `[H, W]`, when computed.
-    pub map: Option<&'a [f32]>,
+    /// Heat of the per-pixel anomaly map `[H, W]` in [0, 1], on the one
+    /// heatmap scale ([`crate::heat`]), when computed.
+    pub heat: Option<&'a [f32]>,
     /// Latent means.
     pub mu: &'a [f32],
     /// KL per latent (nats).
@@ -259,7 +247,7 @@ pub struct Renderer {
     layout: Layout,
     canvas: Canvas,
     history: History,
-    heat_lut: [Rgb; 256],
+    palette: Palette,
     /// Half-width of the latent bars' value axis.
     axis: f64,
     text: String,
@@ -283,7 +271,7 @@ impl Renderer {
         }
         Renderer {
             history: History::new(layout.plot.w),
-            heat_lut: heat_lut(),
+            palette: Palette::new(),
             axis: (axis * 1.15).min(50.0),
             layout,
             canvas: Canvas::new(WIDTH, HEIGHT),
@@ -478,76 +466,56 @@ impl Renderer {
         // `img`, then scaled up.
         self.canvas.fill(l.input, PANEL);
         if ok(s.input) {
-            for (i, p) in self.img.iter_mut().enumerate() {
-                *p = tensor(s.input, i % w, i / w);
-            }
-            let img = &self.img;
-            self.canvas
-                .blit(l.input.fit(w, h), w, h, |x, y| img[y * w + x]);
+            show_model_image(&mut self.canvas, &mut self.img, l.input, w, h, |x, y| {
+                tensor(s.input, x, y)
+            });
         }
 
         self.label(l.recon, "reconstruction");
         self.canvas.fill(l.recon, PANEL);
         match s.recon {
             Some(r) if ok(r) => {
-                for (i, p) in self.img.iter_mut().enumerate() {
-                    *p = tensor(r, i % w, i / w);
-                }
-                let img = &self.img;
-                self.canvas
-                    .blit(l.recon.fit(w, h), w, h, |x, y| img[y * w + x]);
+                show_model_image(&mut self.canvas, &mut self.img, l.recon, w, h, |x, y| {
+                    tensor(r, x, y)
+                })
             }
-            _ => {
-                self.canvas
-                    .text(l.recon.x + 8, l.recon.y + 8, "(no decoder)", 1, FAINT);
-            }
+            _ => self.no_decoder(l.recon),
         }
 
         self.label(l.heatmap, "anomaly heatmap");
         self.canvas.fill(l.heatmap, PANEL);
-        let bottom = self.cfg.heat_min;
-        let top = self.cfg.heat_max.max(bottom + 1e-9);
-        match s.map {
-            Some(m) if m.len() >= plane && plane > 0 => {
-                let lut = &self.heat_lut;
-                let input = s.input;
-                let gray_ok = ok(input);
-                for (i, p) in self.img.iter_mut().enumerate() {
-                    let (x, y) = (i % w, i / w);
-                    let t = ((m[i] - bottom) / (top - bottom)).clamp(0.0, 1.0);
-                    let heat = lut[(t * 255.0).round() as usize];
-                    // The input shows faintly where nothing is wrong.
-                    *p = if gray_ok {
-                        let g = tensor(input, x, y);
-                        mix(mix(BG, g, 0.35), heat, (t * 4.0).min(1.0))
-                    } else {
-                        heat
-                    };
-                }
-                let img = &self.img;
-                self.canvas
-                    .blit(l.heatmap.fit(w, h), w, h, |x, y| img[y * w + x]);
+        match s.heat {
+            Some(heat) if heat.len() >= plane && plane > 0 => {
+                let palette = &self.palette;
+                let input = ok(s.input).then_some(s.input);
+                show_model_image(&mut self.canvas, &mut self.img, l.heatmap, w, h, |x, y| {
+                    // The input shows faintly under the heat.
+                    let base = input.map_or(BG, |v| mix(0, tensor(v, x, y), HEAT_BASE));
+                    let (r, g, b) = channels(base);
+                    let [r, g, b] = palette.paint([r, g, b], heat[y * w + x]);
+                    rgb(r, g, b)
+                });
             }
-            _ => {
-                self.canvas
-                    .text(l.heatmap.x + 8, l.heatmap.y + 8, "(no decoder)", 1, FAINT);
-            }
+            _ => self.no_decoder(l.heatmap),
         }
-        // Colour scale.
+        // Colour scale, opaque: from a ratio of 1 to the threshold (left)
+        // to HOT_RATIO (right).
         let lg = l.heat_legend;
         for dx in 0..lg.w {
-            let c = self.heat_lut[dx * 255 / (lg.w - 1).max(1)];
-            self.canvas.vline(lg.x + dx, lg.y, lg.y + lg.h - 1, c);
+            let ([r, g, b], _) = self.palette.get(dx as f32 / (lg.w - 1).max(1) as f32);
+            self.canvas
+                .vline(lg.x + dx, lg.y, lg.y + lg.h - 1, rgb(r, g, b));
         }
+        self.canvas.text(lg.x, lg.y + lg.h + 4, "1x", 1, FAINT);
         self.text.clear();
-        let _ = write!(self.text, "{bottom:.2}");
-        self.canvas
-            .text(lg.x, lg.y + lg.h + 4, &self.text, 1, FAINT);
-        self.text.clear();
-        let _ = write!(self.text, "{top:.2} nats/px");
+        let _ = write!(self.text, "{HOT_RATIO}x recon threshold");
         let tw = Canvas::text_width(&self.text, 1);
         self.canvas
             .text(lg.x + lg.w - tw, lg.y + lg.h + 4, &self.text, 1, FAINT);
+    }
+
+    fn no_decoder(&mut self, r: Rect) {
+        self.canvas.text(r.x + 8, r.y + 8, "(no decoder)", 1, FAINT);
     }
 
     /// The track (value axis) of latent row `i` of `n`.
@@ -738,28 +706,20 @@ impl Renderer {
     }
 }
 
-/// An inferno-like colour scale, dark to bright yellow.
-fn heat_lut() -> [Rgb; 256] {
-    const STOPS: [(f32, Rgb); 6] = [
-        (0.0, rgb(0x00, 0x00, 0x04)),
-        (0.2, rgb(0x42, 0x0a, 0x68)),
-        (0.4, rgb(0x93, 0x26, 0x67)),
-        (0.6, rgb(0xdd, 0x51, 0x3a)),
-        (0.8, rgb(0xfc, 0xa5, 0x0a)),
-        (1.0, rgb(0xfc, 0xff, 0xa4)),
-    ];
-    let mut lut = [0u32; 256];
-    for (i, c) in lut.iter_mut().enumerate() {
-        let t = i as f32 / 255.0;
-        let k = STOPS
-            .windows(2)
-            .position(|w| t <= w[1].0)
-            .unwrap_or(STOPS.len() - 2);
-        let (t0, c0) = STOPS[k];
-        let (t1, c1) = STOPS[k + 1];
-        *c = mix(c0, c1, (t - t0) / (t1 - t0));
+/// Colours a `w`×`h` model-sized image pixel by pixel into `img`, then
+/// shows it scaled into `r`.
+fn show_model_image(
+    canvas: &mut Canvas,
+    img: &mut [Rgb],
+    r: Rect,
+    w: usize,
+    h: usize,
+    colour: impl Fn(usize, usize) -> Rgb,
+) {
+    for (i, p) in img.iter_mut().enumerate() {
+        *p = colour(i % w, i / w);
     }
-    lut
+    canvas.blit(r.fit(w, h), w, h, |x, y| img[y * w + x]);
 }
 
 #[cfg(test)]
@@ -779,8 +739,6 @@ mod tests {
                 active: vec![true; z],
             },
             method: Method::Recon,
-            heat_min: 0.0,
-            heat_max: 1.0,
         }
     }
 
@@ -788,7 +746,7 @@ mod tests {
         frame: Vec<u8>,
         input: Vec<f32>,
         recon: Vec<f32>,
-        map: Vec<f32>,
+        heat: Vec<f32>,
         mu: Vec<f32>,
         kl: Vec<f32>,
     }
@@ -798,7 +756,7 @@ mod tests {
             frame: vec![200; 32 * 24],
             input: vec![1.0; 64],
             recon: vec![0.5; 64],
-            map: (0..64).map(|i| if i < 32 { 0.0 } else { 1.0 }).collect(),
+            heat: (0..64).map(|i| if i < 32 { 0.0 } else { 1.0 }).collect(),
             kl: vec![0.1; mu.len()],
             mu,
         }
@@ -810,7 +768,7 @@ mod tests {
             frame: FrameRef::new(32, 24, PixelFormat::Gray8, &d.frame).unwrap(),
             input: &d.input,
             recon: Some(&d.recon),
-            map: Some(&d.map),
+            heat: Some(&d.heat),
             mu: &d.mu,
             kl: &d.kl,
             score,
@@ -839,10 +797,13 @@ mod tests {
         assert_eq!(c.get(x, y), rgb(255, 255, 255), "model input");
         let (x, y) = centre(l.recon);
         assert_eq!(c.get(x, y), rgb(128, 128, 128), "reconstruction");
-        // Heatmap: top half (map 0) dark, bottom half (map 1) the hottest colour.
+        // Heatmap: top half (heat 0) dark, bottom half (heat 1) the
+        // hottest colour over the faint input.
         let hm = l.heatmap;
         let hot = c.get(hm.x + hm.w / 2, hm.y + hm.h - 2);
-        assert_eq!(hot, rd.heat_lut[255]);
+        let [r, g, b] = rd.palette.paint([89; 3], 1.0);
+        assert_eq!(hot, rgb(r, g, b));
+        assert!(r > 200 && b < 80, "{hot:06x}");
         let cold = c.get(hm.x + hm.w / 2, hm.y + 2);
         let (r, g, b) = super::super::canvas::channels(cold);
         assert!((r as u32 + g as u32 + b as u32) < 3 * 120, "{cold:06x}");
@@ -943,7 +904,7 @@ mod tests {
         let d = data(vec![0.0, 0.0, 0.0]);
         let mut s = scene(&d, f64::NAN, false);
         s.recon = None;
-        s.map = None;
+        s.heat = None;
         s.input = &[];
         s.mu = &d.mu[..1];
         s.kl = &[];
@@ -955,14 +916,15 @@ mod tests {
     }
 
     #[test]
-    fn heat_scale_runs_dark_to_bright() {
-        let lut = heat_lut();
-        let lum = |c: Rgb| {
-            let (r, g, b) = super::super::canvas::channels(c);
-            r as u32 + g as u32 + b as u32
-        };
-        assert!(lum(lut[0]) < 20);
-        assert!(lum(lut[255]) > 600);
-        assert!(lum(lut[128]) > lum(lut[32]));
+    fn heat_legend_runs_cool_to_hot() {
+        let mut rd = Renderer::new(cfg(2));
+        let d = data(vec![0.0, 0.0]);
+        rd.draw(&scene(&d, 0.5, false));
+        let lg = rd.layout().heat_legend;
+        let c = rd.canvas();
+        let (r0, _, b0) = super::super::canvas::channels(c.get(lg.x + 1, lg.y + 1));
+        let (r1, _, b1) = super::super::canvas::channels(c.get(lg.x + lg.w - 1, lg.y + 1));
+        assert!(b0 > r0, "cool end is blue");
+        assert!(r1 > 200 && b1 < 80, "hot end is red");
     }
 }

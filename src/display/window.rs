@@ -55,8 +55,6 @@ impl InputCallback for QuitKeys {
 pub struct LiveWindow {
     window: Window,
     renderer: Renderer,
-    /// Preallocated copy of the pixel map (the pipeline lends it mutably).
-    map: Vec<f32>,
     last_draw: Option<Instant>,
     /// Least time until the next redraw.
     redraw_wait: Duration,
@@ -70,7 +68,6 @@ impl LiveWindow {
     /// X11 cannot be loaded.
     pub fn open(title: &str, cfg: RenderConfig) -> Result<LiveWindow> {
         display_available()?;
-        let map = vec![0.0; cfg.height * cfg.width];
         let opts = WindowOptions::default();
         // minifb panics on a few X11 failures instead of returning an error.
         let window = std::panic::catch_unwind(|| Window::new(title, WIDTH, HEIGHT, opts))
@@ -79,7 +76,6 @@ impl LiveWindow {
         let mut w = LiveWindow {
             window,
             renderer: Renderer::new(cfg),
-            map,
             last_draw: None,
             redraw_wait: REDRAW_INTERVAL,
             last_frame: None,
@@ -98,11 +94,11 @@ impl LiveWindow {
 }
 
 impl Observer for LiveWindow {
-    fn needs_recon(&self) -> bool {
+    fn needs_map(&self) -> bool {
         true
     }
 
-    fn frame(&mut self, view: &mut FrameView<'_>, _sink: &mut dyn EventSink) -> Result<Control> {
+    fn frame(&mut self, view: &FrameView<'_>, _sink: &mut dyn EventSink) -> Result<Control> {
         let now = Instant::now();
         if let Some(prev) = self.last_frame {
             let dt = now.duration_since(prev).as_secs_f64();
@@ -125,22 +121,15 @@ impl Observer for LiveWindow {
         }
         self.last_draw = Some(now);
 
-        let has_map = match view.pipeline.pixel_map()? {
-            Some(m) if m.len() == self.map.len() => {
-                self.map.copy_from_slice(m);
-                true
-            }
-            _ => false,
-        };
-        let p = &*view.pipeline;
+        let r = &view.result;
         let scene = Scene {
             index: view.index,
             frame: view.frame,
-            input: p.input()?,
-            recon: p.recon()?,
-            map: has_map.then_some(&self.map[..]),
-            mu: p.mu()?,
-            kl: p.kl_latents(),
+            input: r.input,
+            recon: r.recon,
+            heat: r.heat,
+            mu: r.mu,
+            kl: r.kl,
             score: view.score,
             threshold: view.threshold,
             ratio: view.ratio,

@@ -19,23 +19,7 @@ use crate::frame::Frame;
 use crate::live::slot::FrameSlot;
 use crate::source::{FrameSource, SourceError};
 
-/// Backoff of reopen attempts.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    /// Wait before the first retry.
-    pub initial: Duration,
-    /// Longest wait between retries.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        }
-    }
-}
+pub use super::backoff::Backoff;
 
 /// Sleeps up to `d`, waking early when `stop` is set.
 fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
@@ -73,7 +57,7 @@ pub fn spawn_capture(
             let mut buf = Frame::empty();
             let lossless = source.lossless();
             let mut opened = true; // open_source hands over an opened source
-            let mut wait = backoff.initial;
+            let mut waits = backoff.waits();
             while !stop.load(Ordering::Relaxed) {
                 if slot.take_reopen_request() {
                     opened = false;
@@ -82,12 +66,11 @@ pub fn spawn_capture(
                     match catch_unwind(AssertUnwindSafe(|| source.open())) {
                         Ok(Ok(())) => {
                             opened = true;
-                            wait = backoff.initial;
+                            waits.reset();
                         }
                         Ok(Err(e)) => {
                             slot.note_failed_open(&e.to_string());
-                            sleep_unless_stopped(wait, &stop);
-                            wait = (wait * 2).min(backoff.max);
+                            sleep_unless_stopped(waits.next_wait(), &stop);
                             continue;
                         }
                         Err(p) => {
@@ -95,8 +78,7 @@ pub fn spawn_capture(
                                 "opening panicked: {}",
                                 panic_message(&*p)
                             ));
-                            sleep_unless_stopped(wait, &stop);
-                            wait = (wait * 2).min(backoff.max);
+                            sleep_unless_stopped(waits.next_wait(), &stop);
                             continue;
                         }
                     }
@@ -111,8 +93,7 @@ pub fn spawn_capture(
                     Ok(Err(SourceError::Disconnected(why))) => {
                         slot.note_disconnect(&why);
                         opened = false;
-                        sleep_unless_stopped(wait, &stop);
-                        wait = (wait * 2).min(backoff.max);
+                        sleep_unless_stopped(waits.next_wait(), &stop);
                     }
                     Ok(Err(SourceError::Ended)) => break,
                     Err(p) => {

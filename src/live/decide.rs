@@ -1,6 +1,21 @@
 //! The decision with hysteresis: an episode starts after `enter_after`
 //! consecutive frames above the threshold and ends after `leave_after`
 //! consecutive frames below it, so one noisy frame raises no alarm.
+//!
+//! [`Decider`] wraps [`Hysteresis`] with the rest of a frame's decision:
+//! the ratio of the deciding score to its threshold, a frozen camera
+//! (many identical frames) counted as anomalous, and which frames get an
+//! `anomaly_start` or `anomaly_update` report (at most one update per
+//! update interval).
+
+use std::time::{Duration, Instant};
+
+use super::LiveConfig;
+use super::events::Cause;
+use crate::score::{Method, Scores};
+
+/// Ratio reported for a frozen frame whose score alone is below threshold.
+pub const FROZEN_RATIO: f64 = 2.0;
 
 /// What one frame changed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,9 +130,181 @@ impl Hysteresis {
     }
 }
 
+/// Which anomaly report a frame gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// `anomaly_start`.
+    Start,
+    /// `anomaly_update`.
+    Update,
+}
+
+/// One frame's decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// The deciding score (NaN if missing).
+    pub score: f64,
+    /// score / threshold, or [`FROZEN_RATIO`] for a frozen frame.
+    pub ratio: f64,
+    /// Why the frame counts as anomalous (when it does).
+    pub cause: Cause,
+    /// What the frame changed.
+    pub transition: Transition,
+    /// Highest ratio of the running episode (this frame's ratio outside one).
+    pub peak_ratio: f64,
+    /// The report this frame gets, if any.
+    pub report: Option<Report>,
+}
+
+/// The whole decision of the loop, frame by frame.
+#[derive(Debug, Clone)]
+pub struct Decider {
+    method: Method,
+    threshold: f64,
+    freeze_frames: u32,
+    update_interval: Duration,
+    hysteresis: Hysteresis,
+    last_report: Instant,
+}
+
+impl Decider {
+    /// The decision `cfg` describes, for a loop started at `start`.
+    pub fn new(cfg: &LiveConfig, start: Instant) -> Decider {
+        Decider {
+            method: cfg.method,
+            threshold: cfg.threshold,
+            freeze_frames: cfg.freeze_frames,
+            update_interval: cfg.update_interval,
+            hysteresis: Hysteresis::new(cfg.enter_after, cfg.leave_after),
+            last_report: start,
+        }
+    }
+
+    /// Decides frame `frame` with `scores`, taken at `now`, the last of
+    /// `identical_run` frames in a row identical to the one before.
+    pub fn decide(
+        &mut self,
+        frame: u64,
+        scores: &Scores,
+        identical_run: u32,
+        now: Instant,
+    ) -> Decision {
+        let score = scores.get(self.method).map_or(f64::NAN, |v| v as f64);
+        let mut ratio = score / self.threshold;
+        let mut cause = Cause::Score;
+        if self.freeze_frames > 0
+            && identical_run >= self.freeze_frames
+            && ratio.partial_cmp(&1.0) != Some(std::cmp::Ordering::Greater)
+        {
+            ratio = FROZEN_RATIO;
+            cause = Cause::FrozenFrame;
+        }
+        let transition = self.hysteresis.update(frame, ratio);
+        let peak_ratio = self.hysteresis.episode().map_or(ratio, |e| e.peak_ratio);
+        let report = match transition {
+            Transition::Start => Some(Report::Start),
+            Transition::Continue
+                if now.saturating_duration_since(self.last_report) >= self.update_interval =>
+            {
+                Some(Report::Update)
+            }
+            _ => None,
+        };
+        if report.is_some() {
+            self.last_report = now;
+        }
+        Decision {
+            score,
+            ratio,
+            cause,
+            transition,
+            peak_ratio,
+            report,
+        }
+    }
+
+    /// Whether an episode is running.
+    pub fn in_episode(&self) -> bool {
+        self.hysteresis.episode().is_some()
+    }
+
+    /// Ends a running episode (at shutdown).
+    pub fn finish(&mut self) -> Option<Episode> {
+        self.hysteresis.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decider(freeze_frames: u32, update_ms: u64, t0: Instant) -> Decider {
+        Decider {
+            method: Method::Kl,
+            threshold: 10.0,
+            freeze_frames,
+            update_interval: Duration::from_millis(update_ms),
+            hysteresis: Hysteresis::new(2, 2),
+            last_report: t0,
+        }
+    }
+
+    fn kl(v: f32) -> Scores {
+        Scores {
+            kl: v,
+            ..Scores::default()
+        }
+    }
+
+    #[test]
+    fn reports_a_start_then_updates_at_most_once_per_interval() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = decider(0, 100, t0);
+        let r: Vec<Option<Report>> = [0, 10, 20, 90, 130, 200, 260]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| d.decide(i as u64, &kl(20.0), 0, t0 + ms(*t)).report)
+            .collect();
+        use Report::{Start, Update};
+        assert_eq!(
+            r,
+            [
+                None,
+                Some(Start),
+                None,
+                None,
+                Some(Update),
+                None,
+                Some(Update)
+            ]
+        );
+        let last = d.decide(7, &kl(20.0), 0, t0 + ms(270));
+        assert!((last.ratio - 2.0).abs() < 1e-12 && last.cause == Cause::Score);
+        assert!(d.in_episode());
+        assert!(d.finish().is_some());
+    }
+
+    #[test]
+    fn a_frozen_frame_counts_as_anomalous_and_a_missing_score_does_not() {
+        let t0 = Instant::now();
+        let mut d = decider(3, 0, t0);
+        let under = d.decide(0, &kl(5.0), 2, t0);
+        assert_eq!((under.ratio, under.cause), (0.5, Cause::Score));
+        let frozen = d.decide(1, &kl(5.0), 3, t0);
+        assert_eq!(
+            (frozen.ratio, frozen.cause),
+            (FROZEN_RATIO, Cause::FrozenFrame)
+        );
+        // a frozen frame that is anomalous anyway keeps its own ratio
+        let high = d.decide(2, &kl(30.0), 4, t0);
+        assert_eq!((high.ratio, high.cause), (3.0, Cause::Score));
+        let mut m = decider(0, 0, t0);
+        m.method = Method::Recon;
+        let missing = m.decide(0, &kl(1.0), 0, t0);
+        assert!(missing.score.is_nan() && missing.ratio.is_nan());
+        assert_eq!(missing.transition, Transition::None);
+    }
 
     #[test]
     fn one_noisy_frame_raises_no_alarm() {

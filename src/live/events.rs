@@ -21,6 +21,17 @@ pub enum Cause {
     FrozenFrame,
 }
 
+/// Where a frame failed (`frame_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameStage {
+    /// The source could not decode it (capture side).
+    Decode,
+    /// The pipeline could not score it (e.g. its buffer does not match
+    /// its size).
+    Score,
+}
+
 /// The state of an anomaly at one frame (`anomaly_start`, `anomaly_update`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AnomalyReport {
@@ -128,6 +139,28 @@ pub enum Event {
         disk_full: bool,
         /// Seconds until snapshots are tried again.
         retry_in_s: f64,
+    },
+    /// Frames fail to decode or to be scored. Rate-limited: at most one
+    /// per stage every few seconds (5 s by default); the failures in
+    /// between are counted in `suppressed`.
+    FrameError {
+        /// Wall-clock time.
+        time: String,
+        /// Seconds since start, when the loop saw the reported failure.
+        t: f64,
+        /// `decode` (the source could not decode it) or `score` (the
+        /// pipeline refused it).
+        stage: FrameStage,
+        /// The failed frame's index (`score` failures; a frame that could
+        /// not be decoded has none).
+        frame: Option<u64>,
+        /// Why the last failure happened.
+        reason: String,
+        /// Failures of this stage not reported since the previous
+        /// `frame_error` of the stage.
+        suppressed: u64,
+        /// Failures of this stage so far.
+        total: u64,
     },
     /// The end-of-run summary (last line of a `watch` or `demo` run).
     Summary(crate::live::Summary),

@@ -3,19 +3,29 @@
 //!
 //! Capture runs in its own thread ([`capture`]) and hands frames over a
 //! single slot ([`slot`]): a slow loop drops stale frames, it never queues
-//! them. A watchdog in the loop notices when frames stop (a stalled or
-//! unplugged camera), emits `camera_lost`, asks the capture thread to
-//! reopen the source with backoff, and emits `camera_recovered` when
-//! frames return. All buffers are allocated before the loop runs.
+//! them. Each frame taken goes through the pipeline once ([`analyse`]),
+//! is decided ([`decide`]) and shown, read-only, to the observers
+//! ([`observe`]: snapshots, the window, ground truth). Between frames the
+//! [`watchdog`] notices when frames stop (a stalled or unplugged camera),
+//! the loop emits `camera_lost`, asks the capture thread to reopen the
+//! source with backoff, and emits `camera_recovered` when frames return;
+//! frames that fail become rate-limited `frame_error` events
+//! ([`failures`]); [`stats`] says when a `stats` event is due. All
+//! buffers are allocated before the loop runs.
 
+pub mod analyse;
+pub mod backoff;
 pub mod capture;
 pub mod decide;
 pub mod events;
+pub mod failures;
 pub mod observe;
 pub mod slot;
 pub mod snapshot;
+pub mod stats;
+pub mod truth;
+pub mod watchdog;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,19 +37,19 @@ use crate::calibrate::Profile;
 use crate::explain::deviations;
 use crate::frame::Frame;
 use crate::model::{Model, PlanKind};
-use crate::pipeline::Pipeline;
 use crate::score::Method;
-use crate::source::{AnomalyKind, FrameSource};
+use crate::source::{FrameInfo, FrameSource};
+use analyse::{Analyser, Analysis};
 use capture::{Backoff, spawn_capture};
-use decide::{Hysteresis, Transition};
-use events::{AnomalyReport, Cause, Event, EventSink, TruthEpisode, now_rfc3339};
+use decide::{Decider, Decision, Episode, Report, Transition};
+use events::{AnomalyReport, Event, EventSink, now_rfc3339};
+use failures::{FrameError, FrameFailures};
 use observe::{Control, FrameView, Observer};
 use slot::{FrameSlot, Take};
+use stats::Stats;
+pub use truth::TruthSummary;
+use watchdog::{Check, Watchdog};
 
-/// Ratio reported for a frozen frame whose score alone is below threshold.
-const FROZEN_RATIO: f64 = 2.0;
-/// Latencies kept for the p50/p99 of a stats period.
-const LATENCY_WINDOW: usize = 4096;
 /// How long a stopping loop waits for the capture thread to finish. A
 /// thread still inside a source call then is left behind (the process is
 /// about to exit), so a stop never waits on a device.
@@ -47,6 +57,8 @@ const CAPTURE_STOP_WAIT: Duration = Duration::from_millis(1000);
 /// Frame periods of its own a source may miss before the watchdog calls
 /// it stalled, whatever `--stall-timeout` says.
 const STALL_PERIODS: u32 = 3;
+/// Least time between two `frame_error` events of one stage, by default.
+pub const FRAME_ERROR_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Settings of the live loop, resolved (no option left to check).
 #[derive(Debug, Clone)]
@@ -75,12 +87,16 @@ pub struct LiveConfig {
     pub max_duration: Option<Duration>,
     /// Reopen backoff of the capture thread.
     pub backoff: Backoff,
+    /// Least time between two `frame_error` events of one stage (failures
+    /// in between are counted, not reported one by one).
+    pub frame_error_interval: Duration,
 }
 
 impl LiveConfig {
     /// Defaults for a profile: its method and threshold, enter after 3
     /// frames, leave after 5, frozen after 15 identical frames, camera lost
-    /// after 2 s, stats every 5 s, updates at most every second.
+    /// after 2 s, stats every 5 s, updates at most every second, frame
+    /// errors at most every 5 s per stage.
     pub fn for_profile(profile: &Profile) -> LiveConfig {
         LiveConfig {
             method: profile.method,
@@ -95,30 +111,9 @@ impl LiveConfig {
             max_frames: None,
             max_duration: None,
             backoff: Backoff::default(),
+            frame_error_interval: FRAME_ERROR_INTERVAL,
         }
     }
-}
-
-/// Detection figures against the synthetic scene's ground truth.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TruthSummary {
-    /// Injected anomaly episodes seen by the loop.
-    pub injected: usize,
-    /// Of those, episodes during which (or right after which) an
-    /// `anomaly_start` was raised.
-    pub detected: usize,
-    /// `anomaly_start` events that matched no injected episode.
-    pub false_alarms: usize,
-    /// Normal frames processed.
-    pub normal_frames: u64,
-    /// False alarms per 1000 normal frames.
-    pub false_alarms_per_1000: f64,
-    /// Mean frames from an episode's first frame to its detection.
-    pub mean_delay_frames: Option<f64>,
-    /// (injected, detected) per anomaly kind.
-    pub per_kind: BTreeMap<String, (usize, usize)>,
-    /// Every episode.
-    pub episodes: Vec<TruthEpisode>,
 }
 
 /// What a run of the loop did.
@@ -144,7 +139,9 @@ pub struct Summary {
     pub processed_fps: f64,
     /// Median latency per frame, ms.
     pub latency_ms_p50: f64,
-    /// Ground-truth figures, when the source knows the truth.
+    /// Ground-truth figures, when the source knows the truth and the
+    /// caller attached a [`truth::Truth`] observer (the loop leaves this
+    /// `None`; the caller fills it from the observer).
     pub truth: Option<TruthSummary>,
 }
 
@@ -154,141 +151,6 @@ pub fn rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-/// Latencies of recent frames in a fixed ring, with percentiles computed
-/// in a preallocated scratch buffer.
-struct Latencies {
-    ring: Vec<f64>,
-    next: usize,
-    len: usize,
-    scratch: Vec<f64>,
-}
-
-impl Latencies {
-    fn new() -> Self {
-        Latencies {
-            ring: vec![0.0; LATENCY_WINDOW],
-            next: 0,
-            len: 0,
-            scratch: Vec::with_capacity(LATENCY_WINDOW),
-        }
-    }
-    fn push(&mut self, ms: f64) {
-        self.ring[self.next] = ms;
-        self.next = (self.next + 1) % LATENCY_WINDOW;
-        self.len = (self.len + 1).min(LATENCY_WINDOW);
-    }
-    fn percentiles(&mut self) -> (f64, f64) {
-        if self.len == 0 {
-            return (0.0, 0.0);
-        }
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&self.ring[..self.len]);
-        self.scratch.sort_unstable_by(f64::total_cmp);
-        (
-            crate::stats::quantile_sorted(&self.scratch, 0.5),
-            crate::stats::quantile_sorted(&self.scratch, 0.99),
-        )
-    }
-}
-
-/// Ground-truth bookkeeping.
-struct Truth {
-    episodes: Vec<TruthEpisode>,
-    open: Option<usize>,
-    normal_frames: u64,
-    false_alarms: usize,
-    grace: u64,
-    seen: bool,
-}
-
-impl Truth {
-    fn frame(&mut self, index: u64, truth: Option<Option<AnomalyKind>>) {
-        let Some(t) = truth else { return };
-        self.seen = true;
-        match t {
-            None => {
-                self.normal_frames += 1;
-                self.open = None;
-            }
-            Some(kind) => match self.open {
-                Some(i) if self.episodes[i].kind == kind => self.episodes[i].end_frame = index,
-                _ => {
-                    self.episodes.push(TruthEpisode {
-                        kind,
-                        start_frame: index,
-                        end_frame: index,
-                        detected_at: None,
-                    });
-                    self.open = Some(self.episodes.len() - 1);
-                }
-            },
-        }
-    }
-
-    fn alarm(&mut self, frame: u64) {
-        if !self.seen {
-            return;
-        }
-        let grace = self.grace;
-        let hit = self.episodes.iter_mut().rev().find(|e| {
-            frame >= e.start_frame && frame <= e.end_frame + grace && e.detected_at.is_none()
-        });
-        match hit {
-            Some(e) => e.detected_at = Some(frame),
-            None => {
-                // An alarm raised while an already-detected episode runs is
-                // the same anomaly again, not a false alarm.
-                let inside = self
-                    .episodes
-                    .iter()
-                    .any(|e| frame >= e.start_frame && frame <= e.end_frame + grace);
-                if !inside {
-                    self.false_alarms += 1;
-                }
-            }
-        }
-    }
-
-    fn summary(&self) -> Option<TruthSummary> {
-        if !self.seen {
-            return None;
-        }
-        let detected: Vec<&TruthEpisode> = self
-            .episodes
-            .iter()
-            .filter(|e| e.detected_at.is_some())
-            .collect();
-        let delays: Vec<f64> = detected
-            .iter()
-            .filter_map(|e| {
-                e.detected_at
-                    .map(|d| d.saturating_sub(e.start_frame) as f64)
-            })
-            .collect();
-        let mut per_kind: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for e in &self.episodes {
-            let k = per_kind.entry(e.kind.name().to_string()).or_default();
-            k.0 += 1;
-            k.1 += e.detected_at.is_some() as usize;
-        }
-        Some(TruthSummary {
-            injected: self.episodes.len(),
-            detected: detected.len(),
-            false_alarms: self.false_alarms,
-            normal_frames: self.normal_frames,
-            false_alarms_per_1000: if self.normal_frames > 0 {
-                1000.0 * self.false_alarms as f64 / self.normal_frames as f64
-            } else {
-                0.0
-            },
-            mean_delay_frames: (!delays.is_empty())
-                .then(|| delays.iter().sum::<f64>() / delays.len() as f64),
-            per_kind,
-            episodes: self.episodes.clone(),
-        })
-    }
 }
 
 /// Runs the live loop until `stop` is set, the source ends, or a limit in
@@ -305,7 +167,8 @@ pub fn run(
 }
 
 /// [`run`], with `observers` shown every processed frame (snapshots, the
-/// live window). An observer returning [`Control::Stop`] ends the loop.
+/// live window, ground truth). An observer returning [`Control::Stop`]
+/// ends the loop.
 pub fn run_with(
     model: &Model,
     profile: &Profile,
@@ -315,13 +178,14 @@ pub fn run_with(
     stop: &AtomicBool,
     observers: &mut [&mut dyn Observer],
 ) -> Result<Summary> {
-    let kind = if cfg.method.needs_recon() || observers.iter().any(|o| o.needs_recon()) {
+    let needs_map = observers.iter().any(|o| o.needs_map());
+    let needs_recon = needs_map || observers.iter().any(|o| o.needs_recon());
+    let kind = if cfg.method.needs_recon() || needs_recon {
         PlanKind::Full
     } else {
         PlanKind::EncoderOnly
     };
-    let maha = profile.mahalanobis()?;
-    let mut pipe = Pipeline::new(model, kind, profile.fit, Some(maha))?;
+    let analyser = Analyser::new(model, profile, kind, needs_map)?;
     // A source slower than the stall timeout (a 1 fps camera, a slow
     // video) is not stalled between its frames.
     let stall_timeout = source.frame_period().map_or(cfg.stall_timeout, |p| {
@@ -333,247 +197,20 @@ pub fn run_with(
         .context("starting the capture thread")?;
 
     let start = Instant::now();
-    let mut frame = Frame::empty();
-    let mut previous = Frame::empty();
-    let mut identical_run = 0u32;
-    // Scores of `previous`: a frame identical to it is not run again.
-    let mut last_scores = None;
-    let mut hyst = Hysteresis::new(cfg.enter_after, cfg.leave_after);
-    let mut lat = Latencies::new();
-    let mut truth = Truth {
-        episodes: vec![],
-        open: None,
-        normal_frames: 0,
-        false_alarms: 0,
-        grace: cfg.enter_after as u64 + 2,
-        seen: false,
+    let mut lp = Loop {
+        cfg,
+        profile,
+        slot: &slot,
+        start,
+        frame: Frame::empty(),
+        analyser,
+        decider: Decider::new(cfg, start),
+        watchdog: Watchdog::new(stall_timeout, cfg.backoff, start),
+        stats: Stats::new(cfg.stats_interval, start),
+        failures: FrameFailures::new(cfg.frame_error_interval),
+        last_index: None,
     };
-    let (mut processed, mut failed, mut anomalies, mut lost_count) = (0u64, 0u64, 0u64, 0u64);
-    let mut seen_disconnects = 0u64;
-    let mut last_index: Option<u64> = None;
-    // While the camera is lost: since when (its last frame, or the moment
-    // it reported itself lost), and when the loss was noticed. Only a
-    // frame delivered after that moment means it is back.
-    let mut lost_since: Option<(Instant, Instant)> = None;
-    let mut next_reopen = Instant::now();
-    let mut reopen_wait = stall_timeout;
-    let mut last_update = Instant::now();
-    let mut last_stats = Instant::now();
-    let (mut stats_published, mut stats_processed) = (0u64, 0u64);
-    let poll = (stall_timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
-    let ts = |start: Instant| start.elapsed().as_secs_f64();
-    let mut stop_requested = false;
-
-    let result: Result<()> = (|| {
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            if cfg.max_frames.is_some_and(|m| processed >= m)
-                || cfg.max_duration.is_some_and(|d| start.elapsed() >= d)
-            {
-                break;
-            }
-            match slot.take(&mut frame, poll) {
-                Take::Closed => break,
-                Take::Timeout => {}
-                Take::Frame(info, delivered) => {
-                    let now = Instant::now();
-                    if let Some((since, noticed)) = lost_since
-                        && delivered > noticed
-                    {
-                        lost_since = None;
-                        sink.emit(&Event::CameraRecovered {
-                            time: now_rfc3339(),
-                            t: ts(start),
-                            frame: info.index,
-                            down_s: delivered.saturating_duration_since(since).as_secs_f64(),
-                        })?;
-                        reopen_wait = stall_timeout;
-                    }
-                    last_index = Some(info.index);
-                    truth.frame(info.index, info.truth);
-                    let same = frame.width == previous.width
-                        && frame.height == previous.height
-                        && frame.format == previous.format
-                        && frame.data == previous.data;
-                    // The pipeline still holds the results of `previous`,
-                    // so an identical frame reuses them without inference.
-                    let scores = match last_scores {
-                        Some(s) if same => s,
-                        _ => match pipe.process(frame.as_ref()) {
-                            Ok(s) => s,
-                            Err(_) => {
-                                failed += 1;
-                                // the pipeline's buffers no longer match `previous`
-                                last_scores = None;
-                                continue;
-                            }
-                        },
-                    };
-                    last_scores = Some(scores);
-                    processed += 1;
-                    identical_run = if same { identical_run + 1 } else { 0 };
-                    // Keep this frame for the next comparison by swapping
-                    // buffers: no copy, and the slot recycles the other one.
-                    std::mem::swap(&mut frame, &mut previous);
-                    let score = scores.get(cfg.method).map_or(f64::NAN, |v| v as f64);
-                    let mut ratio = score / cfg.threshold;
-                    let mut cause = Cause::Score;
-                    if cfg.freeze_frames > 0
-                        && identical_run >= cfg.freeze_frames
-                        && ratio.partial_cmp(&1.0) != Some(std::cmp::Ordering::Greater)
-                    {
-                        ratio = FROZEN_RATIO;
-                        cause = Cause::FrozenFrame;
-                    }
-                    lat.push(now.elapsed().as_secs_f64() * 1e3);
-                    let transition = hyst.update(info.index, ratio);
-                    let peak = hyst.episode().map_or(ratio, |e| e.peak_ratio);
-                    let report = |pipe: &Pipeline| -> Result<AnomalyReport> {
-                        Ok(AnomalyReport {
-                            time: now_rfc3339(),
-                            t: ts(start),
-                            frame: info.index,
-                            method: cfg.method,
-                            score,
-                            threshold: cfg.threshold,
-                            ratio,
-                            peak_ratio: peak,
-                            cause,
-                            latents: deviations(
-                                pipe.mu()?,
-                                pipe.kl_latents(),
-                                Some(profile),
-                                cfg.top_latents,
-                            ),
-                        })
-                    };
-                    let mut emitted: Option<AnomalyReport> = None;
-                    match transition {
-                        Transition::Start => {
-                            anomalies += 1;
-                            truth.alarm(info.index);
-                            last_update = now;
-                            let r = report(&pipe)?;
-                            sink.emit(&Event::AnomalyStart(r.clone()))?;
-                            emitted = Some(r);
-                        }
-                        Transition::Continue
-                            if now.duration_since(last_update) >= cfg.update_interval =>
-                        {
-                            last_update = now;
-                            let r = report(&pipe)?;
-                            sink.emit(&Event::AnomalyUpdate(r.clone()))?;
-                            emitted = Some(r);
-                        }
-                        Transition::End(ep) => sink.emit(&Event::AnomalyEnd {
-                            time: now_rfc3339(),
-                            t: ts(start),
-                            frame: info.index,
-                            start_frame: ep.start_frame,
-                            frames: ep.frames,
-                            peak_ratio: ep.peak_ratio,
-                            peak_frame: ep.peak_frame,
-                        })?,
-                        _ => {}
-                    }
-                    if !observers.is_empty() {
-                        let in_episode = hyst.episode().is_some();
-                        let mut view = FrameView {
-                            index: info.index,
-                            // `previous` holds this frame since the swap above.
-                            frame: previous.as_ref(),
-                            pipeline: &mut pipe,
-                            profile,
-                            method: cfg.method,
-                            score,
-                            threshold: cfg.threshold,
-                            ratio,
-                            transition,
-                            in_episode,
-                            report: emitted.as_ref(),
-                        };
-                        for o in observers.iter_mut() {
-                            if o.frame(&mut view, sink)? == Control::Stop {
-                                stop_requested = true;
-                            }
-                        }
-                        if stop_requested {
-                            break;
-                        }
-                    }
-                }
-            }
-            // Watchdog: the source said it is lost, or it delivered no frame
-            // for too long (timed from the capture side, so a slow loop is
-            // not mistaken for a stalled camera).
-            let now = Instant::now();
-            let disconnects = slot.counters().disconnects;
-            let reported_lost = disconnects > seen_disconnects;
-            seen_disconnects = disconnects;
-            let delivered = slot.last_delivery();
-            let last_frame_at = delivered.unwrap_or(start);
-            if reported_lost || now.duration_since(last_frame_at) > stall_timeout {
-                if lost_since.is_none() {
-                    lost_since = Some((if reported_lost { now } else { last_frame_at }, now));
-                    lost_count += 1;
-                    // a new report gives its own reason (not that of a
-                    // failed reopen right after it); after a stall only a
-                    // reason given since the last frame counts
-                    let reason = if reported_lost {
-                        slot.last_disconnect()
-                    } else {
-                        slot.last_error_since(delivered)
-                    };
-                    let reason = reason.unwrap_or_else(|| {
-                        format!(
-                            "no frame for {:.1} s",
-                            now.duration_since(last_frame_at).as_secs_f64()
-                        )
-                    });
-                    sink.emit(&Event::CameraLost {
-                        time: now_rfc3339(),
-                        t: ts(start),
-                        last_frame: last_index,
-                        reason,
-                    })?;
-                    if !reported_lost {
-                        // the capture thread reopens a source that reported
-                        // itself lost on its own
-                        slot.request_reopen();
-                    }
-                    next_reopen = now + reopen_wait;
-                } else if now >= next_reopen && now.duration_since(last_frame_at) > stall_timeout {
-                    slot.request_reopen();
-                    reopen_wait = (reopen_wait * 2).min(cfg.backoff.max.max(stall_timeout));
-                    next_reopen = now + reopen_wait;
-                }
-            }
-            // Stats.
-            if now.duration_since(last_stats) >= cfg.stats_interval {
-                let period = now.duration_since(last_stats).as_secs_f64();
-                let c = slot.counters();
-                let (p50, p99) = lat.percentiles();
-                sink.emit(&Event::Stats {
-                    time: now_rfc3339(),
-                    t: ts(start),
-                    capture_fps: (c.published - stats_published) as f64 / period,
-                    processed_fps: (processed - stats_processed) as f64 / period,
-                    processed,
-                    dropped: c.dropped,
-                    bad_frames: c.bad_frames,
-                    latency_ms_p50: p50,
-                    latency_ms_p99: p99,
-                    rss_mb: rss_mb(),
-                })?;
-                stats_published = c.published;
-                stats_processed = processed;
-                last_stats = now;
-            }
-        }
-        Ok(())
-    })();
+    let result = lp.run(sink, stop, observers);
 
     capture_stop.store(true, Ordering::Relaxed);
     // The capture thread checks the flag after each frame or timeout; one
@@ -581,35 +218,310 @@ pub fn run_with(
     if slot.wait_closed(CAPTURE_STOP_WAIT) {
         let _ = handle.join();
     }
-    if let Some(ep) = hyst.finish() {
-        sink.emit(&Event::AnomalyEnd {
-            time: now_rfc3339(),
-            t: ts(start),
-            frame: last_index.unwrap_or(0),
-            start_frame: ep.start_frame,
-            frames: ep.frames,
-            peak_ratio: ep.peak_ratio,
-            peak_frame: ep.peak_frame,
-        })?;
+    lp.finish(sink, observers, result)
+}
+
+/// The running loop's parts.
+struct Loop<'a> {
+    cfg: &'a LiveConfig,
+    profile: &'a Profile,
+    slot: &'a FrameSlot,
+    start: Instant,
+    /// The buffer the next frame is taken into.
+    frame: Frame,
+    analyser: Analyser,
+    decider: Decider,
+    watchdog: Watchdog,
+    stats: Stats,
+    failures: FrameFailures,
+    /// Index of the last frame taken.
+    last_index: Option<u64>,
+}
+
+impl Loop<'_> {
+    /// Seconds since the loop started.
+    fn t(&self) -> f64 {
+        self.t_at(Instant::now())
     }
-    let finished = observers.iter_mut().try_for_each(|o| o.finish(sink));
-    sink.flush()?;
-    result?;
-    finished?;
-    let c = slot.counters();
-    let seconds = start.elapsed().as_secs_f64();
-    let (p50, _) = lat.percentiles();
-    Ok(Summary {
-        processed,
-        captured: c.published,
-        dropped: c.dropped,
-        bad_frames: c.bad_frames,
-        failed_frames: failed,
-        anomalies,
-        camera_lost: lost_count,
-        seconds,
-        processed_fps: processed as f64 / seconds.max(1e-9),
-        latency_ms_p50: p50,
-        truth: truth.summary(),
-    })
+
+    /// Seconds from the loop's start to `at`.
+    fn t_at(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.start).as_secs_f64()
+    }
+
+    fn run(
+        &mut self,
+        sink: &mut dyn EventSink,
+        stop: &AtomicBool,
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<()> {
+        let poll = (self.watchdog.stall_timeout() / 4)
+            .clamp(Duration::from_millis(5), Duration::from_millis(100));
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let processed = self.stats.processed_count();
+            if self.cfg.max_frames.is_some_and(|m| processed >= m)
+                || self
+                    .cfg
+                    .max_duration
+                    .is_some_and(|d| self.start.elapsed() >= d)
+            {
+                break;
+            }
+            match self.slot.take(&mut self.frame, poll) {
+                Take::Closed => break,
+                Take::Timeout => {}
+                Take::Frame(info, delivered) => {
+                    if self.frame(info, delivered, sink, observers)? == Control::Stop {
+                        break;
+                    }
+                }
+            }
+            self.between_frames(Instant::now(), sink)?;
+        }
+        Ok(())
+    }
+
+    /// One frame taken from the slot, delivered by the source at `delivered`.
+    fn frame(
+        &mut self,
+        info: FrameInfo,
+        delivered: Instant,
+        sink: &mut dyn EventSink,
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<Control> {
+        let now = Instant::now();
+        if let Some(down) = self.watchdog.frame(delivered) {
+            sink.emit(&Event::CameraRecovered {
+                time: now_rfc3339(),
+                t: self.t(),
+                frame: info.index,
+                down_s: down.as_secs_f64(),
+            })?;
+        }
+        self.last_index = Some(info.index);
+        let scores = match self.analyser.analyse(&mut self.frame)? {
+            Analysis::Scored(s) => s,
+            Analysis::Refused(e) => {
+                self.stats.failed();
+                let t = self.t_at(now);
+                if let Some(fe) = self
+                    .failures
+                    .score_failed(now, info.index, format_args!("{e:#}"))
+                {
+                    sink.emit(&frame_error(fe, t))?;
+                }
+                for o in observers.iter_mut() {
+                    o.failed(&info, sink)?;
+                }
+                return Ok(Control::Continue);
+            }
+        };
+        self.stats.processed(now.elapsed());
+        let d = self
+            .decider
+            .decide(info.index, &scores, self.analyser.identical_run(), now);
+        let report = match d.report {
+            Some(kind) => {
+                let r = self.report(info.index, &d)?;
+                if kind == Report::Start {
+                    self.stats.anomaly();
+                    sink.emit(&Event::AnomalyStart(r.clone()))?;
+                } else {
+                    sink.emit(&Event::AnomalyUpdate(r.clone()))?;
+                }
+                Some(r)
+            }
+            None => None,
+        };
+        if let Transition::End(ep) = d.transition {
+            sink.emit(&end_event(&ep, info.index, self.t()))?;
+        }
+        if observers.is_empty() {
+            return Ok(Control::Continue);
+        }
+        let view = FrameView {
+            index: info.index,
+            truth: info.truth,
+            frame: self.analyser.frame(),
+            result: self.analyser.result()?,
+            profile: self.profile,
+            method: self.cfg.method,
+            score: d.score,
+            threshold: self.cfg.threshold,
+            ratio: d.ratio,
+            transition: d.transition,
+            in_episode: self.decider.in_episode(),
+            report: report.as_ref(),
+        };
+        let mut control = Control::Continue;
+        for o in observers.iter_mut() {
+            if o.frame(&view, sink)? == Control::Stop {
+                control = Control::Stop;
+            }
+        }
+        Ok(control)
+    }
+
+    /// The `anomaly_start` / `anomaly_update` report of frame `index`.
+    fn report(&self, index: u64, d: &Decision) -> Result<AnomalyReport> {
+        let r = self.analyser.result()?;
+        Ok(AnomalyReport {
+            time: now_rfc3339(),
+            t: self.t(),
+            frame: index,
+            method: self.cfg.method,
+            score: d.score,
+            threshold: self.cfg.threshold,
+            ratio: d.ratio,
+            peak_ratio: d.peak_ratio,
+            cause: d.cause,
+            latents: deviations(r.mu, r.kl, Some(self.profile), self.cfg.top_latents),
+        })
+    }
+
+    /// After each frame or poll timeout: the watchdog, the source's decode
+    /// failures and the stats period.
+    fn between_frames(&mut self, now: Instant, sink: &mut dyn EventSink) -> Result<()> {
+        let c = self.slot.counters();
+        let delivered = self.slot.last_delivery();
+        match self.watchdog.check(now, c.disconnects, delivered) {
+            Check::Fine => {}
+            Check::Lost {
+                reported,
+                last_frame_at,
+            } => {
+                // a new report gives its own reason (not that of a failed
+                // reopen right after it); after a stall only a reason
+                // given since the last frame counts
+                let reason = if reported {
+                    self.slot.last_disconnect()
+                } else {
+                    self.slot.last_error_since(delivered)
+                };
+                let reason = reason.unwrap_or_else(|| {
+                    format!(
+                        "no frame for {:.1} s",
+                        now.saturating_duration_since(last_frame_at).as_secs_f64()
+                    )
+                });
+                sink.emit(&Event::CameraLost {
+                    time: now_rfc3339(),
+                    t: self.t(),
+                    last_frame: self.last_index,
+                    reason,
+                })?;
+                if !reported {
+                    // the capture thread reopens a source that reported
+                    // itself lost on its own
+                    self.slot.request_reopen();
+                }
+            }
+            Check::Reopen => self.slot.request_reopen(),
+        }
+        self.decode_failures(now, c.bad_frames, sink)?;
+        if let Some(p) = self.stats.poll(now, c.published) {
+            sink.emit(&Event::Stats {
+                time: now_rfc3339(),
+                t: self.t(),
+                capture_fps: p.capture_fps,
+                processed_fps: p.processed_fps,
+                processed: p.processed,
+                dropped: c.dropped,
+                bad_frames: c.bad_frames,
+                latency_ms_p50: p.latency_ms_p50,
+                latency_ms_p99: p.latency_ms_p99,
+                rss_mb: rss_mb(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reports frames the source could not decode, given its running
+    /// count `bad_frames` at `now` (rate-limited).
+    fn decode_failures(
+        &mut self,
+        now: Instant,
+        bad_frames: u64,
+        sink: &mut dyn EventSink,
+    ) -> Result<()> {
+        let t = self.t_at(now);
+        let slot = self.slot;
+        if let Some(fe) = self
+            .failures
+            .decode_count(now, bad_frames, |s| slot.last_bad_frame_into(s))
+        {
+            sink.emit(&frame_error(fe, t))?;
+        }
+        Ok(())
+    }
+
+    /// After the capture thread has stopped: ends a running episode,
+    /// reports the frame failures not reported yet, lets the observers
+    /// finish, and sums the run up.
+    fn finish(
+        mut self,
+        sink: &mut dyn EventSink,
+        observers: &mut [&mut dyn Observer],
+        result: Result<()>,
+    ) -> Result<Summary> {
+        let t = self.t();
+        if let Some(ep) = self.decider.finish() {
+            sink.emit(&end_event(&ep, self.last_index.unwrap_or(0), t))?;
+        }
+        // failures since the last look, then those still unreported
+        let bad_frames = self.slot.counters().bad_frames;
+        self.decode_failures(Instant::now(), bad_frames, sink)?;
+        for fe in self.failures.flush() {
+            sink.emit(&frame_error(fe, t))?;
+        }
+        let finished = observers.iter_mut().try_for_each(|o| o.finish(sink));
+        sink.flush()?;
+        result?;
+        finished?;
+        let c = self.slot.counters();
+        let seconds = self.start.elapsed().as_secs_f64();
+        let processed = self.stats.processed_count();
+        Ok(Summary {
+            processed,
+            captured: c.published,
+            dropped: c.dropped,
+            bad_frames: c.bad_frames,
+            failed_frames: self.stats.failed_count(),
+            anomalies: self.stats.anomaly_count(),
+            camera_lost: self.watchdog.lost_count(),
+            seconds,
+            processed_fps: processed as f64 / seconds.max(1e-9),
+            latency_ms_p50: self.stats.latency_p50(),
+            truth: None,
+        })
+    }
+}
+
+/// The `anomaly_end` event of `ep`, declared at `frame`.
+fn end_event(ep: &Episode, frame: u64, t: f64) -> Event {
+    Event::AnomalyEnd {
+        time: now_rfc3339(),
+        t,
+        frame,
+        start_frame: ep.start_frame,
+        frames: ep.frames,
+        peak_ratio: ep.peak_ratio,
+        peak_frame: ep.peak_frame,
+    }
+}
+
+/// The `frame_error` event of `fe`.
+fn frame_error(fe: FrameError<'_>, t: f64) -> Event {
+    Event::FrameError {
+        time: now_rfc3339(),
+        t,
+        stage: fe.stage,
+        frame: fe.frame,
+        reason: fe.reason.to_string(),
+        suppressed: fe.suppressed,
+        total: fe.total,
+    }
 }

@@ -1,9 +1,14 @@
 //! Observers: code that looks at every processed frame of the live loop
-//! besides the decision itself (snapshots on disk, the live window).
+//! besides the decision itself (snapshots on disk, the live window, the
+//! ground-truth figures).
 //!
-//! The loop lends each observer a [`FrameView`] after the frame has been
-//! scored and its events emitted. Observers run on the loop's thread, so
-//! they must be quick and must not allocate per frame once running.
+//! The loop computes each frame's results once ([`FrameResult`]: scores,
+//! model input, latents, reconstruction, and the pixel map and its heat
+//! when an observer asked for them with [`Observer::needs_map`]) and
+//! lends them, read-only, in a [`FrameView`] to every observer after the
+//! frame has been scored and its events emitted. Observers run on the
+//! loop's thread, so they must be quick and must not allocate per frame
+//! once running.
 
 use anyhow::Result;
 
@@ -11,18 +16,47 @@ use super::decide::Transition;
 use super::events::{AnomalyReport, EventSink};
 use crate::calibrate::Profile;
 use crate::frame::FrameRef;
-use crate::pipeline::Pipeline;
-use crate::score::Method;
+use crate::score::{Method, Scores};
+use crate::source::{AnomalyKind, FrameInfo};
+
+/// What the model made of one frame, computed once per frame.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameResult<'a> {
+    /// Model input width.
+    pub width: usize,
+    /// Model input height.
+    pub height: usize,
+    /// Model input channels (1 or 3).
+    pub channels: usize,
+    /// All scores of the frame.
+    pub scores: Scores,
+    /// The preprocessed input `[C, H, W]`, values in [0, 1].
+    pub input: &'a [f32],
+    /// Latent means.
+    pub mu: &'a [f32],
+    /// KL per latent (nats).
+    pub kl: &'a [f32],
+    /// The reconstruction `[C, H, W]`, when the plan computes it.
+    pub recon: Option<&'a [f32]>,
+    /// The per-pixel anomaly map `[H, W]` (NLL per pixel), when an
+    /// observer asked for it and the reconstruction exists.
+    pub map: Option<&'a [f32]>,
+    /// The map's heat `[H, W]` in [0, 1] on the one heatmap scale
+    /// ([`crate::heat`]), whenever `map` is there.
+    pub heat: Option<&'a [f32]>,
+}
 
 /// What the loop knows about one processed frame.
+#[derive(Debug, Clone, Copy)]
 pub struct FrameView<'a> {
     /// Source frame index.
     pub index: u64,
+    /// Ground truth of the frame, when the source knows it.
+    pub truth: Option<Option<AnomalyKind>>,
     /// The frame as captured (camera resolution).
     pub frame: FrameRef<'a>,
-    /// The pipeline that scored it: input, latents, reconstruction (when
-    /// the plan computes it) and the per-pixel anomaly map.
-    pub pipeline: &'a mut Pipeline,
+    /// What the model made of it.
+    pub result: FrameResult<'a>,
     /// The calibration profile in use.
     pub profile: &'a Profile,
     /// The deciding score.
@@ -59,10 +93,23 @@ pub trait Observer {
         false
     }
 
+    /// Whether this observer needs the pixel map and its heat in
+    /// [`FrameResult`] (implies the reconstruction). Asked once, before
+    /// the loop runs.
+    fn needs_map(&self) -> bool {
+        false
+    }
+
     /// Called once per processed frame. Errors stop the loop, so an
     /// observer reports problems it can live with (a full disk) as events
     /// through `sink` and returns `Ok`.
-    fn frame(&mut self, view: &mut FrameView<'_>, sink: &mut dyn EventSink) -> Result<Control>;
+    fn frame(&mut self, view: &FrameView<'_>, sink: &mut dyn EventSink) -> Result<Control>;
+
+    /// Called for a frame the loop took but could not score (it gets a
+    /// `frame_error` event, rate-limited). Errors stop the loop.
+    fn failed(&mut self, _info: &FrameInfo, _sink: &mut dyn EventSink) -> Result<()> {
+        Ok(())
+    }
 
     /// Called once when the loop ends.
     fn finish(&mut self, _sink: &mut dyn EventSink) -> Result<()> {

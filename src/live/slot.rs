@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use crate::frame::Frame;
 use crate::source::FrameInfo;
 
+/// Room kept for the reason of a bad frame.
+const BAD_REASON_CAPACITY: usize = 512;
+
 /// Counters kept by the slot, read by the loop for stats and the watchdog.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SlotCounters {
@@ -40,6 +43,9 @@ struct Inner {
     /// The last reason the source gave for being lost (a failed reopen
     /// right after does not replace it).
     last_disconnect: Option<String>,
+    /// Why the last frame the source could not decode failed (reused:
+    /// recording a reason allocates only when it outgrows the buffer).
+    last_bad: String,
     reopen_requested: bool,
     closed: bool,
 }
@@ -80,6 +86,7 @@ impl FrameSlot {
                 frame_at: Instant::now(),
                 delivered_at: None,
                 last_disconnect: None,
+                last_bad: String::with_capacity(BAD_REASON_CAPACITY),
                 counters: SlotCounters::default(),
                 last_error: None,
                 reopen_requested: false,
@@ -157,9 +164,18 @@ impl FrameSlot {
         }
     }
 
-    /// Counts a frame the source could not decode.
-    pub fn note_bad_frame(&self, _why: &str) {
-        self.lock().counters.bad_frames += 1;
+    /// Counts a frame the source could not decode, and keeps why.
+    pub fn note_bad_frame(&self, why: &str) {
+        let mut g = self.lock();
+        g.counters.bad_frames += 1;
+        g.last_bad.clear();
+        g.last_bad.push_str(why);
+    }
+
+    /// Appends why the last frame the source could not decode failed to
+    /// `out` (nothing before the first).
+    pub fn last_bad_frame_into(&self, out: &mut String) {
+        out.push_str(&self.lock().last_bad);
     }
 
     /// Records that the source was lost.

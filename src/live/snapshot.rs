@@ -8,25 +8,10 @@
 //! through the profile's fit (crop or letterbox; in crop mode the parts of
 //! the frame the model does not see are dimmed).
 //!
-//! # The heatmap scale
-//!
-//! The map is the per-pixel NLL of the model input, box-blurred over a
-//! few pixels (radius = shorter side / 32, 2 px for a 64×64 model) so that
-//! anomalous *areas* stand out from the thin sprite edges a blurry decoder
-//! always misses a little. From each blurred value the frame's median
-//! pixel NLL is subtracted (the floor every pixel pays: under a Bernoulli
-//! likelihood a gray background costs its entropy even when perfectly
-//! reconstructed), and the excess is divided by the `recon` threshold of
-//! the profile, the *mean* per-pixel NLL at which a whole frame counts as
-//! anomalous. So a ratio of 1 means "this neighbourhood costs one whole
-//! anomalous frame's worth per pixel more than the frame's typical pixel".
-//! Ratios ≤ 1 are transparent; above, the colour runs on a log scale from
-//! cool (blue, ratio just above 1) through cyan, green and yellow to hot
-//! (red, ratio ≥ 16), and the opacity rises with it (up to 75 %). When the
-//! profile has no `recon` threshold the frame's own mean pixel NLL is the
-//! reference instead. An anomaly that covers the whole frame (a noise
-//! burst, a frozen camera) raises the median with it and shows little
-//! heat: there is nothing to localise.
+//! The heat is coloured on the one heatmap scale of [`crate::heat`]
+//! (the live window's too): ratios to the `recon` threshold from 1
+//! (transparent) through blue, cyan, green and yellow to red at 16 and
+//! above, with the opacity rising to 75 %.
 //!
 //! # Files and the disk budget
 //!
@@ -51,20 +36,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::backoff::{Backoff, Waits};
 use super::decide::Transition;
 use super::events::{Event, EventSink, now_rfc3339};
 use super::observe::{Control, FrameView, Observer};
 use crate::frame::{FrameRef, PixelFormat};
+use crate::heat::Palette;
 use crate::imageio::{encode_png, write_atomic};
 use crate::preprocess::{Fit, Geometry};
-use crate::score::Method;
 
 /// Default disk budget: 100 MB.
 pub const DEFAULT_BUDGET_BYTES: u64 = 100_000_000;
-/// Ratio to the threshold at which the colour map is fully hot.
-pub const HOT_RATIO: f32 = 16.0;
-/// Most opacity of the overlay (at the hot end).
-const MAX_ALPHA: f32 = 0.75;
 /// Brightness kept outside the region the model sees (crop mode).
 const DIM: u16 = 102; // of 256, 40 %
 /// File name prefix and suffix of snapshots.
@@ -159,35 +141,6 @@ fn is_disk_full(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Colour and opacity of the overlay for a heat value `t` in [0, 1].
-fn colour(t: f32) -> ([u8; 3], f32) {
-    const STOPS: [[f32; 3]; 5] = [
-        [40.0, 70.0, 255.0], // blue
-        [0.0, 190.0, 255.0], // cyan
-        [60.0, 230.0, 60.0], // green
-        [255.0, 210.0, 0.0], // yellow
-        [255.0, 30.0, 0.0],  // red
-    ];
-    let t = t.clamp(0.0, 1.0);
-    let x = t * (STOPS.len() - 1) as f32;
-    let i = (x.floor() as usize).min(STOPS.len() - 2);
-    let f = x - i as f32;
-    let mut c = [0u8; 3];
-    for (k, v) in c.iter_mut().enumerate() {
-        *v = (STOPS[i][k] + (STOPS[i + 1][k] - STOPS[i][k]) * f).round() as u8;
-    }
-    (c, if t > 0.0 { MAX_ALPHA * t.sqrt() } else { 0.0 })
-}
-
-/// Heat in [0, 1] of a ratio to the threshold: 0 at ≤ 1, 1 at ≥ [`HOT_RATIO`].
-pub fn heat(ratio: f32) -> f32 {
-    if ratio.is_nan() || ratio <= 1.0 {
-        0.0
-    } else {
-        (ratio.ln() / HOT_RATIO.ln()).min(1.0)
-    }
-}
-
 /// Sampling table of one axis: for each frame pixel, the two model pixels
 /// to interpolate, the weight of the second, and whether the model sees it.
 #[derive(Debug, Default)]
@@ -200,29 +153,22 @@ struct Axis {
 
 impl Axis {
     /// Fills the table for `n` frame pixels; `to_model` maps a frame
-    /// coordinate to a model coordinate, `lo..lo+len` is the filled model
-    /// range, `sees` says whether the frame coordinate is seen.
-    fn fill(
-        &mut self,
-        n: usize,
-        lo: usize,
-        len: usize,
-        to_model: impl Fn(f64) -> f64,
-        sees: impl Fn(f64) -> bool,
-    ) {
+    /// coordinate to a model coordinate and whether the model sees it,
+    /// `lo..lo+len` is the filled model range.
+    fn fill(&mut self, n: usize, lo: usize, len: usize, to_model: impl Fn(f64) -> (f64, bool)) {
         self.i0.clear();
         self.i1.clear();
         self.w.clear();
         self.seen.clear();
         let hi = (lo + len.max(1) - 1) as f64;
         for i in 0..n {
-            let c = i as f64 + 0.5;
-            let m = (to_model(c) - 0.5).clamp(lo as f64, hi);
+            let (m, seen) = to_model(i as f64 + 0.5);
+            let m = (m - 0.5).clamp(lo as f64, hi);
             let m0 = m.floor();
             self.i0.push(m0 as u32);
             self.i1.push((m0 + 1.0).min(hi) as u32);
             self.w.push((m - m0) as f32);
-            self.seen.push(sees(c));
+            self.seen.push(seen);
         }
     }
 }
@@ -234,100 +180,33 @@ struct Overlay {
     key: Option<(usize, usize, usize, usize, Fit)>,
     xs: Axis,
     ys: Axis,
-    /// Horizontally blurred map.
-    tmp: Vec<f32>,
-    /// Heat per model pixel.
-    heat: Vec<f32>,
-    /// Scratch copy of the map for its median.
-    sorted: Vec<f32>,
     /// RGB output at frame size.
     rgb: Vec<u8>,
-    /// Colour and alpha (of 256) per quantised heat value.
-    lut: Vec<([u8; 3], u16)>,
+    palette: Palette,
 }
 
 impl Overlay {
     /// Makes sure every buffer fits a `fw`×`fh` frame and a `mw`×`mh` model;
     /// allocates only when a size changes.
     fn prepare(&mut self, fw: usize, fh: usize, mw: usize, mh: usize, fit: Fit) {
-        if self.lut.is_empty() {
-            self.lut = (0..256)
-                .map(|q| {
-                    let (c, a) = colour(q as f32 / 255.0);
-                    (c, (a * 256.0).round() as u16)
-                })
-                .collect();
-        }
         let key = (fw, fh, mw, mh, fit);
         if self.key == Some(key) {
             return;
         }
         let g = Geometry::new(fit, fw, fh, mw, mh);
         let (dx, dy, dw, dh) = g.dst;
-        let (sx, sy, sw, sh) = g.src;
-        self.xs.fill(
-            fw,
-            dx,
-            dw,
-            |x| g.frame_to_model(x, sy).0,
-            |x| x >= sx && x <= sx + sw,
-        );
-        self.ys.fill(
-            fh,
-            dy,
-            dh,
-            |y| g.frame_to_model(sx, y).1,
-            |y| y >= sy && y <= sy + sh,
-        );
-        self.tmp = vec![0.0; mw * mh];
-        self.heat = vec![0.0; mw * mh];
-        self.sorted = Vec::with_capacity(mw * mh);
+        let (sx, sy, _, _) = g.src;
+        self.xs
+            .fill(fw, dx, dw, |x| (g.frame_to_model(x, sy).0, g.sees(x, sy)));
+        self.ys
+            .fill(fh, dy, dh, |y| (g.frame_to_model(sx, y).1, g.sees(sx, y)));
         self.rgb = vec![0; fw * fh * 3];
         self.key = Some(key);
     }
 
-    /// Computes the heat of every model pixel from the pixel map.
-    fn heat_from_map(&mut self, map: &[f32], mw: usize, mh: usize, reference: f32) {
-        let r = ((mw.min(mh) as f32 / 32.0).round() as usize).max(1);
-        // Horizontal then vertical box blur, normalised at the borders.
-        for y in 0..mh {
-            let row = &map[y * mw..(y + 1) * mw];
-            for x in 0..mw {
-                let (a, b) = (x.saturating_sub(r), (x + r).min(mw - 1));
-                let s: f32 = row[a..=b].iter().sum();
-                self.tmp[y * mw + x] = s / (b - a + 1) as f32;
-            }
-        }
-        let inv = if reference > 0.0 && reference.is_finite() {
-            1.0 / reference
-        } else {
-            0.0
-        };
-        // The frame's typical pixel: the floor a gray background costs
-        // under a Bernoulli likelihood even when perfectly reconstructed.
-        self.sorted.clear();
-        self.sorted.extend_from_slice(map);
-        let mid = self.sorted.len() / 2;
-        let floor = if self.sorted.is_empty() {
-            0.0
-        } else {
-            *self.sorted.select_nth_unstable_by(mid, f32::total_cmp).1
-        };
-        for y in 0..mh {
-            let (a, b) = (y.saturating_sub(r), (y + r).min(mh - 1));
-            for x in 0..mw {
-                let mut s = 0.0;
-                for yy in a..=b {
-                    s += self.tmp[yy * mw + x];
-                }
-                self.heat[y * mw + x] = heat((s / (b - a + 1) as f32 - floor) * inv);
-            }
-        }
-    }
-
-    /// Draws the frame with the heat overlaid into `self.rgb`. Without a
-    /// map (`with_heat` false) only the unseen region is dimmed.
-    fn render(&mut self, frame: FrameRef<'_>, mw: usize, with_heat: bool) {
+    /// Draws the frame with `heat` (model pixels, [0, 1]) overlaid into
+    /// `self.rgb`. Without heat only the unseen region is dimmed.
+    fn render(&mut self, frame: FrameRef<'_>, mw: usize, heat: Option<&[f32]>) {
         let (fw, fh) = (frame.width, frame.height);
         let bpp = frame.format.bytes_per_pixel();
         for y in 0..fh {
@@ -345,20 +224,12 @@ impl Overlay {
                     for v in &mut px {
                         *v = ((*v as u16 * DIM) >> 8) as u8;
                     }
-                } else if with_heat {
+                } else if let Some(h) = heat {
                     let (x0, x1, wx) =
                         (self.xs.i0[x] as usize, self.xs.i1[x] as usize, self.xs.w[x]);
-                    let h = &self.heat;
                     let top = h[y0 * mw + x0] + (h[y0 * mw + x1] - h[y0 * mw + x0]) * wx;
                     let bottom = h[y1 * mw + x0] + (h[y1 * mw + x1] - h[y1 * mw + x0]) * wx;
-                    let t = top + (bottom - top) * wy;
-                    let (c, a) = self.lut[(t * 255.0).round().clamp(0.0, 255.0) as usize];
-                    if a > 0 {
-                        for k in 0..3 {
-                            let v = px[k] as u16 * (256 - a) + c[k] as u16 * a;
-                            px[k] = (v >> 8) as u8;
-                        }
-                    }
+                    px = self.palette.paint(px, top + (bottom - top) * wy);
                 }
                 dst[x * 3..x * 3 + 3].copy_from_slice(&px);
             }
@@ -375,7 +246,7 @@ pub struct Snapshotter {
     files: VecDeque<(String, u64)>,
     used: u64,
     retry_at: Option<Instant>,
-    retry_wait: Duration,
+    retry: Waits,
     counts: SnapshotCounts,
 }
 
@@ -415,7 +286,7 @@ impl Snapshotter {
         }
         files.sort();
         let used = files.iter().map(|f| f.1).sum();
-        let retry_wait = cfg.retry_initial;
+        let retry = Backoff::new(cfg.retry_initial, cfg.retry_max.max(cfg.retry_initial)).waits();
         Ok(Snapshotter {
             cfg,
             writer: Box::new(|p: &Path, b: &[u8]| write_atomic(p, b)),
@@ -423,7 +294,7 @@ impl Snapshotter {
             files: files.into(),
             used,
             retry_at: None,
-            retry_wait,
+            retry,
             counts: SnapshotCounts::default(),
         })
     }
@@ -450,39 +321,23 @@ impl Snapshotter {
     }
 
     /// Sizes the overlay buffers for the frame and model of `view`
-    /// (allocates only when a size changes); returns the model's width and height.
-    fn prepare(&mut self, view: &mut FrameView<'_>) -> (usize, usize) {
-        let spec = view.pipeline.session_mut().plan().spec();
-        let (mw, mh) = (spec.width, spec.height);
-        let f = view.frame;
+    /// (allocates only when a size changes).
+    fn prepare(&mut self, view: &FrameView<'_>) {
+        let (f, r) = (view.frame, &view.result);
         self.overlay
-            .prepare(f.width, f.height, mw, mh, view.profile.fit);
-        (mw, mh)
+            .prepare(f.width, f.height, r.width, r.height, view.profile.fit);
     }
 
     /// Renders the frame of `view` with its heatmap and returns the PNG.
-    fn encode(&mut self, view: &mut FrameView<'_>) -> Result<Vec<u8>> {
-        let (mw, mh) = self.prepare(view);
-        let f = view.frame;
+    fn encode(&mut self, view: &FrameView<'_>) -> Result<Vec<u8>> {
+        self.prepare(view);
+        let (f, r) = (view.frame, &view.result);
         anyhow::ensure!(
             f.data.len() == f.width * f.height * f.format.bytes_per_pixel(),
             "the frame's buffer does not match its size"
         );
-        let reference = view
-            .profile
-            .threshold_for(Method::Recon)
-            .map(|t| t as f32)
-            .filter(|t| *t > 0.0 && t.is_finite());
-        let with_heat = match view.pipeline.pixel_map()? {
-            Some(map) if map.len() == mw * mh => {
-                let reference =
-                    reference.unwrap_or_else(|| map.iter().sum::<f32>() / map.len().max(1) as f32);
-                self.overlay.heat_from_map(map, mw, mh, reference);
-                true
-            }
-            _ => false,
-        };
-        self.overlay.render(f, mw, with_heat);
+        let heat = r.heat.filter(|h| h.len() == r.width * r.height);
+        self.overlay.render(f, r.width, heat);
         encode_png(
             f.width as u32,
             f.height as u32,
@@ -515,7 +370,7 @@ impl Snapshotter {
     }
 
     /// Encodes, makes room and writes one snapshot; returns bytes and deletions.
-    fn save(&mut self, view: &mut FrameView<'_>, path: &Path) -> Result<(u64, u32)> {
+    fn save(&mut self, view: &FrameView<'_>, path: &Path) -> Result<(u64, u32)> {
         let png = self.encode(view).context("rendering the snapshot")?;
         let n = png.len() as u64;
         if n > self.cfg.budget_bytes {
@@ -531,11 +386,11 @@ impl Snapshotter {
 }
 
 impl Observer for Snapshotter {
-    fn needs_recon(&self) -> bool {
+    fn needs_map(&self) -> bool {
         true
     }
 
-    fn frame(&mut self, view: &mut FrameView<'_>, sink: &mut dyn EventSink) -> Result<Control> {
+    fn frame(&mut self, view: &FrameView<'_>, sink: &mut dyn EventSink) -> Result<Control> {
         // Buffers are sized on the first frame, so the first snapshot does
         // not have to allocate them.
         self.prepare(view);
@@ -567,7 +422,7 @@ impl Observer for Snapshotter {
                 self.used += bytes;
                 self.counts.written += 1;
                 self.retry_at = None;
-                self.retry_wait = self.cfg.retry_initial;
+                self.retry.reset();
                 sink.emit(&Event::Snapshot {
                     time: now_rfc3339(),
                     t,
@@ -580,9 +435,8 @@ impl Observer for Snapshotter {
             }
             Err(e) => {
                 self.counts.failed += 1;
-                let wait = self.retry_wait;
+                let wait = self.retry.next_wait();
                 self.retry_at = Some(now + wait);
-                self.retry_wait = (wait * 2).min(self.cfg.retry_max.max(self.cfg.retry_initial));
                 sink.emit(&Event::SnapshotError {
                     time: now_rfc3339(),
                     t,
@@ -601,6 +455,7 @@ impl Observer for Snapshotter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heat::HeatField;
 
     #[test]
     fn names_round_trip_and_foreign_names_are_refused() {
@@ -627,20 +482,6 @@ mod tests {
     }
 
     #[test]
-    fn heat_is_zero_at_the_threshold_and_one_when_hot() {
-        assert_eq!(heat(0.5), 0.0);
-        assert_eq!(heat(1.0), 0.0);
-        assert_eq!(heat(f32::NAN), 0.0);
-        assert!((heat(HOT_RATIO.sqrt()) - 0.5).abs() < 1e-6);
-        assert_eq!(heat(1000.0), 1.0);
-        let (cool, a0) = colour(0.05);
-        let (hot, a1) = colour(1.0);
-        assert!(cool[2] > cool[0] && hot[0] > hot[2], "{cool:?} {hot:?}");
-        assert!(a0 < a1 && a1 <= MAX_ALPHA);
-        assert_eq!(colour(0.0).1, 0.0);
-    }
-
-    #[test]
     fn overlay_maps_model_pixels_onto_the_frame() {
         // A 8×4 model, hot in its 3 right columns, on a 32×32 frame.
         for fit in [Fit::Crop, Fit::Letterbox] {
@@ -650,10 +491,11 @@ mod tests {
             let map: Vec<f32> = (0..mw * mh)
                 .map(|i| if i % mw >= 5 { 100.0 } else { 0.0 })
                 .collect();
-            o.heat_from_map(&map, mw, mh, 1.0);
+            let mut field = HeatField::new(mw, mh);
+            let heat = field.compute(&map, mw, mh, Some(1.0));
             let data = vec![128u8; 32 * 32];
             let f = FrameRef::new(32, 32, PixelFormat::Gray8, &data).unwrap();
-            o.render(f, mw, true);
+            o.render(f, mw, Some(heat));
             let px = |x: usize, y: usize| {
                 let i = (y * 32 + x) * 3;
                 [o.rgb[i], o.rgb[i + 1], o.rgb[i + 2]]
@@ -667,6 +509,84 @@ mod tests {
                 Fit::Crop => assert_eq!(px(1, 2), [51; 3]),
                 // letterbox: everything is seen
                 Fit::Letterbox => assert_eq!(px(1, 2), [128; 3]),
+            }
+        }
+    }
+
+    /// One heatmap scale: the live window's heatmap panel and a snapshot
+    /// colour every pixel of the same map alike (over the same, black,
+    /// picture).
+    #[cfg(feature = "display")]
+    #[test]
+    fn the_window_and_a_snapshot_colour_the_same_map_the_same_way() {
+        use crate::display::render::{LatentRanges, RenderConfig, Renderer, Scene};
+        let (mw, mh) = (8, 8);
+        // a floor of 0.5 nats, 8 nats in the lower right, 3 in a corner
+        let map: Vec<f32> = (0..mw * mh)
+            .map(|i| match (i % mw, i / mw) {
+                (x, y) if x >= 4 && y >= 4 => 8.0,
+                (0, 0) => 3.0,
+                _ => 0.5,
+            })
+            .collect();
+        let mut field = HeatField::new(mw, mh);
+        let heat = field.compute(&map, mw, mh, Some(0.5)).to_vec();
+        let levels: std::collections::BTreeSet<u32> = heat.iter().map(|h| h.to_bits()).collect();
+        assert!(levels.len() >= 4, "{heat:?}");
+
+        // the snapshot of a black frame the model sees one to one
+        let mut o = Overlay::default();
+        o.prepare(mw, mh, mw, mh, Fit::Letterbox);
+        let black = vec![0u8; mw * mh];
+        let f = FrameRef::new(mw, mh, PixelFormat::Gray8, &black).unwrap();
+        o.render(f, mw, Some(&heat));
+
+        // the window over a black model input
+        let z = 2;
+        let mut rd = Renderer::new(RenderConfig {
+            channels: 1,
+            height: mh,
+            width: mw,
+            latents: LatentRanges {
+                mean: vec![0.0; z],
+                std: vec![1.0; z],
+                low: vec![-1.0; z],
+                high: vec![1.0; z],
+                active: vec![true; z],
+            },
+            method: crate::score::Method::Recon,
+        });
+        let input = vec![0.0f32; mw * mh];
+        let (mu, kl) = (vec![0.0f32; z], vec![0.0f32; z]);
+        rd.draw(&Scene {
+            index: 0,
+            frame: f,
+            input: &input,
+            recon: Some(&input),
+            heat: Some(&heat),
+            mu: &mu,
+            kl: &kl,
+            score: 1.0,
+            threshold: 1.0,
+            ratio: 1.0,
+            in_episode: false,
+            fps: 0.0,
+        });
+        let panel = rd.layout().heatmap.fit(mw, mh);
+        let (cw, ch) = (panel.w / mw, panel.h / mh);
+        for y in 0..mh {
+            for x in 0..mw {
+                let (r, g, b) = crate::display::canvas::channels(
+                    rd.canvas()
+                        .get(panel.x + x * cw + cw / 2, panel.y + y * ch + ch / 2),
+                );
+                let i = (y * mw + x) * 3;
+                assert_eq!(
+                    [r, g, b],
+                    [o.rgb[i], o.rgb[i + 1], o.rgb[i + 2]],
+                    "model pixel {x},{y}, heat {}",
+                    heat[y * mw + x]
+                );
             }
         }
     }
