@@ -180,11 +180,7 @@ pub fn run_with(
 ) -> Result<Summary> {
     let needs_map = observers.iter().any(|o| o.needs_map());
     let needs_recon = needs_map || observers.iter().any(|o| o.needs_recon());
-    let kind = if cfg.method.needs_recon() || needs_recon {
-        PlanKind::Full
-    } else {
-        PlanKind::EncoderOnly
-    };
+    let kind = PlanKind::needed(cfg.method.needs_recon() || needs_recon);
     let analyser = Analyser::new(model, profile, kind, needs_map)?;
     // A source slower than the stall timeout (a 1 fps camera, a slow
     // video) is not stalled between its frames.
