@@ -25,6 +25,7 @@ use crate::meta::MAX_LATENT_DIM;
 use crate::model::{Model, PlanKind};
 use crate::pipeline::Pipeline;
 use crate::preprocess::Fit;
+use crate::rng::SplitMix64;
 use crate::score::Method;
 use crate::stats::{Gaussian, Mahalanobis, Summary, quantile_sorted};
 
@@ -287,38 +288,19 @@ pub struct CalibrateOptions {
     pub seed: u64,
 }
 
-/// Deterministic generator for synthetic anomalies (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-}
-
 /// The kinds of synthetic anomaly, applied in turn.
 const SYNTHETIC_KINDS: usize = 3;
 
 /// Makes a synthetic anomaly of kind `kind` from a normal image in place
 /// (`[C, H, W]`, values in [0, 1]).
-fn perturb(img: &mut [f32], c: usize, h: usize, w: usize, kind: usize, rng: &mut Rng) {
+fn perturb(img: &mut [f32], c: usize, h: usize, w: usize, kind: usize, rng: &mut SplitMix64) {
     let plane = h * w;
     let (ph, pw) = ((h / 4).max(1), (w / 4).max(1));
     let (y0, x0) = (rng.below(h - ph + 1), rng.below(w - pw + 1));
     match kind {
         // an occluding patch of one flat colour
         0 => {
-            let val: Vec<f32> = (0..c).map(|_| 0.5 + 0.5 * rng.unit()).collect();
+            let val: Vec<f32> = (0..c).map(|_| 0.5 + 0.5 * rng.unit_f32()).collect();
             for ch in 0..c {
                 for y in y0..y0 + ph {
                     img[ch * plane + y * w + x0..ch * plane + y * w + x0 + pw].fill(val[ch]);
@@ -328,7 +310,7 @@ fn perturb(img: &mut [f32], c: usize, h: usize, w: usize, kind: usize, rng: &mut
         // a noise burst over the whole image
         1 => {
             for v in img.iter_mut() {
-                *v = (*v + (rng.unit() - 0.5) * 0.6).clamp(0.0, 1.0);
+                *v = (*v + (rng.unit_f32() - 0.5) * 0.6).clamp(0.0, 1.0);
             }
         }
         // an inverted region twice the patch size
@@ -414,7 +396,7 @@ pub fn calibrate(
     }
 
     // Synthetic anomalies.
-    let mut rng = Rng(opts.seed);
+    let mut rng = SplitMix64::new(opts.seed);
     let mut detected: BTreeMap<Method, usize> = BTreeMap::new();
     let mut pipe = Pipeline::new(model, PlanKind::Full, opts.fit, Some(full.clone()))?;
     for (k, img) in probes.iter_mut().enumerate() {
@@ -521,7 +503,7 @@ mod tests {
 
     #[test]
     fn perturbations_change_the_image_and_stay_in_range() {
-        let mut rng = Rng(7);
+        let mut rng = SplitMix64::new(7);
         for kind in 0..SYNTHETIC_KINDS {
             let orig = vec![0.25f32; 3 * 8 * 8];
             let mut img = orig.clone();

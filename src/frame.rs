@@ -19,6 +19,14 @@ impl PixelFormat {
             PixelFormat::Rgb8 => 3,
         }
     }
+
+    /// Short lowercase name for messages: `gray` or `rgb`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PixelFormat::Gray8 => "gray",
+            PixelFormat::Rgb8 => "rgb",
+        }
+    }
 }
 
 /// A borrowed frame, tightly packed rows (no padding).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::frame::{Frame, PixelFormat};
+use crate::frame::Frame;
 use crate::imageio::encode_png;
 use crate::source::{SourceError, SourceSpec, open_source};
 
@@ -184,11 +184,7 @@ pub fn run(args: Args) -> Result<()> {
         "wrote {written} frames ({}x{} {}) to {} from {} ({read} frames read",
         frame.width,
         frame.height,
-        if frame.format == PixelFormat::Rgb8 {
-            "rgb"
-        } else {
-            "gray"
-        },
+        frame.format.name(),
         args.output.display(),
         source.describe(),
     );

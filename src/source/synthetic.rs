@@ -25,6 +25,7 @@ use anyhow::{Result, bail};
 
 use super::{AnomalyKind, FrameInfo, FrameSource, SourceError, reshape};
 use crate::frame::{Frame, PixelFormat};
+use crate::rng::{SplitMix64, hash2};
 
 /// Frames between changes of the normal sprite's shape.
 pub const SHAPE_SEGMENT: u64 = 120;
@@ -309,35 +310,12 @@ impl Wave {
     }
 }
 
-/// SplitMix64: a small, well-mixed generator for seeds and details.
-#[derive(Debug, Clone)]
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [lo, hi).
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn hash2(a: u64, b: u64) -> u64 {
-    SplitMix(a ^ b.wrapping_mul(0xd6e8_feb8_6659_fd93)).next()
-}
-
 /// A wave whose period is between `lo` and `hi` frames.
-fn wave(rng: &mut SplitMix, amp: f32, lo: f64, hi: f64) -> Wave {
+fn wave(rng: &mut SplitMix64, amp: f32, lo: f64, hi: f64) -> Wave {
     Wave {
         amp,
-        freq: std::f64::consts::TAU / rng.range(lo, hi),
-        phase: rng.range(0.0, std::f64::consts::TAU),
+        freq: std::f64::consts::TAU / rng.range_f64(lo, hi),
+        phase: rng.range_f64(0.0, std::f64::consts::TAU),
     }
 }
 
@@ -363,7 +341,7 @@ impl Scene {
     /// The scene for `config` (checked first).
     pub fn new(config: SyntheticConfig) -> Result<Scene> {
         config.validate()?;
-        let mut rng = SplitMix(config.seed);
+        let mut rng = SplitMix64::new(config.seed);
         let motion = Motion {
             x: [
                 wave(&mut rng, 0.2, 200.0, 420.0),
@@ -374,7 +352,7 @@ impl Scene {
                 wave(&mut rng, 0.08, 70.0, 150.0),
             ],
             size: wave(&mut rng, 0.035, 150.0, 300.0),
-            spin: rng.range(0.01, 0.03) * if rng.next() & 1 == 0 { 1.0 } else { -1.0 },
+            spin: rng.range_f64(0.01, 0.03) * if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 },
             wobble: wave(&mut rng, 0.6, 100.0, 250.0),
         };
         Ok(Scene { config, motion })
@@ -425,7 +403,7 @@ impl Scene {
             return s;
         };
         s.truth = Some(ep.kind);
-        let mut rng = SplitMix(hash2(c.seed ^ 0xa5a5_a5a5, ep.number));
+        let mut rng = SplitMix64::new(hash2(c.seed ^ 0xa5a5_a5a5, ep.number));
         match ep.kind {
             AnomalyKind::NovelShape => {
                 if let Some(sp) = &mut s.sprites[0] {
@@ -448,9 +426,9 @@ impl Scene {
             }
             AnomalyKind::Occlusion => {
                 s.occluder = Some(Blob {
-                    x: rng.range(0.3, 0.7) as f32,
-                    y: rng.range(0.3, 0.7) as f32,
-                    radius: rng.range(0.25, 0.35) as f32,
+                    x: rng.range_f64(0.3, 0.7) as f32,
+                    y: rng.range_f64(0.3, 0.7) as f32,
+                    radius: rng.range_f64(0.25, 0.35) as f32,
                 });
             }
             AnomalyKind::NoiseBurst => s.noise = Some(hash2(c.seed ^ 0x5eed, index)),
@@ -547,11 +525,11 @@ fn draw_blob(frame: &mut Frame, b: &Blob) {
 }
 
 fn add_noise(data: &mut [u8], seed: u64) {
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64::new(seed);
     let amp = NOISE_AMPLITUDE as i32;
     let span = (2 * amp + 1) as u64;
     for chunk in data.chunks_mut(4) {
-        let bits = rng.next();
+        let bits = rng.next_u64();
         for (k, p) in chunk.iter_mut().enumerate() {
             let r = (((bits >> (16 * k)) & 0xffff) * span) >> 16;
             *p = (*p as i32 + r as i32 - amp).clamp(0, 255) as u8;
@@ -638,13 +616,12 @@ impl FrameSource for SyntheticSource {
             ),
             None => "no anomalies".to_string(),
         };
-        let format = match c.format {
-            PixelFormat::Gray8 => "gray",
-            PixelFormat::Rgb8 => "rgb",
-        };
         format!(
-            "synthetic {}x{} {format} seed {}, {fps}, {anomalies}",
-            c.width, c.height, c.seed
+            "synthetic {}x{} {} seed {}, {fps}, {anomalies}",
+            c.width,
+            c.height,
+            c.format.name(),
+            c.seed
         )
     }
 
