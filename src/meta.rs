@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::preprocess::Fit;
+
 /// Prefix of every metadata key this runtime reads.
 pub const META_PREFIX: &str = "bvae.";
 
@@ -135,6 +137,9 @@ pub struct RawMeta {
     /// `bvae.latent_names`: the generative factor each latent follows
     /// (`""` where none).
     pub latent_names: Option<Vec<String>>,
+    /// `bvae.fit`: how the training data was fitted to the model's input
+    /// (and so how frames with another aspect ratio should be).
+    pub fit: Option<Fit>,
     /// `bvae.dataset`.
     pub dataset: Option<String>,
     /// `bvae.steps`.
@@ -178,6 +183,12 @@ fn parse_finite(key: &str, value: &str, problems: &mut Vec<String>) -> Option<f3
 }
 
 impl RawMeta {
+    /// How frames are fitted to this model by default: as it was trained
+    /// (`bvae.fit`), else [`Fit::Crop`].
+    pub fn fit_or_default(&self) -> Fit {
+        self.fit.unwrap_or_default()
+    }
+
     /// Reads metadata from `(key, value)` pairs. Malformed values of known
     /// keys are reported in `problems`; unknown keys are kept in `other`.
     pub fn from_pairs<'a>(
@@ -211,6 +222,14 @@ impl RawMeta {
                     "capacity" => m.objective = Some(Objective::Capacity),
                     other => problems.push(format!(
                         "metadata `bvae.objective`: expected \"beta\" or \"capacity\", found {}",
+                        quote(other)
+                    )),
+                },
+                "bvae.fit" => match value.trim() {
+                    "crop" => m.fit = Some(Fit::Crop),
+                    "letterbox" => m.fit = Some(Fit::Letterbox),
+                    other => problems.push(format!(
+                        "metadata `bvae.fit`: expected \"crop\" or \"letterbox\", found {}",
                         quote(other)
                     )),
                 },
@@ -310,6 +329,7 @@ mod tests {
                 ("bvae.latent_kl", "[0.5, 0.0, 2]"),
                 ("bvae.height", "sixty-four"),
                 ("bvae.objective", "vae"),
+                ("bvae.fit", "letterbox"),
                 ("producer", "me"),
             ],
             &mut problems,
@@ -319,10 +339,19 @@ mod tests {
         assert_eq!(m.beta, Some(4.0));
         assert_eq!(m.latent_kl, Some(vec![0.5, 0.0, 2.0]));
         assert_eq!(m.height, None);
+        assert_eq!(m.fit, Some(Fit::Letterbox));
         assert_eq!(m.other.get("producer").map(String::as_str), Some("me"));
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].contains("bvae.height"));
         assert!(problems[1].contains("bvae.objective"));
+        let mut problems = vec![];
+        let m = RawMeta::from_pairs([("bvae.fit", "stretch")], &mut problems);
+        assert_eq!((m.fit, m.fit_or_default()), (None, Fit::Crop));
+        assert_eq!(
+            problems,
+            ["metadata `bvae.fit`: expected \"crop\" or \"letterbox\", found \"stretch\""]
+        );
+        assert!(m.other.is_empty());
     }
 
     #[test]

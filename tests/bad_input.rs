@@ -563,6 +563,27 @@ fn latent_metadata_arrays_must_have_one_entry_per_latent() {
 }
 
 #[test]
+fn a_fit_the_runtime_does_not_know_is_refused_at_load() {
+    // `bvae.fit` was read from untyped strings by the commands: anything
+    // but "letterbox" silently became crop.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("fit.onnx");
+    Contract::new(&[1, 1, 2, 2])
+        .meta("bvae.fit", "stretch")
+        .write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["metadata `bvae.fit`: expected \"crop\" or \"letterbox\", found \"stretch\""],
+    );
+    let p = dir.path().join("letterbox.onnx");
+    Contract::new(&[1, 1, 2, 2])
+        .meta("bvae.fit", "letterbox")
+        .write(&p);
+    bvae(dir.path(), &["info", s(&p)]).ok();
+}
+
+#[test]
 fn stored_tensors_must_hold_what_they_declare() {
     let dir = tempfile::tempdir().unwrap();
     let matmul = |c: Contract, w: pb::TensorProto| Contract {

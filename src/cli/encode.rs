@@ -36,8 +36,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut pipe = Pipeline::new(
         &model,
         PlanKind::EncoderOnly,
-        args.fit
-            .unwrap_or_else(|| super::calibrate::model_fit(&model)),
+        args.fit.unwrap_or_else(|| model.meta().fit_or_default()),
         None,
     )?;
     let z = model.spec().latent_dim;

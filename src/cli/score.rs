@@ -70,7 +70,7 @@ pub fn run(args: Args) -> Result<()> {
     let fit = args
         .fit
         .or(profile.as_ref().map(|p| p.fit))
-        .unwrap_or_else(|| super::calibrate::model_fit(&model));
+        .unwrap_or_else(|| model.meta().fit_or_default());
     let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
     let mut pipe = Pipeline::new(&model, PlanKind::Full, fit, maha)?;
     let files = expand_inputs(&args.images)?;

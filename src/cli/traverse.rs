@@ -78,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
         let mut pipe = Pipeline::new(
             &model,
             PlanKind::EncoderOnly,
-            super::calibrate::model_fit(&model),
+            model.meta().fit_or_default(),
             None,
         )?;
         pipe.process(frame.as_ref())?;
