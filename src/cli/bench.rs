@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::frame::{FrameRef, PixelFormat};
-use crate::model::{Decoder, Model, PlanKind, Runtime, RuntimeOptions};
+use crate::model::{Decoder, Model, PlanKind, Runtime, RuntimeOptions, Session};
 use crate::pipeline::Pipeline;
 use crate::preprocess::{Fit, Preprocessor};
 use crate::score::{Method, Scorer};
@@ -108,6 +108,15 @@ fn time_stage(
     })
 }
 
+/// A session of a `kind` plan for `batch` images, each of them `input`.
+fn session_on(model: &Model, kind: PlanKind, batch: usize, input: &[f32]) -> Result<Session> {
+    let mut session = model.plan(kind, batch)?.session()?;
+    for image in session.input_mut()?.chunks_mut(input.len()) {
+        image.copy_from_slice(input);
+    }
+    Ok(session)
+}
+
 /// A deterministic, textured RGB test frame.
 pub fn test_frame(width: usize, height: usize) -> Vec<u8> {
     let mut data = vec![0u8; width * height * 3];
@@ -124,9 +133,8 @@ pub fn test_frame(width: usize, height: usize) -> Vec<u8> {
 
 /// Runs `bvae bench`.
 pub fn run(args: Args) -> Result<()> {
-    anyhow::ensure!(args.threads >= 1, "--threads must be at least 1");
     let runtime = Runtime::new(RuntimeOptions {
-        threads: args.threads,
+        threads: super::threads_flag(args.threads as u64)?,
         own_kernels: !args.tract_conv,
     })?;
     let (w, h) = (args.frame_width, args.frame_height);
@@ -166,8 +174,7 @@ pub fn run(args: Args) -> Result<()> {
         )?);
     }
 
-    let mut enc = model.plan(PlanKind::EncoderOnly, 1)?.session()?;
-    enc.input_mut()?.copy_from_slice(&input);
+    let mut enc = session_on(&model, PlanKind::EncoderOnly, 1, &input)?;
     stages.push(time_stage(
         "encode",
         "encode (encoder-only plan)",
@@ -176,8 +183,7 @@ pub fn run(args: Args) -> Result<()> {
         1,
         || Ok(enc.run()?),
     )?);
-    let mut full = model.plan(PlanKind::Full, 1)?.session()?;
-    full.input_mut()?.copy_from_slice(&input);
+    let mut full = session_on(&model, PlanKind::Full, 1, &input)?;
     stages.push(time_stage(
         "full",
         "full pass (mu, logvar, recon)",
@@ -191,10 +197,7 @@ pub fn run(args: Args) -> Result<()> {
             ("encode_batch", PlanKind::EncoderOnly, "encode"),
             ("full_batch", PlanKind::Full, "full pass"),
         ] {
-            let mut fb = model.plan(kind, args.batch)?.session()?;
-            for chunk in fb.input_mut()?.chunks_mut(input.len()) {
-                chunk.copy_from_slice(&input);
-            }
+            let mut fb = session_on(&model, kind, args.batch, &input)?;
             let name = format!("{what}, batch {} (per frame)", args.batch);
             stages.push(time_stage(
                 key,

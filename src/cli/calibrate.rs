@@ -38,35 +38,17 @@ pub struct Args {
     pub json: bool,
 }
 
-/// The fit a model was trained with (`bvae.fit` metadata), else crop.
-pub fn model_fit(model: &crate::model::Model) -> Fit {
-    match model.meta().other.get("bvae.fit").map(String::as_str) {
-        Some("letterbox") => Fit::Letterbox,
-        _ => Fit::Crop,
-    }
-}
-
 /// Runs `bvae calibrate`.
 pub fn run(args: Args) -> Result<()> {
     let model = super::load_model(&args.model)?;
     let files = list_images(&args.normal_dir)?;
-    let output = match args.output {
-        Some(o) => o,
-        None => {
-            let name = args
-                .model
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("model.onnx");
-            let stem = name.strip_suffix(".onnx").unwrap_or(name);
-            args.model
-                .with_file_name(format!("{stem}.calibration.json"))
-        }
-    };
+    let output = args
+        .output
+        .unwrap_or_else(|| super::default_profile_path(&args.model));
     let pb = super::progress_bar(files.len(), "calibrating");
     let opts = CalibrateOptions {
         fpr: args.fpr,
-        fit: args.fit.unwrap_or_else(|| model_fit(&model)),
+        fit: args.fit.unwrap_or_else(|| model.meta().fit_or_default()),
         method: args.method,
         seed: args.seed,
     };

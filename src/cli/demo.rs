@@ -11,6 +11,8 @@ use crate::source::{SourceSpec, open_source};
 pub const DEFAULT_MODEL: &str = "synthetic.onnx";
 /// File name of its calibration profile.
 pub const DEFAULT_PROFILE: &str = "synthetic.calibration.json";
+/// Frames the demo stops after unless told otherwise (80 s at 30 fps).
+pub const DEFAULT_MAX_FRAMES: u64 = 2400;
 
 /// Arguments of `bvae demo`.
 #[derive(Debug, clap::Args)]
@@ -25,7 +27,7 @@ pub struct Args {
     pub source: String,
     /// Loop options (by default the demo stops after 2400 frames, 80 s at 30 fps).
     #[command(flatten)]
-    pub lp: super::watch::LoopArgs,
+    pub lp: super::live_options::LiveOptions,
 }
 
 /// Where the shipped models are.
@@ -51,21 +53,21 @@ fn models_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
 /// Runs `bvae demo`.
 pub fn run(mut args: Args) -> Result<()> {
     let dir = models_dir(args.models.clone())?;
-    let model =
-        super::load_model(&dir.join(DEFAULT_MODEL))?.with_runtime(super::runtime(args.lp.threads)?);
+    let model = super::load_model(&dir.join(DEFAULT_MODEL))?;
     let profile = super::load_profile(&dir.join(DEFAULT_PROFILE), &model)?;
     if args.lp.max_frames.is_none() && args.lp.duration.is_none() {
-        args.lp.max_frames = Some(2400);
+        args.lp.max_frames = Some(DEFAULT_MAX_FRAMES);
     }
-    let cfg = super::watch::resolve_loop(&args.lp, &profile)?;
+    let settings = args.lp.resolve(&profile)?;
+    let model = model.with_runtime(super::runtime(settings.threads)?);
     let spec: SourceSpec = args.source.parse()?;
     let src = open_source(&spec)?;
     eprintln!(
         "bvae demo: {} → {} ({} score, threshold {:.4}); events below, summary at the end; Ctrl-C stops",
         src.describe(),
         dir.join(DEFAULT_MODEL).display(),
-        cfg.method,
-        cfg.threshold
+        settings.live.method,
+        settings.live.threshold
     );
-    super::watch::run_live(&model, &profile, src, &cfg, &args.lp, "bvae demo")
+    super::live_loop::run_live(&model, &profile, src, &settings, "bvae demo")
 }

@@ -15,6 +15,8 @@ pub mod cameras;
 pub mod demo;
 pub mod encode;
 pub mod info;
+pub mod live_loop;
+pub mod live_options;
 pub mod record;
 pub mod score;
 pub mod traverse;
@@ -82,11 +84,12 @@ pub fn load_model(path: &Path) -> Result<Model> {
     Model::load(path).with_context(|| format!("loading model {}", path.display()))
 }
 
-/// The inference runtime of `--threads N` (one thread when not given),
-/// with bvae's kernels where the CPU has them.
-pub fn runtime(threads: Option<usize>) -> Result<crate::model::Runtime> {
+/// The inference runtime of `threads` threads, with bvae's kernels where
+/// the CPU has them. It starts the threads: call it in a command's run
+/// step, not while resolving options.
+pub fn runtime(threads: usize) -> Result<crate::model::Runtime> {
     Ok(crate::model::Runtime::new(crate::model::RuntimeOptions {
-        threads: threads.unwrap_or(1),
+        threads,
         own_kernels: true,
     })?)
 }
@@ -94,6 +97,18 @@ pub fn runtime(threads: Option<usize>) -> Result<crate::model::Runtime> {
 /// Loads a calibration profile made for `model`.
 pub fn load_profile(path: &Path, model: &Model) -> Result<Profile> {
     Ok(Profile::load(path, model)?)
+}
+
+/// The calibration profile that sits next to a model by the naming
+/// convention (`NAME.onnx` → `NAME.calibration.json`), where `bvae
+/// calibrate` writes it and `bvae watch` looks for it.
+pub fn default_profile_path(model: &Path) -> PathBuf {
+    let name = model
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model.onnx");
+    let stem = name.strip_suffix(".onnx").unwrap_or(name);
+    model.with_file_name(format!("{stem}.calibration.json"))
 }
 
 /// The decoder that sits next to a model by the naming convention
@@ -146,6 +161,19 @@ pub fn unreadable(failed: usize, total: usize) -> Result<()> {
         anyhow::bail!("{failed} of {total} images could not be read (see the errors above)");
     }
     Ok(())
+}
+
+/// Checks the value of a `--threads` flag: 1 to
+/// [`crate::model::MAX_THREADS`] inference threads.
+pub fn threads_flag(n: u64) -> Result<usize> {
+    let max = crate::model::MAX_THREADS;
+    match usize::try_from(n) {
+        Ok(0) => anyhow::bail!("--threads must be at least 1"),
+        Ok(n) if n <= max => Ok(n),
+        _ => {
+            anyhow::bail!("{n} inference threads: expected 1 to {max} (at most one per core helps)")
+        }
+    }
 }
 
 /// Formats floats compactly for JSON-free human output.
