@@ -71,7 +71,9 @@ impl Args {
         }
         let text = std::str::from_utf8(bytes)
             .map_err(|e| anyhow::anyhow!("{}: not UTF-8 text ({e})", invalid()))?;
-        let c: Args = toml::from_str(text).with_context(invalid)?;
+        let c: Args = toml::from_str(text)
+            .map_err(|e| pin_to_key(text, e))
+            .with_context(invalid)?;
         (|| -> Result<()> {
             c.lp.check(Origin::File)?;
             if let Some(s) = &c.source {
@@ -94,6 +96,28 @@ impl Args {
             lp: self.lp.or(file.lp),
         }
     }
+}
+
+/// The error of a `--config` file that is TOML but not a configuration,
+/// with the key it is about: the loop options are read through a buffer
+/// (`serde(flatten)`), so toml's own error points at the start of the
+/// file instead. A syntax error keeps toml's message, which points at it.
+fn pin_to_key(text: &str, e: toml::de::Error) -> anyhow::Error {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return e.into();
+    };
+    for (key, value) in table {
+        let one = toml::Table::from_iter([(key.clone(), value)]);
+        if let Err(ke) = toml::Value::Table(one).try_into::<Args>() {
+            let msg = ke.message().trim_end();
+            return if msg.contains(&format!("`{key}`")) {
+                anyhow::anyhow!("{msg}")
+            } else {
+                anyhow::anyhow!("`{key}`: {msg}")
+            };
+        }
+    }
+    e.into()
 }
 
 /// Runs `bvae watch`.
@@ -140,4 +164,47 @@ pub fn run(args: Args) -> Result<()> {
         settings.live.threshold
     );
     super::live_loop::run_live(&model, &profile, src, &settings, "bvae watch")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Args> {
+        Args::parse(text.as_bytes(), Path::new("watch.toml"))
+    }
+
+    #[test]
+    fn a_config_file_reads_every_key_into_the_flags_struct() {
+        let c = parse(
+            "model = \"m.onnx\"\nsource = \"synthetic\"\nheadless = false\n\
+             stall_timeout = 5\nthreads = 2\nmethod = \"kl\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.model, Some(PathBuf::from("m.onnx")));
+        assert_eq!(c.lp.headless, Some(false));
+        assert_eq!(c.lp.stall_timeout, Some(5.0));
+        assert_eq!(c.lp.threads, Some(2));
+        assert!(c.lp.method.is_some());
+        assert_eq!(c.config, None);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        for (text, needle) in [
+            (
+                "enter_after = 3\nheadless = \"yes\"\n",
+                "`headless`: invalid type",
+            ),
+            ("threads = -1", "`threads`: invalid value"),
+            ("stall_timeout = 1\nsorce = \"x\"", "unknown field `sorce`"),
+            ("config = \"other.toml\"", "unknown field `config`"),
+            ("[loop]\nthreads = 2", "unknown field `loop`"),
+            ("threads = ", "TOML parse error at line 1"),
+        ] {
+            let e = format!("{:#}", parse(text).unwrap_err());
+            assert!(e.starts_with("invalid configuration watch.toml: "), "{e}");
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
 }
