@@ -182,6 +182,26 @@ fn parse_finite(key: &str, value: &str, problems: &mut Vec<String>) -> Option<f3
     }
 }
 
+/// A metadata value that must be one of two names.
+fn parse_choice<T: Copy>(
+    key: &str,
+    value: &str,
+    [(a, va), (b, vb)]: [(&str, T); 2],
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    match value.trim() {
+        v if v == a => Some(va),
+        v if v == b => Some(vb),
+        other => {
+            problems.push(format!(
+                "metadata `{key}`: expected {a:?} or {b:?}, found {}",
+                quote(other)
+            ));
+            None
+        }
+    }
+}
+
 impl RawMeta {
     /// How frames are fitted to this model by default: as it was trained
     /// (`bvae.fit`), else [`Fit::Crop`].
@@ -209,45 +229,46 @@ impl RawMeta {
                 "bvae.steps" => m.steps = parse_num(key, value, problems),
                 "bvae.seed" => m.seed = parse_num(key, value, problems),
                 "bvae.dataset" => m.dataset = Some(value.to_string()),
-                "bvae.likelihood" => match value.trim() {
-                    "bernoulli" => m.likelihood = Some(Likelihood::Bernoulli),
-                    "gaussian" => m.likelihood = Some(Likelihood::Gaussian),
-                    other => problems.push(format!(
-                        "metadata `bvae.likelihood`: expected \"bernoulli\" or \"gaussian\", found {}",
-                        quote(other)
-                    )),
-                },
-                "bvae.objective" => match value.trim() {
-                    "beta" => m.objective = Some(Objective::Beta),
-                    "capacity" => m.objective = Some(Objective::Capacity),
-                    other => problems.push(format!(
-                        "metadata `bvae.objective`: expected \"beta\" or \"capacity\", found {}",
-                        quote(other)
-                    )),
-                },
-                "bvae.fit" => match value.trim() {
-                    "crop" => m.fit = Some(Fit::Crop),
-                    "letterbox" => m.fit = Some(Fit::Letterbox),
-                    other => problems.push(format!(
-                        "metadata `bvae.fit`: expected \"crop\" or \"letterbox\", found {}",
-                        quote(other)
-                    )),
-                },
-                "bvae.latent_kl" => {
-                    match parse_bounded_json_array::<f32>(value, MAX_LATENT_DIM) {
-                        Ok(v) if v.iter().all(|k| k.is_finite()) => m.latent_kl = Some(v),
-                        Ok(_) => problems.push(format!(
-                            "metadata `bvae.latent_kl`: expected finite numbers (nats per latent), \
-                             found {}",
-                            quote(value)
-                        )),
-                        Err(e) => problems.push(format!(
-                            "metadata `bvae.latent_kl`: expected a JSON array of at most \
-                             {MAX_LATENT_DIM} numbers (nats per latent), found {} ({e})",
-                            quote(value)
-                        )),
-                    }
+                "bvae.likelihood" => {
+                    m.likelihood = parse_choice(
+                        key,
+                        value,
+                        [
+                            ("bernoulli", Likelihood::Bernoulli),
+                            ("gaussian", Likelihood::Gaussian),
+                        ],
+                        problems,
+                    )
                 }
+                "bvae.objective" => {
+                    m.objective = parse_choice(
+                        key,
+                        value,
+                        [("beta", Objective::Beta), ("capacity", Objective::Capacity)],
+                        problems,
+                    )
+                }
+                "bvae.fit" => {
+                    m.fit = parse_choice(
+                        key,
+                        value,
+                        [("crop", Fit::Crop), ("letterbox", Fit::Letterbox)],
+                        problems,
+                    )
+                }
+                "bvae.latent_kl" => match parse_bounded_json_array::<f32>(value, MAX_LATENT_DIM) {
+                    Ok(v) if v.iter().all(|k| k.is_finite()) => m.latent_kl = Some(v),
+                    Ok(_) => problems.push(format!(
+                        "metadata `bvae.latent_kl`: expected finite numbers (nats per latent), \
+                             found {}",
+                        quote(value)
+                    )),
+                    Err(e) => problems.push(format!(
+                        "metadata `bvae.latent_kl`: expected a JSON array of at most \
+                             {MAX_LATENT_DIM} numbers (nats per latent), found {} ({e})",
+                        quote(value)
+                    )),
+                },
                 "bvae.latent_names" => {
                     match parse_bounded_json_array::<String>(value, MAX_LATENT_DIM) {
                         Ok(v) => m.latent_names = Some(v),
