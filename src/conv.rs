@@ -1717,6 +1717,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// This CPU's kernel and the teams to run it on; `None` (said on
+    /// stderr) where there is no kernel.
+    fn kernel_and_teams() -> Option<(Isa, Vec<Option<team::Team>>)> {
+        let isa = Isa::detect();
+        if isa.is_none() {
+            eprintln!("no convolution kernel for this CPU: nothing to test");
+        }
+        Some((isa?, teams()))
+    }
+
     /// Tolerance of a sum of `k` products of values in [-1, 1], in f32
     /// against the f64 definition.
     fn tolerance(k: usize) -> f32 {
@@ -1733,11 +1743,9 @@ pub(crate) mod tests {
     #[test]
     fn random_convolutions_match_the_definition() {
         use proptest::prelude::*;
-        let Some(isa) = Isa::detect() else {
-            eprintln!("no convolution kernel for this CPU: nothing to test");
+        let Some((isa, teams)) = kernel_and_teams() else {
             return;
         };
-        let teams = teams();
         let shape = (
             1usize..=9,
             1usize..=20,
@@ -1796,11 +1804,9 @@ pub(crate) mod tests {
     #[test]
     fn random_transposed_convolutions_match_the_definition() {
         use proptest::prelude::*;
-        let Some(isa) = Isa::detect() else {
-            eprintln!("no convolution kernel for this CPU: nothing to test");
+        let Some((isa, teams)) = kernel_and_teams() else {
             return;
         };
-        let teams = teams();
         let shape = (
             1usize..=8,
             1usize..=9,

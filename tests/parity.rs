@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use bvae::{Decoder, Model, PlanKind};
-use ndarray::ArrayD;
-use ndarray_npy::read_npy;
+use ndarray::{ArrayD, IxDyn};
 
 const ATOL: f32 = 1e-4;
 const RTOL: f32 = 5e-4;
@@ -37,8 +36,58 @@ fn fixtures() -> Vec<(String, PathBuf)> {
 }
 
 fn npy(dir: &Path, name: &str) -> ArrayD<f32> {
-    read_npy(dir.join(format!("{name}.npy")))
-        .unwrap_or_else(|e| panic!("{}/{name}.npy: {e}", dir.display()))
+    let path = dir.join(format!("{name}.npy"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (shape, values) =
+        read_npy_f32(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap()
+}
+
+/// The shape and values of a NumPy `.npy` file of little-endian float32 in
+/// C order (what the exporter writes: `np.save` of a float32 array).
+fn read_npy_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let rest = bytes
+        .strip_prefix(b"\x93NUMPY")
+        .ok_or("not a .npy file (no magic)")?;
+    let (major, rest) = rest.split_at_checked(2).ok_or("truncated")?;
+    let (len, rest) = match major[0] {
+        1 => {
+            let (n, r) = rest.split_at_checked(2).ok_or("truncated")?;
+            (u16::from_le_bytes([n[0], n[1]]) as usize, r)
+        }
+        2 | 3 => {
+            let (n, r) = rest.split_at_checked(4).ok_or("truncated")?;
+            (u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize, r)
+        }
+        v => return Err(format!("format version {v}")),
+    };
+    let (header, data) = rest.split_at_checked(len).ok_or("truncated header")?;
+    let header = std::str::from_utf8(header).map_err(|e| e.to_string())?;
+    let compact: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+    if !compact.contains("'descr':'<f4'") || !compact.contains("'fortran_order':False") {
+        return Err(format!(
+            "expected little-endian float32 in C order, found {header}"
+        ));
+    }
+    let dims = compact
+        .split("'shape':(")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .ok_or_else(|| format!("no shape in {header}"))?;
+    let shape = dims
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<usize>().map_err(|e| format!("shape {dims}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let count: usize = shape.iter().product();
+    if data.len() != count * 4 {
+        return Err(format!("{} data bytes for shape {shape:?}", data.len()));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((shape, values))
 }
 
 /// Largest |got − want| − rtol·|want| over all elements; ≤ atol passes.

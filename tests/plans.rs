@@ -298,3 +298,29 @@ fn layers_the_kernels_do_not_run_stay_with_tract() {
         }
     }
 }
+
+#[test]
+fn tract_plans_on_a_thread_pool_compute_what_one_thread_does() {
+    // Where bvae has no kernel (or they are off), `--threads N` gives
+    // tract's matrix products a pool of its own runtime.
+    let path = common::model("dsprites.onnx");
+    let one = Model::load(&path).unwrap().with_runtime(runtime(false));
+    let pool = one.clone().with_runtime(
+        Runtime::new(RuntimeOptions {
+            threads: 2,
+            own_kernels: false,
+        })
+        .unwrap(),
+    );
+    let (mut a, mut b) = (
+        one.plan(PlanKind::Full, 1).unwrap().session().unwrap(),
+        pool.plan(PlanKind::Full, 1).unwrap().session().unwrap(),
+    );
+    for img in images(one.spec().image_len(), 3) {
+        a.run_on(&img).unwrap();
+        b.run_on(&img).unwrap();
+        assert!(max_rel_error(a.mu().unwrap(), b.mu().unwrap()) < 1e-5);
+        let (ra, rb) = (a.recon().unwrap().unwrap(), b.recon().unwrap().unwrap());
+        assert!(max_rel_error(ra, rb) < 1e-5);
+    }
+}
