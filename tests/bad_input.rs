@@ -4,6 +4,7 @@ mod common;
 
 use std::path::Path;
 
+use common::onnx::{node, tensor_type, weights};
 use common::{bvae, data, model, s};
 use prost::Message;
 use tract_onnx::pb;
@@ -21,24 +22,6 @@ fn save_model(path: &Path, bytes: &[u8]) {
         let seed = Path::new(&dir).join(format!("{:016x}-{name}", h.finish()));
         std::fs::write(seed, bytes).unwrap();
     }
-}
-
-fn tensor_type(dims: &[i64]) -> Option<pb::TypeProto> {
-    Some(pb::TypeProto {
-        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-            elem_type: 1,
-            shape: Some(pb::TensorShapeProto {
-                dim: dims
-                    .iter()
-                    .map(|&d| pb::tensor_shape_proto::Dimension {
-                        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
-                        ..Default::default()
-                    })
-                    .collect(),
-            }),
-        })),
-        ..Default::default()
-    })
 }
 
 /// A valid ONNX model: `input` [shape] → Relu → each of `outputs`.
@@ -331,50 +314,6 @@ fn external_weights_missing() {
 // Sizes from outside the program are bounded at load, before anything is
 // allocated for them: each case exits 1 with a clear message, never 101.
 
-/// A dimension for [`input_type`]: a size, or `-1` for a named dynamic one.
-fn input_type(dims: &[i64]) -> Option<pb::TypeProto> {
-    Some(pb::TypeProto {
-        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-            elem_type: 1,
-            shape: Some(pb::TensorShapeProto {
-                dim: dims
-                    .iter()
-                    .map(|&d| pb::tensor_shape_proto::Dimension {
-                        value: Some(if d < 0 {
-                            pb::tensor_shape_proto::dimension::Value::DimParam("N".into())
-                        } else {
-                            pb::tensor_shape_proto::dimension::Value::DimValue(d)
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-            }),
-        })),
-        ..Default::default()
-    })
-}
-
-fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
-    pb::NodeProto {
-        input: inputs.iter().map(|i| i.to_string()).collect(),
-        output: vec![output.into()],
-        name: format!("{op}_{output}"),
-        op_type: op.into(),
-        ..Default::default()
-    }
-}
-
-/// A float32 initializer of `dims` holding `values` as raw bytes.
-fn weights(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: 1,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
-
 /// A contract model: `image` of `dims` → `mu` and `logvar` from `latent`
 /// nodes (Flatten by default: Z = C·H·W), `recon` = Relu(image).
 struct Contract {
@@ -429,7 +368,7 @@ impl Contract {
                 initializer: self.initializers,
                 input: vec![pb::ValueInfoProto {
                     name: "image".into(),
-                    r#type: input_type(&self.dims),
+                    r#type: tensor_type(&self.dims),
                     ..Default::default()
                 }],
                 output: vec![out("mu"), out("logvar"), out("recon")],

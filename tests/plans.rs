@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use bvae::model::{Runtime, RuntimeOptions};
 use bvae::{Decoder, Model, PlanKind};
+use common::onnx::{node, tensor_type, weights};
 use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
@@ -166,17 +167,6 @@ fn shipped_models_run_every_layer_on_bvae_kernels_and_match_tract() {
     }
 }
 
-/// A float32 initializer.
-fn weights(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: 1,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
-
 fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
@@ -204,30 +194,11 @@ fn one_conv_model(w_dims: &[i64], extra: Vec<pb::AttributeProto>) -> Vec<u8> {
     let oc = w_dims[0];
     let b: Vec<f32> = (0..oc).map(|i| i as f32 / 10.0 - 0.3).collect();
     let node = |op: &str, inputs: &[&str], output: &str, attribute| pb::NodeProto {
-        input: inputs.iter().map(|i| i.to_string()).collect(),
-        output: vec![output.into()],
-        name: format!("{op}_{output}"),
-        op_type: op.into(),
         attribute,
-        ..Default::default()
+        ..node(op, inputs, output)
     };
     let mut attrs = vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])];
     attrs.extend(extra);
-    let input_type = |dims: &[i64]| pb::TypeProto {
-        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-            elem_type: 1,
-            shape: Some(pb::TensorShapeProto {
-                dim: dims
-                    .iter()
-                    .map(|&d| pb::tensor_shape_proto::Dimension {
-                        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
-                        ..Default::default()
-                    })
-                    .collect(),
-            }),
-        })),
-        ..Default::default()
-    };
     let out = |name: &str| pb::ValueInfoProto {
         name: name.into(),
         ..Default::default()
@@ -250,7 +221,7 @@ fn one_conv_model(w_dims: &[i64], extra: Vec<pb::AttributeProto>) -> Vec<u8> {
             initializer: vec![weights("w", w_dims, &w), weights("b", &[oc], &b)],
             input: vec![pb::ValueInfoProto {
                 name: "image".into(),
-                r#type: Some(input_type(&[1, 3, 8, 8])),
+                r#type: tensor_type(&[1, 3, 8, 8]),
                 ..Default::default()
             }],
             output: vec![out("mu"), out("logvar"), out("recon")],

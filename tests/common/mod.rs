@@ -2,6 +2,8 @@
 //! temporary folder, and paths to the shipped files.
 #![allow(dead_code)]
 
+pub mod onnx;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
