@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::onnx::{node, tensor_type, weights};
+use common::onnx::{self, node, tensor_type, weights};
 use common::{bvae, data, model, s};
 use prost::Message;
 use tract_onnx::pb;
@@ -41,21 +41,13 @@ fn write_model(path: &Path, input: &str, shape: &[i64], outputs: &[&str]) {
             ..Default::default()
         })
         .collect();
-    let model = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(pb::GraphProto {
-            name: "wrong".into(),
-            node: nodes,
-            input: vec![value(input)],
-            output: outputs.iter().map(|o| value(o)).collect(),
-            ..Default::default()
-        }),
+    let model = onnx::model(pb::GraphProto {
+        name: "wrong".into(),
+        node: nodes,
+        input: vec![value(input)],
+        output: outputs.iter().map(|o| value(o)).collect(),
         ..Default::default()
-    };
+    });
     save_model(path, &model.encode_to_vec());
 }
 
@@ -348,12 +340,19 @@ impl Contract {
             name: name.into(),
             ..Default::default()
         };
-        let model = pb::ModelProto {
-            ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 17,
+        let graph = pb::GraphProto {
+            name: "contract".into(),
+            node: nodes,
+            initializer: self.initializers,
+            input: vec![pb::ValueInfoProto {
+                name: "image".into(),
+                r#type: tensor_type(&self.dims),
+                ..Default::default()
             }],
+            output: vec![out("mu"), out("logvar"), out("recon")],
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
             metadata_props: self
                 .meta
                 .iter()
@@ -362,19 +361,7 @@ impl Contract {
                     value: v.clone(),
                 })
                 .collect(),
-            graph: Some(pb::GraphProto {
-                name: "contract".into(),
-                node: nodes,
-                initializer: self.initializers,
-                input: vec![pb::ValueInfoProto {
-                    name: "image".into(),
-                    r#type: tensor_type(&self.dims),
-                    ..Default::default()
-                }],
-                output: vec![out("mu"), out("logvar"), out("recon")],
-                ..Default::default()
-            }),
-            ..Default::default()
+            ..onnx::model(graph)
         };
         save_model(path, &model.encode_to_vec());
     }

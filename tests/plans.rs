@@ -203,32 +203,24 @@ fn one_conv_model(w_dims: &[i64], extra: Vec<pb::AttributeProto>) -> Vec<u8> {
         name: name.into(),
         ..Default::default()
     };
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(pb::GraphProto {
-            name: "one conv".into(),
-            node: vec![
-                node("Conv", &["image", "w", "b"], "conv", attrs),
-                node("Relu", &["conv"], "act", vec![]),
-                node("Flatten", &["act"], "mu", vec![]),
-                node("Flatten", &["act"], "logvar", vec![]),
-                node("Identity", &["image"], "recon", vec![]),
-            ],
-            initializer: vec![weights("w", w_dims, &w), weights("b", &[oc], &b)],
-            input: vec![pb::ValueInfoProto {
-                name: "image".into(),
-                r#type: tensor_type(&[1, 3, 8, 8]),
-                ..Default::default()
-            }],
-            output: vec![out("mu"), out("logvar"), out("recon")],
+    common::onnx::model(pb::GraphProto {
+        name: "one conv".into(),
+        node: vec![
+            node("Conv", &["image", "w", "b"], "conv", attrs),
+            node("Relu", &["conv"], "act", vec![]),
+            node("Flatten", &["act"], "mu", vec![]),
+            node("Flatten", &["act"], "logvar", vec![]),
+            node("Identity", &["image"], "recon", vec![]),
+        ],
+        initializer: vec![weights("w", w_dims, &w), weights("b", &[oc], &b)],
+        input: vec![pb::ValueInfoProto {
+            name: "image".into(),
+            r#type: tensor_type(&[1, 3, 8, 8]),
             ..Default::default()
-        }),
+        }],
+        output: vec![out("mu"), out("logvar"), out("recon")],
         ..Default::default()
-    }
+    })
     .encode_to_vec()
 }
 

@@ -47,3 +47,16 @@ pub fn weights(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
         ..Default::default()
     }
 }
+
+/// A model of `graph` at IR version 8 and opset 17.
+pub fn model(graph: pb::GraphProto) -> pb::ModelProto {
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
