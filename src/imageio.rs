@@ -5,85 +5,193 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use image::{DynamicImage, ImageReader, Limits};
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
 
 use crate::frame::{Frame, PixelFormat};
 
 /// Largest width or height accepted from an image file.
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
-/// Largest decoder allocation accepted for one image file.
+/// Largest decoder allocation accepted for one image file, and the largest
+/// image file read.
 pub const MAX_IMAGE_ALLOC: u64 = 512 << 20;
 /// File endings read as images.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
+/// The first bytes of every PNG file.
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+/// The first bytes of every JPEG file (start of image, then a marker).
+const JPEG_SIGNATURE: &[u8] = &[0xFF, 0xD8, 0xFF];
+
 /// Reads a PNG or JPEG file as a gray frame (gray files) or an RGB frame
 /// (everything else; alpha is dropped).
 pub fn load_image(path: &Path) -> Result<Frame> {
-    let reader =
-        ImageReader::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
-    decode_reader(reader, path)
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open image {}", path.display()))?;
+    // One byte more than the limit tells a file that is too large.
+    let mut bytes = vec![];
+    file.take(MAX_IMAGE_ALLOC + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read image {}", path.display()))?;
+    if bytes.len() as u64 > MAX_IMAGE_ALLOC {
+        bail!(
+            "{} is larger than {} MiB: too large for an image of at most {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels",
+            path.display(),
+            MAX_IMAGE_ALLOC >> 20
+        );
+    }
+    decode_image(&bytes, path)
 }
 
 /// Decodes the bytes of a PNG or JPEG file, as [`load_image`] does a file
 /// (`name` names it in errors), with the same limits.
 pub fn decode_image(bytes: &[u8], name: &Path) -> Result<Frame> {
-    decode_reader(ImageReader::new(std::io::Cursor::new(bytes)), name)
+    if bytes.starts_with(PNG_SIGNATURE) {
+        decode_png(bytes).map_err(|e| anyhow::anyhow!("{} {e:#}", name.display()))
+    } else if bytes.starts_with(JPEG_SIGNATURE) {
+        let mut frame = Frame::empty();
+        decode_jpeg_into(bytes, &mut frame).map_err(|e| match e {
+            ImageError::TooLarge(d) => anyhow::anyhow!(
+                "{} declares an image too large to decode ({d}); the limit is {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels",
+                name.display()
+            ),
+            ImageError::Bad(d) => {
+                anyhow::anyhow!("{} is not a readable PNG or JPEG image: {d}", name.display())
+            }
+        })?;
+        Ok(frame)
+    } else {
+        bail!(
+            "{} is not a readable PNG or JPEG image: it starts with neither format's signature",
+            name.display()
+        )
+    }
 }
 
-fn decode_reader<R: std::io::BufRead + std::io::Seek>(
-    reader: ImageReader<R>,
-    path: &Path,
-) -> Result<Frame> {
-    let reader = reader
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?;
-    if reader.format().is_none() {
+/// Why an image could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// Its header declares more pixels than the limits allow.
+    #[error("{0}")]
+    TooLarge(String),
+    /// It is not a valid image of its format.
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// Decodes a PNG file's bytes (every bit depth, palette and alpha reduced to
+/// 8-bit gray or RGB, as 8-bit samples rounded from 16-bit ones).
+fn decode_png(bytes: &[u8]) -> Result<Frame> {
+    // The header chunk comes first (signature, length, "IHDR", width,
+    // height): its size is checked before the decoder reads any further.
+    if let (Some(b"IHDR"), Some(w), Some(h)) = (
+        bytes.get(12..16),
+        bytes.get(16..20).and_then(|b| b.try_into().ok()),
+        bytes.get(20..24).and_then(|b| b.try_into().ok()),
+    ) {
+        let (w, h) = (u32::from_be_bytes(w), u32::from_be_bytes(h));
+        if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+            bail!(
+                "declares an image too large to decode ({w}×{h}); the limit is {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels"
+            );
+        }
+    }
+    let limits = png::Limits {
+        bytes: MAX_IMAGE_ALLOC as usize,
+    };
+    let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
+    // Palettes and gray below 8 bits become 8-bit; 16-bit samples are
+    // rounded to 8 bits below (stripping would truncate them).
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let bad = |e: png::DecodingError| match e {
+        png::DecodingError::LimitsExceeded => anyhow::anyhow!(
+            "declares an image too large to decode; the limit is {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels"
+        ),
+        other => anyhow::anyhow!("not a readable PNG or JPEG image: {other}"),
+    };
+    let mut reader = decoder.read_info().map_err(bad)?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
         bail!(
-            "{} is not an image: expected a PNG or JPEG file",
-            path.display()
+            "declares an image too large to decode ({width}×{height}); the limit is {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels"
         );
     }
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
-    let mut reader = reader;
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(l) => anyhow::anyhow!(
-            "{} declares an image too large to decode ({l}); the limit is {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} pixels",
-            path.display()
-        ),
-        other => anyhow::anyhow!("{} is not a readable PNG or JPEG image: {other}", path.display()),
-    })?;
-    Ok(frame_from_image(img))
+    let size = reader
+        .output_buffer_size()
+        .filter(|&s| s as u64 <= MAX_IMAGE_ALLOC)
+        .context("declares an image too large to decode")?;
+    let mut buf = vec![0u8; size];
+    let info = reader.next_frame(&mut buf).map_err(bad)?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let samples = info.color_type.samples();
+    let line = info.line_size;
+    let wide = info.bit_depth == png::BitDepth::Sixteen;
+    let (format, keep) = match info.color_type {
+        png::ColorType::Grayscale | png::ColorType::GrayscaleAlpha => (PixelFormat::Gray8, 1),
+        _ => (PixelFormat::Rgb8, 3),
+    };
+    let mut data = Vec::with_capacity(w * h * keep);
+    for row in buf.chunks(line).take(h) {
+        if wide {
+            for px in row[..w * samples * 2].chunks_exact(samples * 2) {
+                for s in px[..keep * 2].chunks_exact(2) {
+                    let v = u16::from_be_bytes([s[0], s[1]]) as u32;
+                    data.push(((v + 128) / 257) as u8);
+                }
+            }
+        } else {
+            for px in row[..w * samples].chunks_exact(samples) {
+                data.extend_from_slice(&px[..keep]);
+            }
+        }
+    }
+    Ok(Frame {
+        width: w,
+        height: h,
+        format,
+        data,
+    })
 }
 
-/// Converts a decoded image to a frame.
-pub fn frame_from_image(img: DynamicImage) -> Frame {
-    let (width, height) = (img.width() as usize, img.height() as usize);
-    match img {
-        DynamicImage::ImageLuma8(g) => Frame {
-            width,
-            height,
-            format: PixelFormat::Gray8,
-            data: g.into_raw(),
-        },
-        DynamicImage::ImageLuma16(_)
-        | DynamicImage::ImageLumaA8(_)
-        | DynamicImage::ImageLumaA16(_) => Frame {
-            width,
-            height,
-            format: PixelFormat::Gray8,
-            data: img.to_luma8().into_raw(),
-        },
-        other => Frame {
-            width,
-            height,
-            format: PixelFormat::Rgb8,
-            data: other.to_rgb8().into_raw(),
-        },
+/// Decodes a JPEG image into `frame`'s buffer (gray stays gray, every other
+/// colour space becomes RGB), refusing images larger than the limits before
+/// anything is allocated for their pixels.
+pub fn decode_jpeg_into(bytes: &[u8], frame: &mut Frame) -> Result<(), ImageError> {
+    let side = MAX_IMAGE_SIDE as usize;
+    let options = DecoderOptions::default()
+        .set_max_width(side)
+        .set_max_height(side);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(|e| {
+        let text = e.to_string();
+        if text.contains("width") || text.contains("height") {
+            ImageError::TooLarge(text)
+        } else {
+            ImageError::Bad(text)
+        }
+    })?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| ImageError::Bad("no image header".into()))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let (format, space) = match decoder.input_colorspace() {
+        Some(ColorSpace::Luma) => (PixelFormat::Gray8, ColorSpace::Luma),
+        _ => (PixelFormat::Rgb8, ColorSpace::RGB),
+    };
+    decoder.set_options(options.jpeg_set_out_colorspace(space));
+    let need = w * h * format.bytes_per_pixel();
+    if w == 0 || h == 0 || need as u64 > MAX_IMAGE_ALLOC {
+        return Err(ImageError::TooLarge(format!("{w}×{h}")));
     }
+    frame.width = w;
+    frame.height = h;
+    frame.format = format;
+    frame.data.resize(need, 0);
+    decoder
+        .decode_into(&mut frame.data)
+        .map_err(|e| ImageError::Bad(e.to_string()))
 }
 
 fn is_image(p: &Path) -> bool {
@@ -184,11 +292,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn encode_png(width: u32, height: u32, format: PixelFormat, data: &[u8]) -> Result<Vec<u8>> {
     let mut out = vec![];
     let color = match format {
-        PixelFormat::Gray8 => image::ExtendedColorType::L8,
-        PixelFormat::Rgb8 => image::ExtendedColorType::Rgb8,
+        PixelFormat::Gray8 => png::ColorType::Grayscale,
+        PixelFormat::Rgb8 => png::ColorType::Rgb,
     };
-    let enc = image::codecs::png::PngEncoder::new(&mut out);
-    image::ImageEncoder::write_image(enc, data, width, height, color).context("encoding PNG")?;
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(color);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()
+        .and_then(|mut w| w.write_image_data(data))
+        .context("encoding PNG")?;
     Ok(out)
 }
 
@@ -204,6 +316,25 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn sixteen_bit_png_is_rounded_to_eight_bits() {
+        let mut bytes = vec![];
+        let mut enc = png::Encoder::new(&mut bytes, 3, 1);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Sixteen);
+        let samples: Vec<u8> = [0u16, 32_896, 65_535]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        enc.write_header()
+            .unwrap()
+            .write_image_data(&samples)
+            .unwrap();
+        let f = decode_image(&bytes, Path::new("g16.png")).unwrap();
+        assert_eq!((f.width, f.height, f.format), (3, 1, PixelFormat::Gray8));
+        assert_eq!(f.data, [0, 128, 255]);
     }
 
     #[test]

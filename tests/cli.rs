@@ -212,13 +212,13 @@ fn traverse_writes_a_grid_png() {
     );
     let v: Value = serde_json::from_str(run.ok().trim()).unwrap();
     assert_eq!(v["rows"], 10);
-    let img = image::open(&out).unwrap();
+    let img = bvae::imageio::load_image(&out).unwrap();
     assert_eq!(
-        (img.width() as u64, img.height() as u64),
+        (img.width as u64, img.height as u64),
         (v["width"].as_u64().unwrap(), v["height"].as_u64().unwrap())
     );
     // rows: 10 cells of 64 px plus gaps
-    assert_eq!(img.height(), 10 * (64 + 2) + 2);
+    assert_eq!(img.height, 10 * (64 + 2) + 2);
     // the RGB model, upscaled ×2, through its external-data decoder
     let out2 = dir.path().join("rgb.png");
     bvae(
@@ -226,7 +226,10 @@ fn traverse_writes_a_grid_png() {
         &["traverse", s(&model("tiny_rgb.onnx")), "-o", s(&out2)],
     )
     .ok();
-    assert_eq!(image::open(&out2).unwrap().height(), 6 * (64 + 2) + 2);
+    assert_eq!(
+        bvae::imageio::load_image(&out2).unwrap().height,
+        6 * (64 + 2) + 2
+    );
 }
 
 #[test]

@@ -3,14 +3,11 @@
 //! JPEG per frame). A decoder that panics on a hostile frame is caught
 //! ([`catch_decoder_panic`]) and reported as a bad frame.
 
-use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-
-use image::{ColorType, ImageDecoder};
 
 use super::{SourceError, reshape};
 use crate::frame::{Frame, PixelFormat};
-use crate::imageio::{MAX_IMAGE_ALLOC, MAX_IMAGE_SIDE};
+use crate::imageio::{ImageError, MAX_IMAGE_SIDE, decode_jpeg_into};
 
 /// Value range of YUV samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,30 +169,15 @@ pub fn copy_packed(
 }
 
 /// One JPEG image (an MJPEG frame) to a gray or RGB frame, decoded into
-/// the frame's buffer. The JPEG decoder copies its input and keeps its
-/// own tables, so this allocates a little per frame; the pixels do not.
+/// the frame's buffer. The JPEG decoder keeps its own tables, so this
+/// allocates a little per frame; the pixels do not.
 pub fn decode_mjpeg(data: &[u8], frame: &mut Frame) -> Result<(), SourceError> {
-    let bad = |e: image::ImageError| SourceError::BadFrame(format!("undecodable MJPEG frame: {e}"));
-    let decoder = image::codecs::jpeg::JpegDecoder::new(Cursor::new(data)).map_err(bad)?;
-    let (w, h) = decoder.dimensions();
-    let (w, h) = (w as usize, h as usize);
-    check_size(w, h)?;
-    let format = match decoder.color_type() {
-        ColorType::L8 => PixelFormat::Gray8,
-        ColorType::Rgb8 => PixelFormat::Rgb8,
-        other => {
-            return Err(SourceError::BadFrame(format!(
-                "MJPEG frame in {other:?}: expected gray or RGB"
-            )));
+    decode_jpeg_into(data, frame).map_err(|e| match e {
+        ImageError::TooLarge(d) => {
+            SourceError::BadFrame(format!("MJPEG frame too large to decode ({d})"))
         }
-    };
-    if decoder.total_bytes() > MAX_IMAGE_ALLOC {
-        return Err(SourceError::BadFrame(format!(
-            "a {w}×{h} MJPEG frame is too large to decode"
-        )));
-    }
-    reshape(frame, w, h, format);
-    decoder.read_image(&mut frame.data).map_err(bad)
+        ImageError::Bad(d) => SourceError::BadFrame(format!("undecodable MJPEG frame: {d}")),
+    })
 }
 
 /// Runs a decoder, turning a panic inside it into a bad frame so that one
@@ -252,8 +234,8 @@ mod tests {
     fn mjpeg_decodes_into_the_buffer_and_garbage_is_a_bad_frame() {
         let mut jpeg = vec![];
         let rgb: Vec<u8> = (0..16 * 8).flat_map(|_| [200u8, 30, 30]).collect();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
-            .encode(&rgb, 16, 8, image::ExtendedColorType::Rgb8)
+        jpeg_encoder::Encoder::new(&mut jpeg, 95)
+            .encode(&rgb, 16, 8, jpeg_encoder::ColorType::Rgb)
             .unwrap();
         let mut f = Frame::empty();
         decode_mjpeg(&jpeg, &mut f).unwrap();
