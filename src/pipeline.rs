@@ -7,8 +7,8 @@ use crate::frame::FrameRef;
 use crate::meta::ModelSpec;
 use crate::model::{Model, PlanKind, Session};
 use crate::preprocess::{Fit, Preprocessor};
+use crate::reference::Reference;
 use crate::score::{Scorer, Scores, pixel_map};
-use crate::stats::Mahalanobis;
 
 /// Preprocessor, inference session and scorer for one stream of frames.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ impl Pipeline {
         model: &Model,
         kind: PlanKind,
         fit: Fit,
-        mahalanobis: Option<Mahalanobis>,
+        reference: Option<Reference>,
     ) -> Result<Pipeline> {
         let plan = model.plan(kind, 1)?;
         let session = plan.session()?;
@@ -36,7 +36,7 @@ impl Pipeline {
         Ok(Pipeline {
             pre: Preprocessor::new(spec, fit),
             session,
-            scorer: Scorer::new(spec, mahalanobis),
+            scorer: Scorer::new(spec, reference),
             map: vec![0.0; spec.height * spec.width],
             map_current: false,
         })

@@ -8,12 +8,16 @@
 //! - `elbo`: summed reconstruction NLL + β·KL (the training objective).
 //! - `latent`: Mahalanobis distance of `mu` from the normal data's latents
 //!   (needs a calibration profile).
+//! - `knn`: mean distance of the whitened `mu` to its nearest normal latent
+//!   means (needs a profile with a bank, [`crate::reference`]).
+//! - `combined`: the sum of several scores, each standardised on normal
+//!   data (needs a profile that defines it).
 //! - a per-pixel anomaly map (per-pixel NLL, averaged over channels).
 
 use serde::{Deserialize, Serialize};
 
 use crate::meta::{Likelihood, ModelSpec};
-use crate::stats::Mahalanobis;
+use crate::reference::Reference;
 
 /// PyTorch's `binary_cross_entropy` clamps each log term at −100; so do we,
 /// so a pixel the model is certain about cannot make the score infinite.
@@ -43,15 +47,28 @@ pub enum Method {
     Elbo,
     /// Mahalanobis distance of mu from normal latents.
     Latent,
+    /// Mean distance to the nearest normal latent means.
+    Knn,
+    /// Sum of standardised scores.
+    Combined,
 }
 
 impl Method {
     /// Every method, in a fixed order.
-    pub const ALL: [Method; 4] = [Method::Recon, Method::Kl, Method::Elbo, Method::Latent];
+    pub const ALL: [Method; 6] = [
+        Method::Recon,
+        Method::Kl,
+        Method::Elbo,
+        Method::Latent,
+        Method::Knn,
+        Method::Combined,
+    ];
 
-    /// Whether the score needs the reconstruction (the decoder half).
+    /// Whether the score needs the reconstruction (the decoder half). The
+    /// combined score is counted as needing it: its parts may (see
+    /// [`crate::reference::Combination::needs_recon`]).
     pub fn needs_recon(self) -> bool {
-        matches!(self, Method::Recon | Method::Elbo)
+        matches!(self, Method::Recon | Method::Elbo | Method::Combined)
     }
 
     /// Lower-case name.
@@ -61,6 +78,8 @@ impl Method {
             Method::Kl => "kl",
             Method::Elbo => "elbo",
             Method::Latent => "latent",
+            Method::Knn => "knn",
+            Method::Combined => "combined",
         }
     }
 }
@@ -221,7 +240,8 @@ pub fn pixel_map(x: &[f32], r: &[f32], likelihood: Likelihood, channels: usize, 
 }
 
 /// All scores of one image. `recon` and `elbo` are absent when the
-/// reconstruction was not computed; `latent` when no calibration is loaded.
+/// reconstruction was not computed; `latent`, `knn` and `combined` when no
+/// calibration (or one without them) is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Scores {
     /// Mean per-pixel reconstruction NLL.
@@ -232,6 +252,10 @@ pub struct Scores {
     pub elbo: Option<f32>,
     /// Mahalanobis distance of mu from normal latents.
     pub latent: Option<f32>,
+    /// Mean distance to the nearest normal latent means.
+    pub knn: Option<f32>,
+    /// Sum of standardised scores.
+    pub combined: Option<f32>,
 }
 
 impl Scores {
@@ -242,6 +266,8 @@ impl Scores {
             Method::Kl => Some(self.kl),
             Method::Elbo => self.elbo,
             Method::Latent => self.latent,
+            Method::Knn => self.knn,
+            Method::Combined => self.combined,
         }
     }
 }
@@ -253,20 +279,21 @@ pub struct Scorer {
     beta: f32,
     latent_dim: usize,
     image_len: usize,
-    mahalanobis: Option<Mahalanobis>,
+    reference: Option<Reference>,
     kl: Vec<f32>,
     scratch: Vec<f32>,
 }
 
 impl Scorer {
-    /// A scorer for `spec`, with the latent distance when `mahalanobis` is given.
-    pub fn new(spec: &ModelSpec, mahalanobis: Option<Mahalanobis>) -> Scorer {
+    /// A scorer for `spec`, with the scores that compare with normal data
+    /// when `reference` is given.
+    pub fn new(spec: &ModelSpec, reference: Option<Reference>) -> Scorer {
         Scorer {
             likelihood: spec.likelihood,
             beta: spec.beta,
             latent_dim: spec.latent_dim,
             image_len: spec.image_len(),
-            mahalanobis,
+            reference,
             kl: vec![0.0; spec.latent_dim],
             scratch: vec![0.0; spec.latent_dim],
         }
@@ -283,15 +310,20 @@ impl Scorer {
     ) -> Scores {
         let kl = kl_per_latent(mu, logvar, &mut self.kl);
         let nll = recon.map(|r| recon_nll_sum(x, r, self.likelihood));
-        Scores {
+        let mut s = Scores {
             recon: nll.map(|s| s / self.image_len as f32),
             kl,
             elbo: nll.map(|s| s + self.beta * kl),
-            latent: self
-                .mahalanobis
-                .as_ref()
-                .map(|m| m.distance(mu, &mut self.scratch)),
+            latent: None,
+            knn: None,
+            combined: None,
+        };
+        if let Some(r) = &mut self.reference {
+            s.latent = Some(r.mahalanobis.distance(mu, &mut self.scratch));
+            s.knn = r.knn.as_mut().map(|k| k.distance(mu, &r.mahalanobis, None));
+            s.combined = r.combined.as_ref().and_then(|c| c.value(|m| s.get(m)));
         }
+        s
     }
 
     /// KL per latent of the last scored image.
@@ -306,7 +338,7 @@ impl Scorer {
 
     /// Whether the latent distance is available.
     pub fn has_latent(&self) -> bool {
-        self.mahalanobis.is_some()
+        self.reference.is_some()
     }
 }
 

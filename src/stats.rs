@@ -238,18 +238,22 @@ impl Mahalanobis {
     /// √((x − m)ᵀ Σ⁻¹ (x − m)) by forward substitution into `scratch`
     /// (length p).
     pub fn distance(&self, x: &[f32], scratch: &mut [f32]) -> f32 {
+        self.whiten(x, scratch);
+        scratch[..self.p].iter().map(|v| v * v).sum::<f32>().sqrt()
+    }
+
+    /// The whitened point L⁻¹(x − m) into `out` (length p): normal data
+    /// has identity covariance there.
+    pub fn whiten(&self, x: &[f32], out: &mut [f32]) {
         let p = self.p;
-        let mut acc = 0.0f32;
         for i in 0..p {
             let mut v = x[i] - self.mean[i];
             for k in 0..i {
-                v -= self.chol[i * p + k] * scratch[k];
+                v -= self.chol[i * p + k] * out[k];
             }
             v /= self.chol[i * p + i];
-            scratch[i] = v;
-            acc += v * v;
+            out[i] = v;
         }
-        acc.sqrt()
     }
 }
 

@@ -682,6 +682,22 @@ fn profile_arrays_must_match_the_model() {
         v["scores"]["recon"]["normal"]["quantiles"] = serde_json::json!(vec![[0.5, 1.0]; 1000]);
     });
     score(&p).fails_with(&["score recon has 1000 quantiles: expected at most 64"]);
+    let p = edited_profile(dir.path(), "bank_row.json", |v| {
+        v["knn"]["bank"][3].as_array_mut().unwrap().pop();
+    });
+    score(&p).fails_with(&["knn bank row 3 has 9 values, expected 10"]);
+    let p = edited_profile(dir.path(), "bank_k.json", |v| {
+        v["knn"]["k"] = serde_json::json!(100_000);
+    });
+    score(&p).fails_with(&["knn needs 1 to 600 neighbours"]);
+    let p = edited_profile(dir.path(), "no_bank.json", |v| {
+        v.as_object_mut().unwrap().remove("knn");
+    });
+    score(&p).fails_with(&["score knn has a threshold but the profile lacks what it needs"]);
+    let p = edited_profile(dir.path(), "part_std.json", |v| {
+        v["combined"][0]["std"] = serde_json::json!(0.0);
+    });
+    score(&p).fails_with(&["combined part latent", "std > 0"]);
     // a profile file larger than any real one is refused before it is parsed
     let big = dir.path().join("big.json");
     let f = std::fs::File::create(&big).unwrap();

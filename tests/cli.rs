@@ -115,7 +115,7 @@ fn calibration_threshold_holds_on_held_out_normal_images() {
     // frames). 4 combined sd ≈ 21 frames around the expected 15.
     let expected = fpr * n_held as f64;
     let tolerance = 4.0 * (2.0 * n_held as f64 * fpr * (1.0 - fpr)).sqrt();
-    for method in ["recon", "kl", "elbo", "latent"] {
+    for method in ["recon", "kl", "elbo", "latent", "knn", "combined"] {
         let run = bvae(
             dir.path(),
             &[
@@ -299,4 +299,43 @@ fn cameras_says_clearly_what_it_found() {
             "--features camera",
         ]);
     }
+}
+
+#[test]
+fn a_profile_of_an_older_version_still_scores() {
+    // Profiles written before the knn and combined scores have neither
+    // their bank nor their parts: they load, and score with what they have.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(model("dsprites.calibration.json")).unwrap();
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.remove("knn");
+    o.remove("combined");
+    o.insert("method".into(), "recon".into());
+    let threshold = o["scores"]["recon"]["threshold"].clone();
+    o.insert("threshold".into(), threshold);
+    let scores = o["scores"].as_object_mut().unwrap();
+    scores.remove("knn");
+    scores.remove("combined");
+    for s in scores.values_mut() {
+        s.as_object_mut().unwrap().remove("held_out_fpr");
+    }
+    let old = dir.path().join("old.json");
+    std::fs::write(&old, serde_json::to_string(&v).unwrap()).unwrap();
+    let img = data("dsprites_normal").join("0000.png");
+    let run = bvae(
+        dir.path(),
+        &[
+            "score",
+            s(&model("dsprites.onnx")),
+            s(&img),
+            "-c",
+            s(&old),
+            "--json",
+        ],
+    );
+    let out: Value = serde_json::from_str(run.ok().trim()).unwrap();
+    assert_eq!(out["decision"]["method"], "recon");
+    assert!(out["scores"]["latent"].as_f64().is_some());
+    assert!(out["scores"]["knn"].is_null() && out["scores"]["combined"].is_null());
 }

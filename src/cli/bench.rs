@@ -153,8 +153,8 @@ pub fn run(args: Args) -> Result<()> {
     let fit = profile.as_ref().map_or(Fit::Crop, |p| p.fit);
     let method = profile.as_ref().map_or(Method::Kl, |p| p.method);
     let kind = PlanKind::needed(method.needs_recon());
-    let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
-    let mut pipe = Pipeline::new(&model, kind, fit, maha.clone())?;
+    let reference = profile.as_ref().map(|p| p.reference()).transpose()?;
+    let mut pipe = Pipeline::new(&model, kind, fit, reference.clone())?;
     std::hint::black_box(pipe.process(frame)?);
     let first_result_ms = load_start.elapsed().as_secs_f64() * 1e3;
 
@@ -230,7 +230,7 @@ pub fn run(args: Args) -> Result<()> {
             || Ok(dec.decode(&z, &mut out)?),
         )?);
     }
-    let mut scorer = Scorer::new(&spec, maha);
+    let mut scorer = Scorer::new(&spec, reference);
     let (mu, lv) = (full.mu()?.to_vec(), full.logvar()?.to_vec());
     let recon = full.recon()?.map(|r| r.to_vec());
     stages.push(time_stage("score", "score (all scores)", wu, n, 1, || {

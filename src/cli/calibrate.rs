@@ -23,14 +23,15 @@ pub struct Args {
     /// Where to write the profile [default: NAME.calibration.json next to the model].
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Use this score as the default instead of choosing it on synthetic anomalies.
+    /// Use this score as the default instead of choosing it (`combined`, unless
+    /// its threshold fails on the later half of the frames).
     #[arg(long, value_enum)]
     pub method: Option<Method>,
     /// How frames with another aspect ratio are fitted to the model
     /// [default: the model's `bvae.fit` metadata (as it was trained), else crop].
     #[arg(long, value_enum)]
     pub fit: Option<Fit>,
-    /// Seed of the synthetic anomalies used to choose the default score.
+    /// Seed of the synthetic anomalies whose detection the profile reports.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Print the profile as JSON on stdout.
@@ -72,8 +73,8 @@ pub fn run(args: Args) -> Result<()> {
         profile.frames, profile.fpr
     );
     println!(
-        "{:<8} {:>12} {:>12} {:>12} {:>10}",
-        "score", "median", "p99", "threshold", "synthetic"
+        "{:<8} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "score", "median", "p99", "threshold", "synthetic", "later fpr"
     );
     for (m, c) in &profile.scores {
         let q = |q: f64| {
@@ -84,12 +85,13 @@ pub fn run(args: Args) -> Result<()> {
                 .map_or(f64::NAN, |p| p.1)
         };
         println!(
-            "{:<8} {:>12.5} {:>12.5} {:>12.5} {:>9.1}%",
+            "{:<8} {:>12.5} {:>12.5} {:>12.5} {:>9.1}% {:>9.2}%",
             m.name(),
             q(0.5),
             q(0.99),
             c.threshold,
-            100.0 * c.synthetic_detection
+            100.0 * c.synthetic_detection,
+            100.0 * c.held_out_fpr.unwrap_or(f64::NAN)
         );
     }
     println!(

@@ -35,7 +35,8 @@ pub struct Args {
     /// (default: the profile's, else crop).
     #[arg(long, value_enum)]
     pub fit: Option<Fit>,
-    /// JSON Lines output: {"file", "scores": {recon, kl, elbo, latent},
+    /// JSON Lines output: {"file", "scores": {recon, kl, elbo, latent, knn,
+    /// combined},
     /// "decision": {method, score, threshold, ratio, anomalous} | null,
     /// "latents": [{latent, value, z | kl}]}.
     #[arg(long)]
@@ -71,8 +72,8 @@ pub fn run(args: Args) -> Result<()> {
         .fit
         .or(profile.as_ref().map(|p| p.fit))
         .unwrap_or_else(|| model.meta().fit_or_default());
-    let maha = profile.as_ref().map(|p| p.mahalanobis()).transpose()?;
-    let mut pipe = Pipeline::new(&model, PlanKind::Full, fit, maha)?;
+    let reference = profile.as_ref().map(|p| p.reference()).transpose()?;
+    let mut pipe = Pipeline::new(&model, PlanKind::Full, fit, reference)?;
     let files = expand_inputs(&args.images)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -119,12 +120,14 @@ pub fn run(args: Args) -> Result<()> {
                 .collect();
             writeln!(
                 out,
-                "{}  recon={} kl={:.4} elbo={} latent={}{verdict}  [{}]",
+                "{}  recon={} kl={:.4} elbo={} latent={} knn={} combined={}{verdict}  [{}]",
                 f.display(),
                 opt(s.recon),
                 s.kl,
                 opt(s.elbo),
                 opt(s.latent),
+                opt(s.knn),
+                opt(s.combined),
                 lat.join(", ")
             )?;
         }

@@ -54,7 +54,7 @@ impl Analyser {
         kind: PlanKind,
         needs_map: bool,
     ) -> Result<Analyser> {
-        let pipe = Pipeline::new(model, kind, profile.fit, Some(profile.mahalanobis()?))?;
+        let pipe = Pipeline::new(model, kind, profile.fit, Some(profile.reference()?))?;
         let spec = pipe.spec();
         let heat = needs_map.then(|| HeatField::new(spec.width, spec.height));
         Ok(Analyser {

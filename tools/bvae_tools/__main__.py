@@ -1,6 +1,6 @@
 """Command line: ``python -m bvae_tools COMMAND ...`` (run from tools/).
 
-Commands: train, export, report, synth, bench."""
+Commands: train, export, report, synth, bench, oneclass."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _threads(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, export, report, synth, train
+    from . import bench, export, oneclass, report, synth, train
 
     fmt = HelpFormatter
     parser = argparse.ArgumentParser(
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", report, "draw loss curves, per-latent KL, reconstructions, traversals"),
         ("synth", synth, "write a folder of synthetic camera frames (for demos and tests)"),
         ("bench", bench, "time bvae (tract) against onnxruntime on the same model"),
+        ("oneclass", oneclass, "one-class AUROC of every score on Fashion-MNIST (IDX)"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
         module.add_arguments(p)
