@@ -21,8 +21,23 @@ pub struct Deviation {
 }
 
 /// Latents ranked by |z| against the profile, or by KL without one.
-pub fn deviations(mu: &[f32], kl: &[f32], profile: Option<&Profile>, top: usize) -> Vec<Deviation> {
+///
+/// `active` (from [`crate::meta::ModelSpec::active_latents`], one
+/// definition for every output) leaves out the latents that carry no
+/// information: an inactive latent's normal spread is tiny, so noise alone
+/// gives it a large z-score. When the model does not say, or calls every
+/// latent inactive, all are ranked.
+pub fn deviations(
+    mu: &[f32],
+    kl: &[f32],
+    profile: Option<&Profile>,
+    active: Option<&[bool]>,
+    top: usize,
+) -> Vec<Deviation> {
+    let any_active = active.is_some_and(|a| a.iter().any(|&x| x));
+    let keep = |i: usize| !any_active || active.and_then(|a| a.get(i).copied()).unwrap_or(true);
     let mut d: Vec<Deviation> = (0..mu.len())
+        .filter(|&i| keep(i))
         .map(|i| Deviation {
             latent: i,
             value: mu[i],
@@ -39,4 +54,24 @@ pub fn deviations(mu: &[f32], kl: &[f32], profile: Option<&Profile>, top: usize)
     });
     d.truncate(top);
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inactive_latents_are_never_blamed() {
+        let mu = [0.1f32, 2.0, -0.3, 0.0];
+        let kl = [0.5f32, 3.0, 1.0, 0.001];
+        let all = deviations(&mu, &kl, None, None, 2);
+        assert_eq!(all.iter().map(|d| d.latent).collect::<Vec<_>>(), [1, 2]);
+        // latent 1 is inactive: the next ones are blamed instead
+        let active = [true, false, true, false];
+        let some = deviations(&mu, &kl, None, Some(&active), 4);
+        assert_eq!(some.iter().map(|d| d.latent).collect::<Vec<_>>(), [2, 0]);
+        // a model that calls every latent inactive still gets an explanation
+        let none = deviations(&mu, &kl, None, Some(&[false; 4]), 1);
+        assert_eq!(none[0].latent, 1);
+    }
 }

@@ -75,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
     let reference = profile.as_ref().map(|p| p.reference()).transpose()?;
     let mut pipe = Pipeline::new(&model, PlanKind::Full, fit, reference)?;
     let files = expand_inputs(&args.images)?;
+    let active = model.spec().active_latents();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut flagged = 0;
@@ -97,7 +98,13 @@ pub fn run(args: Args) -> Result<()> {
         if decision.as_ref().is_some_and(|d| d.anomalous) {
             flagged += 1;
         }
-        let devs = deviations(pipe.mu()?, pipe.kl_latents(), profile.as_ref(), args.top);
+        let devs = deviations(
+            pipe.mu()?,
+            pipe.kl_latents(),
+            profile.as_ref(),
+            active.as_deref(),
+            args.top,
+        );
         if args.json {
             let line =
                 serde_json::json!({"file": f, "scores": s, "decision": decision, "latents": devs});

@@ -196,6 +196,7 @@ pub fn run_with(
     let mut lp = Loop {
         cfg,
         profile,
+        active: model.spec().active_latents(),
         slot: &slot,
         start,
         frame: Frame::empty(),
@@ -221,6 +222,8 @@ pub fn run_with(
 struct Loop<'a> {
     cfg: &'a LiveConfig,
     profile: &'a Profile,
+    /// The model's active latents, the only ones events blame.
+    active: Option<Vec<bool>>,
     slot: &'a FrameSlot,
     start: Instant,
     /// The buffer the next frame is taken into.
@@ -374,7 +377,13 @@ impl Loop<'_> {
             ratio: d.ratio,
             peak_ratio: d.peak_ratio,
             cause: d.cause,
-            latents: deviations(r.mu, r.kl, Some(self.profile), self.cfg.top_latents),
+            latents: deviations(
+                r.mu,
+                r.kl,
+                Some(self.profile),
+                self.active.as_deref(),
+                self.cfg.top_latents,
+            ),
         })
     }
 

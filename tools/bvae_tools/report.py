@@ -25,8 +25,10 @@ from .data import open_source, split_indices  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .train import mean_latent_kl  # noqa: E402
 
-#: A latent with mean KL below this many nats is drawn as inactive.
-ACTIVE_KL = 0.1
+#: A latent with mean KL below this many nats is inactive: drawn grey here,
+#: and, in the runtime, never blamed for an anomaly (the same number as
+#: ``ACTIVE_KL_NATS`` in src/meta.rs; a test checks that they agree).
+ACTIVE_KL = 0.01
 TRAVERSAL_STEPS = 9
 TRAVERSAL_RANGE = 3.0
 

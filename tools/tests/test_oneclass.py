@@ -46,3 +46,16 @@ def test_table_has_every_score_and_geotrans_on_test():
     assert "| 94.5 | 90.0 |" in text  # mean and min of the default
     assert "| GeoTrans | 99.4 |" in text and "| 93.6 | 83.3 |" in text
     assert "GeoTrans" not in table(results, "val")
+
+
+def test_active_latents_have_one_definition():
+    # The report's grey bars and the runtime's `bvae info`, window and
+    # events use the same threshold.
+    import re
+    from pathlib import Path
+
+    from bvae_tools.report import ACTIVE_KL
+
+    meta = (Path(__file__).resolve().parents[2] / "src" / "meta.rs").read_text()
+    rust = float(re.search(r"pub const ACTIVE_KL_NATS: f32 = ([0-9.eE-]+);", meta).group(1))
+    assert ACTIVE_KL == rust
