@@ -114,7 +114,15 @@ pub struct Part {
     pub std: f32,
 }
 
-/// The combined score: the sum of its standardised parts.
+/// How far below its normal mean a part may count, in standard deviations:
+/// the combined score adds `max(z, −FLOOR_SIGMAS) + FLOOR_SIGMAS` per part,
+/// so it is never negative (0 when every part is far below normal) and a
+/// threshold is a positive number that `score / threshold` can be read
+/// against, as for every other score.
+pub const FLOOR_SIGMAS: f32 = 3.0;
+
+/// The combined score: the sum of its standardised parts, each floored at
+/// [`FLOOR_SIGMAS`] below its normal mean and shifted up by as much.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Combination {
     parts: Vec<Part>,
@@ -150,12 +158,13 @@ impl Combination {
         self.parts.iter().any(|p| p.method.needs_recon())
     }
 
-    /// The sum of standardised parts, from the value each part had
-    /// (`None` when one was not computed).
+    /// The sum of floored, standardised parts, from the value each part
+    /// had (`None` when one was not computed).
     pub fn value(&self, get: impl Fn(Method) -> Option<f32>) -> Option<f32> {
         let mut sum = 0.0;
         for p in &self.parts {
-            sum += (get(p.method)? - p.mean) / p.std;
+            let z = (get(p.method)? - p.mean) / p.std;
+            sum += z.max(-FLOOR_SIGMAS) + FLOOR_SIGMAS;
         }
         Some(sum)
     }
@@ -273,7 +282,13 @@ mod tests {
             Method::Latent => Some(1.0),
             _ => None,
         });
-        assert_eq!(v, Some(2.0 + 2.0));
+        assert_eq!(v, Some((2.0 + 3.0) + (2.0 + 3.0)));
+        // a part far below normal counts as 3σ below, never negative
+        let v = c.value(|m| match m {
+            Method::Kl => Some(-100.0),
+            _ => Some(0.0),
+        });
+        assert_eq!(v, Some(0.0 + 3.0));
         assert_eq!(c.value(|_| None), None);
         assert!(!c.needs_recon());
     }

@@ -11,7 +11,8 @@
 //! - `knn`: mean distance of the whitened `mu` to its nearest normal latent
 //!   means (needs a profile with a bank, [`crate::reference`]).
 //! - `combined`: the sum of several scores, each standardised on normal
-//!   data (needs a profile that defines it).
+//!   data and floored at 3σ below normal, so it is never negative (needs a
+//!   profile that defines it).
 //! - a per-pixel anomaly map (per-pixel NLL, averaged over channels).
 
 use serde::{Deserialize, Serialize};
