@@ -9,7 +9,10 @@ drawn on demand.
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import struct
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -165,10 +168,58 @@ def load_image(path: Path, size: int, channels: int, fit: str = "crop") -> np.nd
     return np.ascontiguousarray(arr)
 
 
-def load_folder(folder: str | Path, size: int, channels: int, fit: str = "crop") -> TensorSource:
+#: File names of the decoded-image cache in a run directory.
+CACHE_IMAGES = "images.cache.npy"
+CACHE_KEY = "images.cache.json"
+
+
+def folder_key(files: list[Path], size: int, channels: int, fit: str) -> dict:
+    """What a folder's decoded images depend on: each file's path, size and
+    modification time, and the model's size, channels and fit."""
+    listing = []
+    for p in files:
+        st = p.stat()
+        listing.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+    return {"size": size, "channels": channels, "fit": fit, "files": listing}
+
+
+def load_folder(
+    folder: str | Path, size: int, channels: int, fit: str = "crop", cache: Path | None = None
+) -> TensorSource:
+    """Decode every image of ``folder``. With ``cache`` (a run directory),
+    the decoded images are kept there and reused while no file changed, so
+    ``train --resume``, ``export`` and ``report`` do not decode them again."""
     files = find_images(Path(folder))
+    key = folder_key(files, size, channels, fit) if cache is not None else None
+    if cache is not None:
+        images, key_file = cache / CACHE_IMAGES, cache / CACHE_KEY
+        try:
+            if json.loads(key_file.read_text()) == key:
+                arr = np.load(images, allow_pickle=False)
+                if arr.dtype == np.uint8 and arr.shape == (len(files), channels, size, size):
+                    return TensorSource(torch.from_numpy(np.ascontiguousarray(arr)))
+        except (OSError, ValueError):
+            pass  # no cache yet, or an unreadable one: decode again
     arr = np.stack([load_image(p, size, channels, fit) for p in files])
+    if cache is not None:
+        save_cache(cache, arr, key)
     return TensorSource(torch.from_numpy(arr))
+
+
+def save_cache(cache: Path, arr: np.ndarray, key: dict) -> None:
+    """Writes the cache atomically (temporary files, then renames; the key
+    last, so a half-written cache is never taken for a valid one)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp_images = cache / (CACHE_IMAGES + ".tmp.npy")
+    tmp_key = cache / (CACHE_KEY + ".tmp")
+    try:
+        (cache / CACHE_KEY).unlink(missing_ok=True)
+        np.save(tmp_images, arr, allow_pickle=False)
+        os.replace(tmp_images, cache / CACHE_IMAGES)
+        tmp_key.write_text(json.dumps(key))
+        os.replace(tmp_key, cache / CACHE_KEY)
+    except OSError as e:
+        print(f"warning: could not cache the decoded images in {cache}: {e}", file=sys.stderr)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -237,12 +288,15 @@ def load_idx(
     return TensorSource((x * 255.0).round().to(torch.uint8).contiguous())
 
 
-def open_source(data: DataConfig, size: int, channels: int) -> ImageSource:
-    """Build the image source that ``data`` describes, at the model's shape."""
+def open_source(
+    data: DataConfig, size: int, channels: int, cache: Path | None = None
+) -> ImageSource:
+    """Build the image source that ``data`` describes, at the model's shape;
+    a folder's decoded images are cached in ``cache`` (a run directory)."""
     if data.kind == "dsprites":
         return DSpritesSource(size, channels)
     if data.kind == "folder":
-        return load_folder(data.path, size, channels, data.fit)
+        return load_folder(data.path, size, channels, data.fit, cache)
     if data.kind == "idx":
         return load_idx(data.path, data.labels, data.classes, size, channels)
     raise UserError(f"unknown data kind {data.kind!r}; expected one of {DATA_KINDS}")

@@ -38,7 +38,7 @@ import onnxruntime as ort
 import torch
 
 from . import FORMAT_VERSION
-from .checkpoint import TrainConfig, load_checkpoint
+from .checkpoint import TrainConfig, load_checkpoint, resolve_checkpoint
 from .data import open_source, split_indices
 from .errors import UserError
 from .model import BetaVAE, ExportedDecoder, ExportedEncoder
@@ -316,7 +316,9 @@ def export(
         raise UserError(f"the dynamo exporter needs opset >= {DYNAMO_OPSET}, got {opset}")
     model, cfg, state = load_checkpoint(checkpoint)
     model: BetaVAE
-    source = open_source(cfg.data, cfg.model.size, cfg.model.channels)
+    source = open_source(
+        cfg.data, cfg.model.size, cfg.model.channels, cache=resolve_checkpoint(checkpoint).parent
+    )
     train_idx, hold_idx = split_indices(len(source), cfg.holdout, cfg.seed)
     rng = np.random.default_rng([cfg.seed, 11])
     kl_idx = np.sort(rng.choice(train_idx, size=min(kl_samples, len(train_idx)), replace=False))

@@ -159,7 +159,7 @@ def report(
     ckpt = resolve_checkpoint(run_dir)
     log = read_log(ckpt.parent / LOG_NAME)
     model, cfg, _ = load_checkpoint(ckpt)
-    source = open_source(cfg.data, cfg.model.size, cfg.model.channels)
+    source = open_source(cfg.data, cfg.model.size, cfg.model.channels, cache=ckpt.parent)
     train_idx, hold_idx = split_indices(len(source), cfg.holdout, cfg.seed)
     rng = np.random.default_rng([cfg.seed, 13])
     kl_idx = np.sort(rng.choice(train_idx, size=min(samples, len(train_idx)), replace=False))

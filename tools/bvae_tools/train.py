@@ -238,7 +238,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
     log_path = out / LOG_NAME
-    source = open_source(cfg.data, cfg.model.size, cfg.model.channels)
+    source = open_source(cfg.data, cfg.model.size, cfg.model.channels, cache=out)
     train_idx, hold_idx = split_indices(len(source), cfg.holdout, cfg.seed)
     hold_eval = eval_subset(hold_idx, cfg.eval_size, cfg.seed)
     epoch_size = min(cfg.epoch_size or len(train_idx), len(train_idx))

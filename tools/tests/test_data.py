@@ -3,6 +3,7 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bvae_tools.data import (
@@ -125,3 +126,33 @@ def test_letterbox_fit_pads_with_black(tmp_path):
     assert (box[0, 4:12] == 255).all()
     with pytest.raises(UserError, match="fit must be one of"):
         load_image(p, 16, 1, "stretch")
+
+
+def test_decoded_images_are_cached_until_a_file_changes(image_folder, tmp_path, monkeypatch):
+    import bvae_tools.data as data
+
+    run = tmp_path / "run"
+    first = load_folder(image_folder, 16, 1, cache=run)
+    assert (run / data.CACHE_IMAGES).is_file() and (run / data.CACHE_KEY).is_file()
+    decoded = []
+    real = data.load_image
+    monkeypatch.setattr(data, "load_image", lambda *a, **k: decoded.append(a) or real(*a, **k))
+    again = load_folder(image_folder, 16, 1, cache=run)
+    assert decoded == [] and torch.equal(first.images, again.images)
+    # another size or fit is another cache
+    load_folder(image_folder, 32, 1, cache=run)
+    assert len(decoded) == len(first)
+    # a changed file is decoded again
+    decoded.clear()
+    load_folder(image_folder, 16, 1, cache=run)
+    assert len(decoded) == len(first)
+    victim = sorted(image_folder.rglob("*.png"))[0]
+    Image.new("L", (20, 20), 255).save(victim)
+    decoded.clear()
+    changed = load_folder(image_folder, 16, 1, cache=run)
+    assert len(decoded) == len(first) and not torch.equal(changed.images, first.images)
+    # a corrupt cache is ignored and rewritten
+    (run / data.CACHE_IMAGES).write_bytes(b"not numpy")
+    decoded.clear()
+    assert torch.equal(load_folder(image_folder, 16, 1, cache=run).images, changed.images)
+    assert len(decoded) == len(first)
