@@ -33,7 +33,15 @@ fuzz_target!(|data: &[u8]| {
         .mahalanobis()
         .expect("an accepted profile has a usable covariance");
     let _ = m.distance(&mu, &mut vec![0.0; z]);
-    let d = bvae::explain::deviations(&mu, &vec![0.1; z], Some(&p), 3);
+    // every score an accepted profile defines can be computed
+    let mut reference = p
+        .reference()
+        .expect("an accepted profile gives a usable reference");
+    if let Some(nn) = reference.knn.as_mut() {
+        let _ = nn.distance(&mu, &reference.mahalanobis, None);
+    }
+    let active = model.spec().active_latents();
+    let d = bvae::explain::deviations(&mu, &vec![0.1; z], Some(&p), active.as_deref(), 3);
     assert!(d.len() <= 3);
     let _ = p
         .threshold_for(p.method)
