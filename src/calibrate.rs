@@ -31,7 +31,7 @@ use crate::pipeline::Pipeline;
 use crate::preprocess::Fit;
 use crate::reference::{Combination, KNN_K, MAX_BANK, NearestNormal, Part, Reference};
 use crate::rng::SplitMix64;
-use crate::score::Method;
+use crate::score::{Method, Scores};
 use crate::stats::{Gaussian, Mahalanobis, Summary, quantile_sorted};
 
 /// Version of the profile format this build writes and reads.
@@ -171,11 +171,7 @@ impl Profile {
             Some(parts) => Some(combination(parts)?),
             None => None,
         };
-        Ok(Reference {
-            mahalanobis,
-            knn,
-            combined,
-        })
+        Ok(Reference::new(mahalanobis, knn, combined))
     }
 
     /// Saves the profile atomically (temp file + rename).
@@ -471,11 +467,7 @@ fn fit_normal(mus: &[Vec<f64>], pixel: &BTreeMap<Method, Vec<f64>>) -> Result<Fi
     Ok(FittedNormal {
         normal,
         gaussian,
-        reference: Reference {
-            mahalanobis: full,
-            knn: Some(nn),
-            combined: Some(combination),
-        },
+        reference: Reference::new(full, Some(nn), Some(combination)),
         k,
         bank,
         parts,
@@ -512,29 +504,20 @@ fn held_out_fpr(
         .collect();
     let mut fitted = fit_normal(&mus[..half], &first)?;
     let thresholds = thresholds_of(&fitted.normal, fpr);
-    let reference = &mut fitted.reference;
-    let z = mus[0].len();
-    let mut scratch = vec![0.0f32; z];
+    let pixel_at = |m: Method, i: usize| pixel.get(&m).map(|v| v[i] as f32);
     let mut flagged: BTreeMap<Method, usize> = BTreeMap::new();
-    for i in half..n {
-        let mu: Vec<f32> = mus[i].iter().map(|&v| v as f32).collect();
-        let mut scores: BTreeMap<Method, f32> =
-            pixel.iter().map(|(m, v)| (*m, v[i] as f32)).collect();
-        scores.insert(
-            Method::Latent,
-            reference.mahalanobis.distance(&mu, &mut scratch),
-        );
-        if let Some(nn) = reference.knn.as_mut() {
-            scores.insert(Method::Knn, nn.distance(&mu, &reference.mahalanobis, None));
-        }
-        if let Some(c) = &reference.combined
-            && let Some(v) = c.value(|m| scores.get(&m).copied())
-        {
-            scores.insert(Method::Combined, v);
-        }
-        for (m, v) in scores {
-            if thresholds.get(&m).is_some_and(|&t| v as f64 > t) {
-                *flagged.entry(m).or_default() += 1;
+    for (i, row) in mus.iter().enumerate().skip(half) {
+        let mu: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+        let mut s = Scores {
+            recon: pixel_at(Method::Recon, i),
+            kl: pixel_at(Method::Kl, i).unwrap_or(0.0),
+            elbo: pixel_at(Method::Elbo, i),
+            ..Scores::default()
+        };
+        fitted.reference.score(&mu, &mut s);
+        for (m, &t) in &thresholds {
+            if s.get(*m).is_some_and(|v| v as f64 > t) {
+                *flagged.entry(*m).or_default() += 1;
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use anyhow::{Result, ensure};
 
-use crate::score::Method;
+use crate::score::{Method, Scores};
 use crate::stats::Mahalanobis;
 
 /// Nearest neighbours whose distances `knn` averages.
@@ -74,18 +74,24 @@ impl NearestNormal {
     /// The score of latent mean `mu`, leaving bank row `skip` out (the
     /// calibration frames score themselves against the others).
     pub fn distance(&mut self, mu: &[f32], whiten: &Mahalanobis, skip: Option<usize>) -> f32 {
-        whiten.whiten(mu, &mut self.query);
+        let mut query = std::mem::take(&mut self.query);
+        whiten.whiten(mu, &mut query);
+        let d = self.distance_whitened(&query, skip);
+        self.query = query;
+        d
+    }
+
+    /// [`NearestNormal::distance`] of a latent mean already whitened by the
+    /// bank's Gaussian (as [`Mahalanobis::distance`] leaves it in its
+    /// scratch).
+    pub fn distance_whitened(&mut self, query: &[f32], skip: Option<usize>) -> f32 {
         self.best.clear();
         let k = self.k;
         for (i, row) in self.bank.chunks_exact(self.dim.max(1)).enumerate() {
             if Some(i) == skip {
                 continue;
             }
-            let d: f32 = row
-                .iter()
-                .zip(&self.query)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum();
+            let d: f32 = row.iter().zip(query).map(|(a, b)| (a - b) * (a - b)).sum();
             if self.best.len() == k && d >= self.best[k - 1] {
                 continue;
             }
@@ -179,16 +185,37 @@ pub struct Reference {
     pub knn: Option<NearestNormal>,
     /// The combined score, when the profile defines one.
     pub combined: Option<Combination>,
+    /// The whitened latent mean of the last frame, shared by `latent` and
+    /// `knn`.
+    whitened: Vec<f32>,
 }
 
 impl Reference {
-    /// A reference with the latent distance only.
-    pub fn latent_only(mahalanobis: Mahalanobis) -> Reference {
+    /// A reference of these parts.
+    pub fn new(
+        mahalanobis: Mahalanobis,
+        knn: Option<NearestNormal>,
+        combined: Option<Combination>,
+    ) -> Reference {
+        let whitened = vec![0.0; mahalanobis.dim()];
         Reference {
             mahalanobis,
-            knn: None,
-            combined: None,
+            knn,
+            combined,
+            whitened,
         }
+    }
+
+    /// Fills the scores that compare with normal data (`latent`, `knn`,
+    /// `combined`) into `s`, whose other scores are already computed. The
+    /// latent mean is whitened once for both distances.
+    pub fn score(&mut self, mu: &[f32], s: &mut Scores) {
+        s.latent = Some(self.mahalanobis.distance(mu, &mut self.whitened));
+        s.knn = self
+            .knn
+            .as_mut()
+            .map(|k| k.distance_whitened(&self.whitened, None));
+        s.combined = self.combined.as_ref().and_then(|c| c.value(|m| s.get(m)));
     }
 }
 

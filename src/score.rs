@@ -282,7 +282,6 @@ pub struct Scorer {
     image_len: usize,
     reference: Option<Reference>,
     kl: Vec<f32>,
-    scratch: Vec<f32>,
 }
 
 impl Scorer {
@@ -296,7 +295,6 @@ impl Scorer {
             image_len: spec.image_len(),
             reference,
             kl: vec![0.0; spec.latent_dim],
-            scratch: vec![0.0; spec.latent_dim],
         }
     }
 
@@ -320,9 +318,7 @@ impl Scorer {
             combined: None,
         };
         if let Some(r) = &mut self.reference {
-            s.latent = Some(r.mahalanobis.distance(mu, &mut self.scratch));
-            s.knn = r.knn.as_mut().map(|k| k.distance(mu, &r.mahalanobis, None));
-            s.combined = r.combined.as_ref().and_then(|c| c.value(|m| s.get(m)));
+            r.score(mu, &mut s);
         }
         s
     }
