@@ -21,6 +21,7 @@ pub mod meta;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
+pub mod probe;
 pub mod reference;
 pub mod rng;
 pub mod score;

@@ -10,6 +10,9 @@
 //!   (needs a calibration profile).
 //! - `knn`: mean distance of the whitened `mu` to its nearest normal latent
 //!   means (needs a profile with a bank, [`crate::reference`]).
+//! - `pixel`: the mean squared z-score of each pixel's reconstruction
+//!   residual against that pixel's normal residuals (needs a profile with
+//!   pixel statistics, [`crate::reference::PixelNormal`]).
 //! - `combined`: the sum of several scores, each standardised on normal
 //!   data and floored at 3σ below normal, so it is never negative (needs a
 //!   profile that defines it).
@@ -50,18 +53,21 @@ pub enum Method {
     Latent,
     /// Mean distance to the nearest normal latent means.
     Knn,
+    /// Mean squared z-score of the per-pixel residuals.
+    Pixel,
     /// Sum of standardised scores.
     Combined,
 }
 
 impl Method {
     /// Every method, in a fixed order.
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Method::Recon,
         Method::Kl,
         Method::Elbo,
         Method::Latent,
         Method::Knn,
+        Method::Pixel,
         Method::Combined,
     ];
 
@@ -69,7 +75,10 @@ impl Method {
     /// combined score is counted as needing it: its parts may (see
     /// [`crate::reference::Combination::needs_recon`]).
     pub fn needs_recon(self) -> bool {
-        matches!(self, Method::Recon | Method::Elbo | Method::Combined)
+        matches!(
+            self,
+            Method::Recon | Method::Elbo | Method::Pixel | Method::Combined
+        )
     }
 
     /// Lower-case name.
@@ -80,6 +89,7 @@ impl Method {
             Method::Elbo => "elbo",
             Method::Latent => "latent",
             Method::Knn => "knn",
+            Method::Pixel => "pixel",
             Method::Combined => "combined",
         }
     }
@@ -240,9 +250,9 @@ pub fn pixel_map(x: &[f32], r: &[f32], likelihood: Likelihood, channels: usize, 
     out.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// All scores of one image. `recon` and `elbo` are absent when the
-/// reconstruction was not computed; `latent`, `knn` and `combined` when no
-/// calibration (or one without them) is loaded.
+/// All scores of one image. `recon`, `elbo` and `pixel` are absent when
+/// the reconstruction was not computed; `latent`, `knn`, `pixel` and
+/// `combined` when no calibration (or one without them) is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Scores {
     /// Mean per-pixel reconstruction NLL.
@@ -255,6 +265,9 @@ pub struct Scores {
     pub latent: Option<f32>,
     /// Mean distance to the nearest normal latent means.
     pub knn: Option<f32>,
+    /// Mean squared z-score of the per-pixel residuals.
+    #[serde(default)]
+    pub pixel: Option<f32>,
     /// Sum of standardised scores.
     pub combined: Option<f32>,
 }
@@ -268,6 +281,7 @@ impl Scores {
             Method::Elbo => self.elbo,
             Method::Latent => self.latent,
             Method::Knn => self.knn,
+            Method::Pixel => self.pixel,
             Method::Combined => self.combined,
         }
     }
@@ -315,10 +329,11 @@ impl Scorer {
             elbo: nll.map(|s| s + self.beta * kl),
             latent: None,
             knn: None,
+            pixel: None,
             combined: None,
         };
         if let Some(r) = &mut self.reference {
-            r.score(mu, &mut s);
+            r.score(x, mu, recon, &mut s);
         }
         s
     }

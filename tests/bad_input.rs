@@ -698,6 +698,20 @@ fn profile_arrays_must_match_the_model() {
         v["combined"][0]["std"] = serde_json::json!(0.0);
     });
     score(&p).fails_with(&["combined part latent", "std > 0"]);
+    let p = edited_profile(dir.path(), "pixel_len.json", |v| {
+        v["pixel"]["mean"].as_array_mut().unwrap().pop();
+    });
+    score(&p).fails_with(&[
+        "pixel statistics are not for this model's 4096 input values: 4095 means and 4096 stds",
+    ]);
+    let p = edited_profile(dir.path(), "pixel_std.json", |v| {
+        v["pixel"]["std"][7] = serde_json::json!(-1.0);
+    });
+    score(&p).fails_with(&["pixel statistics must be finite numbers, with every std ≥ 0"]);
+    let p = edited_profile(dir.path(), "no_pixel.json", |v| {
+        v.as_object_mut().unwrap().remove("pixel");
+    });
+    score(&p).fails_with(&["score pixel has a threshold but the profile lacks what it needs"]);
     // a profile file larger than any real one is refused before it is parsed
     let big = dir.path().join("big.json");
     let f = std::fs::File::create(&big).unwrap();

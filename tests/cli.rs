@@ -303,20 +303,23 @@ fn cameras_says_clearly_what_it_found() {
 
 #[test]
 fn a_profile_of_an_older_version_still_scores() {
-    // Profiles written before the knn and combined scores have neither
-    // their bank nor their parts: they load, and score with what they have.
+    // Profiles written before the knn, pixel and combined scores have
+    // neither their bank, statistics nor parts (nor probes per kind): they
+    // load, and score with what they have.
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(model("dsprites.calibration.json")).unwrap();
     let mut v: Value = serde_json::from_str(&text).unwrap();
     let o = v.as_object_mut().unwrap();
-    o.remove("knn");
-    o.remove("combined");
+    for key in ["knn", "combined", "pixel", "probes"] {
+        o.remove(key);
+    }
     o.insert("method".into(), "recon".into());
     let threshold = o["scores"]["recon"]["threshold"].clone();
     o.insert("threshold".into(), threshold);
     let scores = o["scores"].as_object_mut().unwrap();
-    scores.remove("knn");
-    scores.remove("combined");
+    for key in ["knn", "combined", "pixel"] {
+        scores.remove(key);
+    }
     for s in scores.values_mut() {
         s.as_object_mut().unwrap().remove("held_out_fpr");
     }
@@ -337,5 +340,7 @@ fn a_profile_of_an_older_version_still_scores() {
     let out: Value = serde_json::from_str(run.ok().trim()).unwrap();
     assert_eq!(out["decision"]["method"], "recon");
     assert!(out["scores"]["latent"].as_f64().is_some());
-    assert!(out["scores"]["knn"].is_null() && out["scores"]["combined"].is_null());
+    for key in ["knn", "pixel", "combined"] {
+        assert!(out["scores"][key].is_null(), "{key}");
+    }
 }

@@ -94,6 +94,22 @@ pub fn run(args: Args) -> Result<()> {
             100.0 * c.held_out_fpr.unwrap_or(f64::NAN)
         );
     }
+    if let Some(probes) = profile.probes.as_ref().filter(|p| !p.is_empty()) {
+        let methods: Vec<_> = profile.scores.keys().copied().collect();
+        println!("synthetic anomalies made on the camera frame, flagged per kind:");
+        let head: Vec<String> = methods.iter().map(|m| format!("{:>9}", m.name())).collect();
+        println!("{:<10} {:>6} {}", "kind", "probes", head.join(""));
+        for p in probes {
+            let cells: Vec<String> = methods
+                .iter()
+                .map(|m| match p.detected.get(m) {
+                    Some(v) => format!("{:>8.0}%", 100.0 * v),
+                    None => format!("{:>9}", "-"),
+                })
+                .collect();
+            println!("{:<10} {:>6} {}", p.kind, p.count, cells.join(""));
+        }
+    }
     println!(
         "default score: {} ({})",
         profile.method, profile.method_reason

@@ -47,6 +47,37 @@ pub struct Args {
     /// names are replaced).
     #[arg(long)]
     pub force: bool,
+    /// Split the frames into OUTPUT/train (for `train`) and OUTPUT/calib
+    /// (for `bvae calibrate`), this fraction to calibration. Frames go in
+    /// blocks of --block consecutive saved frames, the calibration blocks
+    /// spread evenly over the recording, so calibration sees the whole
+    /// recording's drift but not the near-copies of training frames.
+    #[arg(long, value_parser = parse_fraction)]
+    pub calibration: Option<f64>,
+    /// Saved frames per block of the --calibration split.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub block: u64,
+}
+
+/// Parses a fraction strictly between 0 and 1.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number; give a fraction such as 0.2"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{v} is not between 0 and 1 (exclusive); 0.2 sends a fifth of the frames to calibration"
+        ))
+    }
+}
+
+/// Whether block `b` of a recording goes to calibration when a fraction
+/// `f` does: blocks where `floor((b + 1)·f)` steps up, which spreads them
+/// evenly (f = 0.2: blocks 4, 9, 14, ...).
+pub fn calibration_block(b: u64, f: f64) -> bool {
+    ((b + 1) as f64 * f).floor() > (b as f64 * f).floor()
 }
 
 /// Checks that `dir` is missing or empty (or `force`).
@@ -95,10 +126,27 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let normal_only = args.normal_only || (synthetic && !args.keep_anomalies);
+    if let Some(f) = args.calibration {
+        let blocks = (args.frames as u64).div_ceil(args.block);
+        if !(0..blocks).any(|b| calibration_block(b, f)) {
+            bail!(
+                "--frames {} in blocks of {} make {blocks} blocks, too few for a calibration \
+                 share of {f}: record more frames or give a smaller --block",
+                args.frames,
+                args.block
+            );
+        }
+    }
     check_output(&args.output, args.force)?;
     let mut source = open_source(&spec)?;
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let folders: Vec<PathBuf> = match args.calibration {
+        Some(_) => vec![args.output.join("train"), args.output.join("calib")],
+        None => vec![args.output.clone()],
+    };
+    for d in &folders {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let mut per_folder = vec![0usize; folders.len()];
     let digits = (args.frames.saturating_sub(1)).to_string().len().max(6);
     let mut frame = Frame::empty();
     let mut labels = String::new();
@@ -155,19 +203,28 @@ pub fn run(args: Args) -> Result<()> {
             skipped_anomalies += 1;
             continue;
         }
-        let name = format!("frame_{written:0digits$}.png");
+        let folder = match args.calibration {
+            Some(f) => usize::from(calibration_block(written as u64 / args.block, f)),
+            None => 0,
+        };
+        let file = format!("frame_{written:0digits$}.png");
         let png = encode_png(
             frame.width as u32,
             frame.height as u32,
             frame.format,
             &frame.data,
         )?;
-        let path = args.output.join(&name);
+        let path = folders[folder].join(&file);
         std::fs::write(&path, png).with_context(|| format!("cannot write {}", path.display()))?;
         if let Some(t) = truth {
             let label = t.map_or("normal", |k| k.name());
+            let name = match args.calibration {
+                Some(_) => format!("{}/{file}", ["train", "calib"][folder]),
+                None => file,
+            };
             labels.push_str(&format!("{name},{},{label}\n", info.index));
         }
+        per_folder[folder] += 1;
         written += 1;
         pb.inc(1);
     }
@@ -180,12 +237,21 @@ pub fn run(args: Args) -> Result<()> {
             .and_then(|()| f.write_all(labels.as_bytes()))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    let to = match args.calibration {
+        Some(_) => format!(
+            "{} (training {}, calibration {}, in blocks of {})",
+            args.output.display(),
+            per_folder[0],
+            per_folder[1],
+            args.block
+        ),
+        None => args.output.display().to_string(),
+    };
     let mut summary = format!(
-        "wrote {written} frames ({}x{} {}) to {} from {} ({read} frames read",
+        "wrote {written} frames ({}x{} {}) to {to} from {} ({read} frames read",
         frame.width,
         frame.height,
         frame.format.name(),
-        args.output.display(),
         source.describe(),
     );
     if skipped_anomalies > 0 {
@@ -205,5 +271,33 @@ pub fn run(args: Args) -> Result<()> {
     if written == 0 {
         bail!("no frames were saved");
     }
+    if args.calibration.is_some() && per_folder[1] == 0 {
+        bail!(
+            "no frame went to calibration: {written} frames make fewer blocks of {} than the \
+             split needs; record more frames or give a smaller --block",
+            args.block
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_blocks_are_spread_evenly() {
+        let pick =
+            |f: f64, n: u64| -> Vec<u64> { (0..n).filter(|&b| calibration_block(b, f)).collect() };
+        assert_eq!(pick(0.2, 15), vec![4, 9, 14]);
+        assert_eq!(pick(0.5, 6), vec![1, 3, 5]);
+        for f in [0.1, 0.25, 0.3, 0.9] {
+            let n = 1000;
+            let k = pick(f, n).len() as f64;
+            assert!((k / n as f64 - f).abs() < 0.002, "{f}: {k}");
+        }
+        assert!(parse_fraction("0").is_err() && parse_fraction("1").is_err());
+        assert!(parse_fraction("x").is_err());
+        assert_eq!(parse_fraction("0.25"), Ok(0.25));
+    }
 }

@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub fit: Option<Fit>,
     /// JSON Lines output: {"file", "scores": {recon, kl, elbo, latent, knn,
-    /// combined},
+    /// pixel, combined},
     /// "decision": {method, score, threshold, ratio, anomalous} | null,
     /// "latents": [{latent, value, z | kl}]}.
     #[arg(long)]
@@ -127,13 +127,14 @@ pub fn run(args: Args) -> Result<()> {
                 .collect();
             writeln!(
                 out,
-                "{}  recon={} kl={:.4} elbo={} latent={} knn={} combined={}{verdict}  [{}]",
+                "{}  recon={} kl={:.4} elbo={} latent={} knn={} pixel={} combined={}{verdict}  [{}]",
                 f.display(),
                 opt(s.recon),
                 s.kl,
                 opt(s.elbo),
                 opt(s.latent),
                 opt(s.knn),
+                opt(s.pixel),
                 opt(s.combined),
                 lat.join(", ")
             )?;
