@@ -621,3 +621,108 @@ fn render_speed() {
         println!("{format:?} 320x240: {per:?} per frame (state + render, anomalies on)");
     }
 }
+
+/// Writes `n` small RGB photos (gradients crossed by stripes) into `dir`.
+fn write_photos(dir: &Path, n: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (w, h) = (40u32, 30u32);
+    for k in 0..n {
+        let mut data = Vec::with_capacity((w * h * 3) as usize);
+        for y in 0..h {
+            for x in 0..w {
+                let stripe = if (x + y * k) / 5 % 2 == 0 { 90 } else { 0 };
+                data.extend_from_slice(&[(x * 6) as u8, (y * 8) as u8, (40 * k + stripe) as u8]);
+            }
+        }
+        let png = encode_png(w, h, PixelFormat::Rgb8, &data).unwrap();
+        std::fs::write(dir.join(format!("photo{k}.png")), png).unwrap();
+    }
+}
+
+#[test]
+fn the_photos_source_records_and_is_scored_against_its_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("my photos");
+    write_photos(&photos, 3);
+    let spec = format!(
+        "photos:{},width=96,height=72,first=5,every=10,length=3",
+        s(&photos)
+    );
+    // Normal frames only by default, like the synthetic scene.
+    let out = dir.path().join("frames");
+    let args = ["record", "--source", &spec, "--frames", "12", "-o", s(&out)];
+    let run = bvae(dir.path(), &args);
+    let summary = run.ok();
+    assert!(summary.contains("wrote 12 frames (96x72 rgb)"), "{summary}");
+    assert!(summary.contains("anomaly frames skipped"), "{summary}");
+    assert!(summary.contains("3 photos; background photo"), "{summary}");
+    let labels = std::fs::read_to_string(out.join("labels.csv")).unwrap();
+    assert!(
+        labels.lines().skip(1).all(|l| l.ends_with(",normal")),
+        "{labels}"
+    );
+    let f = load_image(&out.join("frame_000011.png")).unwrap();
+    assert_eq!((f.width, f.height, f.format), (96, 72, PixelFormat::Rgb8));
+    // With --keep-anomalies the labels name the photos scene's kinds.
+    let all = dir.path().join("all");
+    let mut keep = args.to_vec();
+    (keep[4], keep[6]) = ("40", s(&all));
+    keep.push("--keep-anomalies");
+    bvae(dir.path(), &keep).ok();
+    let labels = std::fs::read_to_string(all.join("labels.csv")).unwrap();
+    for kind in ["pasted_object", "person", "lights_out", "lens_occlusion"] {
+        assert!(labels.contains(&format!(",{kind}\n")), "{kind}: {labels}");
+    }
+
+    // `bvae watch` ends with the ground-truth summary.
+    let events = dir.path().join("events.jsonl");
+    let watch_spec = format!(
+        "photos:{},width=96,height=72,fps=0,first=20,every=25,length=8",
+        s(&photos)
+    );
+    let run = bvae(
+        dir.path(),
+        &[
+            "watch",
+            s(&common::model("synthetic.onnx")),
+            "-c",
+            s(&common::model("synthetic.calibration.json")),
+            "--source",
+            &watch_spec,
+            "--headless",
+            "--max-frames",
+            "200",
+            "--events",
+            s(&events),
+        ],
+    );
+    run.ok();
+    assert!(
+        run.stderr.contains("ground truth: detected"),
+        "{}",
+        run.stderr
+    );
+    let text = std::fs::read_to_string(&events).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let t = &last["truth"];
+    assert!(t["injected"].as_u64().unwrap() >= 5, "{t}");
+    assert!(
+        t["per_kind"]["pasted_object"][0].as_u64().unwrap() >= 1,
+        "{t}"
+    );
+    assert!(t["normal_frames"].as_u64().unwrap() > 0, "{t}");
+
+    // A folder without photos is refused before anything runs.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let bad = format!("photos:{}", s(&empty));
+    bvae(
+        dir.path(),
+        &["record", "--source", &bad, "-n", "1", "-o", "x"],
+    )
+    .fails_with(&[
+        "cannot open source photos:",
+        "holds no images",
+        "bvae_tools photos",
+    ]);
+}

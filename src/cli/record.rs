@@ -19,9 +19,10 @@ pub const MAX_WAIT_FOR_FRAME: std::time::Duration = std::time::Duration::from_se
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where frames come from: camera:INDEX[,format=F,width=W,height=H,fps=R],
-    /// images:DIR[,loop], video:FILE.y4m|-[,loop][,pace=on|off][,fps=N] or
-    /// synthetic[:seed=N,width=W,height=H,rgb=on,anomalies=off,...].
-    /// Frames are read as fast as the source gives them (the synthetic scene
+    /// images:DIR[,loop], video:FILE.y4m|-[,loop][,pace=on|off][,fps=N],
+    /// synthetic[:seed=N,width=W,height=H,rgb=on,anomalies=off,...] or
+    /// photos:DIR[,seed=N,width=W,height=H,...].
+    /// Frames are read as fast as the source gives them (the rendered scenes
     /// and video files are not paced unless the spec asks).
     #[arg(long, short)]
     pub source: SourceSpec,
@@ -35,12 +36,12 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub every: u64,
     /// Save only frames the source knows are normal (needs ground truth:
-    /// the synthetic source). On by default for the synthetic source, since
+    /// the synthetic and photos sources). On by default for those, since
     /// recordings are training data.
     #[arg(long, conflicts_with = "keep_anomalies")]
     pub normal_only: bool,
-    /// Also save the synthetic scene's anomaly frames (labels.csv says
-    /// which they are).
+    /// Also save the synthetic or photos scene's anomaly frames (labels.csv
+    /// says which they are).
     #[arg(long)]
     pub keep_anomalies: bool,
     /// Write into an output folder that is not empty (files with the same
@@ -105,8 +106,9 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--frames 0: nothing to record; give the number of frames to save");
     }
     let mut spec = args.source.clone();
-    let synthetic = matches!(spec, SourceSpec::Synthetic(_));
-    if let SourceSpec::Synthetic(c) = &mut spec {
+    // A rendered scene knows every frame's truth; it is recorded unpaced.
+    let labelled = spec.scene().is_some();
+    if let Some(c) = spec.scene_mut() {
         c.frame_period = None;
     }
     // A video file is copied as fast as it decodes unless its spec asks
@@ -119,13 +121,13 @@ pub fn run(args: Args) -> Result<()> {
     {
         *pace = crate::source::y4m::Pace::Off;
     }
-    if args.normal_only && !synthetic {
+    if args.normal_only && !labelled {
         bail!(
             "--normal-only needs a source that knows which frames are normal; only the \
-             synthetic source does (found {spec})"
+             synthetic and photos sources do (found {spec})"
         );
     }
-    let normal_only = args.normal_only || (synthetic && !args.keep_anomalies);
+    let normal_only = args.normal_only || (labelled && !args.keep_anomalies);
     if let Some(f) = args.calibration {
         let blocks = (args.frames as u64).div_ceil(args.block);
         if !(0..blocks).any(|b| calibration_block(b, f)) {

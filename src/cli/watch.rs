@@ -25,8 +25,8 @@ pub struct Args {
     #[arg(long, short)]
     pub calibration: Option<PathBuf>,
     /// Where frames come from: camera:INDEX[,format=F,width=W,height=H,fps=R],
-    /// images:DIR[,loop], video:FILE.y4m|-[,loop][,pace=on|off][,fps=N] or
-    /// synthetic[:seed=N,...] [or `source` in --config].
+    /// images:DIR[,loop], video:FILE.y4m|-[,loop][,pace=on|off][,fps=N],
+    /// synthetic[:seed=N,...] or photos:DIR[,seed=N,...] [or `source` in --config].
     #[arg(long, short)]
     pub source: Option<String>,
     /// TOML file with any of these options (flags override it).
@@ -134,7 +134,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let Some(source) = args.source else {
         bail!(
-            "no source: pass --source (camera:0, images:DIR, video:FILE.y4m, video:-, synthetic) or set `source` in --config"
+            "no source: pass --source (camera:0, images:DIR, video:FILE.y4m, video:-, synthetic, photos:DIR) or set `source` in --config"
         );
     };
     let calibration = match args.calibration {

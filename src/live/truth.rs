@@ -1,5 +1,5 @@
 //! Detection figures against ground truth, for sources that know it (the
-//! synthetic scene): an [`Observer`] beside the loop, not part of it.
+//! synthetic and photos scenes): an [`Observer`] beside the loop, not part of it.
 //!
 //! [`Truth`] follows the injected anomaly episodes frame by frame and
 //! matches each `anomaly_start` with the episode it belongs to. The caller
@@ -29,7 +29,7 @@ use super::events::{EventSink, TruthEpisode};
 use super::observe::{Control, FrameView, Observer};
 use crate::source::{AnomalyKind, FrameInfo};
 
-/// Detection figures against the synthetic scene's ground truth.
+/// Detection figures against a rendered scene's ground truth.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TruthSummary {
     /// Injected anomaly episodes seen by the loop.

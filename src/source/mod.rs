@@ -16,6 +16,7 @@
 //! | `images:DIR` (`images:DIR,loop`) | sorted PNG/JPEG files below DIR |
 //! | `video:FILE.y4m` (`video:FILE.y4m,loop,pace=off,fps=25`, `video:-`) | uncompressed YUV4MPEG2 video from a file, a pipe or standard input |
 //! | `synthetic` (`synthetic:seed=3,width=320,height=240,anomalies=on`) | a rendered, seeded scene |
+//! | `photos:DIR` (`photos:DIR,seed=3,width=640,height=480,anomalies=on`) | a seeded camera scene rendered from the photographs in DIR |
 //!
 //! ```
 //! use bvae::frame::{Frame, PixelFormat};
@@ -41,20 +42,22 @@ use crate::imageio;
 pub mod camera;
 pub mod decode;
 pub mod images;
+pub mod photos;
 pub mod synthetic;
 #[cfg(feature = "camera")]
 pub mod v4l2;
 pub mod y4m;
 
 pub use images::ImageSource;
+pub use photos::{PhotoScene, PhotosConfig, PhotosSource};
 pub use synthetic::{
     AnomalySchedule, Blob, Episode, SHAPE_SEGMENT, Scene, SceneState, Shape, Sprite,
     SyntheticConfig, SyntheticSource, render_frame,
 };
 pub use y4m::VideoSource;
 
-/// A stream of frames: a camera, a folder of images, a video file or the
-/// synthetic scene.
+/// A stream of frames: a camera, a folder of images, a video file, the
+/// synthetic scene or the photos scene.
 pub trait FrameSource: Send {
     /// What this source is, for logs and events, e.g.
     /// `"synthetic 320x240 gray seed 1"` or `"images:/data (412 files)"`.
@@ -86,7 +89,7 @@ pub trait FrameSource: Send {
     }
 }
 
-/// The kinds of anomaly the synthetic scene injects.
+/// The kinds of anomaly the synthetic and photos scenes inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyKind {
@@ -100,16 +103,42 @@ pub enum AnomalyKind {
     NoiseBurst,
     /// The last normal frame repeated (a stuck camera).
     FrozenFrame,
+    /// A real object (a crop of another photograph, 60–120 pixels at
+    /// 640×480) pasted into the photos scene.
+    PastedObject,
+    /// A small pasted object, about 20×20 pixels at 640×480.
+    SmallObject,
+    /// A dark person-sized silhouette (head and body, about a third of the
+    /// frame's height).
+    Person,
+    /// The scene's light drops to about a quarter.
+    LightsOut,
+    /// A large soft dark blob coming in from one edge (something on or
+    /// close to the lens).
+    LensOcclusion,
 }
 
 impl AnomalyKind {
-    /// Every kind, in the order the synthetic schedule cycles through them.
+    /// Every kind of the synthetic scene, in the order its schedule cycles
+    /// through them.
     pub const ALL: [AnomalyKind; 5] = [
         AnomalyKind::NovelShape,
         AnomalyKind::TwoObjects,
         AnomalyKind::Occlusion,
         AnomalyKind::NoiseBurst,
         AnomalyKind::FrozenFrame,
+    ];
+
+    /// Every kind of the photos scene, in the order its schedule cycles
+    /// through them.
+    pub const PHOTOS: [AnomalyKind; 7] = [
+        AnomalyKind::PastedObject,
+        AnomalyKind::Person,
+        AnomalyKind::LightsOut,
+        AnomalyKind::LensOcclusion,
+        AnomalyKind::NoiseBurst,
+        AnomalyKind::FrozenFrame,
+        AnomalyKind::SmallObject,
     ];
 
     /// The snake_case name used in JSON and file names.
@@ -120,6 +149,11 @@ impl AnomalyKind {
             AnomalyKind::Occlusion => "occlusion",
             AnomalyKind::NoiseBurst => "noise_burst",
             AnomalyKind::FrozenFrame => "frozen_frame",
+            AnomalyKind::PastedObject => "pasted_object",
+            AnomalyKind::SmallObject => "small_object",
+            AnomalyKind::Person => "person",
+            AnomalyKind::LightsOut => "lights_out",
+            AnomalyKind::LensOcclusion => "lens_occlusion",
         }
     }
 }
@@ -137,7 +171,7 @@ pub struct FrameInfo {
     /// failed to decode), +1 for each following one. Never reset by
     /// [`FrameSource::open`].
     pub index: u64,
-    /// Ground truth, when the source knows it (the synthetic scene):
+    /// Ground truth, when the source knows it (the synthetic and photos scenes):
     /// `Some(None)` = a normal frame, `Some(Some(kind))` = an anomaly of
     /// that kind, `None` = unknown (cameras, files).
     pub truth: Option<Option<AnomalyKind>>,
@@ -206,6 +240,30 @@ pub enum SourceSpec {
     },
     /// The synthetic scene.
     Synthetic(SyntheticConfig),
+    /// The photos scene, rendered from the photographs of a folder.
+    Photos(PhotosConfig),
+}
+
+impl SourceSpec {
+    /// The options of a rendered scene (seed, size, schedule, pace) when
+    /// the spec names one (`synthetic`, `photos`): such a source knows the
+    /// ground truth of every frame.
+    pub fn scene(&self) -> Option<&SyntheticConfig> {
+        match self {
+            SourceSpec::Synthetic(c) => Some(c),
+            SourceSpec::Photos(p) => Some(&p.scene),
+            _ => None,
+        }
+    }
+
+    /// [`SourceSpec::scene`], to change.
+    pub fn scene_mut(&mut self) -> Option<&mut SyntheticConfig> {
+        match self {
+            SourceSpec::Synthetic(c) => Some(c),
+            SourceSpec::Photos(p) => Some(&mut p.scene),
+            _ => None,
+        }
+    }
 }
 
 /// The pixel formats a camera can be asked for (`camera:0,format=...`).
@@ -277,8 +335,8 @@ impl FromStr for CameraFormat {
 /// The forms `--source` accepts, for error messages.
 pub const SPEC_FORMS: &str = "camera:INDEX[,width=W,height=H,fps=F,format=yuyv|nv12|rgb|gray|mjpeg], \
      images:DIR[,loop], \
-     video:FILE.y4m|-[,loop][,pace=on|off][,fps=N] or synthetic[:seed=N,width=W,height=H,rgb=on|off,anomalies=on|off,\
-     fps=F,every=N,length=N,first=N]";
+     video:FILE.y4m|-[,loop][,pace=on|off][,fps=N], synthetic[:seed=N,width=W,height=H,rgb=on|off,anomalies=on|off,\
+     fps=F,every=N,length=N,first=N] or photos:DIR[,seed=N,width=W,height=H,...] (the options of synthetic)";
 
 /// Splits `PATH[,loop]`.
 fn path_and_loop(rest: &str, what: &str) -> Result<(PathBuf, bool)> {
@@ -361,11 +419,12 @@ fn parse_camera(rest: &str) -> Result<SourceSpec> {
     })
 }
 
-fn parse_synthetic(opts: &str) -> Result<SourceSpec> {
-    let mut c = SyntheticConfig::default();
+/// Applies the options of a rendered scene (`what`: `synthetic` or
+/// `photos`, for errors) to `c`, and checks the result.
+fn parse_scene_options(c: &mut SyntheticConfig, opts: &[(&str, &str)], what: &str) -> Result<()> {
     let mut schedule = c.anomalies.unwrap_or_default();
     let mut anomalies = c.anomalies.is_some();
-    for (k, v) in key_values(opts)? {
+    for &(k, v) in opts {
         match k {
             "seed" => c.seed = parse_num(k, v)?,
             "width" => c.width = parse_num(k, v)?,
@@ -388,14 +447,47 @@ fn parse_synthetic(opts: &str) -> Result<SourceSpec> {
             "length" => schedule.length = parse_num(k, v)?,
             "first" => schedule.first = parse_num(k, v)?,
             _ => anyhow::bail!(
-                "unknown synthetic option {k:?}: expected seed, width, height, rgb, anomalies, \
+                "unknown {what} option {k:?}: expected seed, width, height, rgb, anomalies, \
                  fps, every, length or first"
             ),
         }
     }
     c.anomalies = anomalies.then_some(schedule);
-    c.validate()?;
+    c.validate()
+}
+
+fn parse_synthetic(opts: &str) -> Result<SourceSpec> {
+    let mut c = SyntheticConfig::default();
+    parse_scene_options(&mut c, &key_values(opts)?, "synthetic")?;
     Ok(SourceSpec::Synthetic(c))
+}
+
+/// Parses `DIR[,key=value...]`: options are read from the end, so the
+/// folder's name may hold commas (but not end in `,word=value`).
+fn parse_photos(rest: &str) -> Result<SourceSpec> {
+    let mut dir = rest;
+    let mut opts = vec![];
+    while let Some((head, last)) = dir.rsplit_once(',') {
+        let Some((k, v)) = last.split_once('=') else {
+            break;
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_lowercase()) {
+            break;
+        }
+        opts.push((k, v.trim()));
+        dir = head;
+    }
+    opts.reverse();
+    if dir.is_empty() {
+        anyhow::bail!(
+            "`--source photos:` needs a folder of photographs after the colon, e.g. photos:photos/ \
+             (python -m bvae_tools photos --out photos writes one)"
+        );
+    }
+    let mut c = PhotosConfig::new(PathBuf::from(dir));
+    parse_scene_options(&mut c.scene, &opts, "photos")?;
+    Ok(SourceSpec::Photos(c))
 }
 
 impl FromStr for SourceSpec {
@@ -424,6 +516,7 @@ impl FromStr for SourceSpec {
                 })
                 .map_err(anyhow::Error::msg),
             "synthetic" => parse_synthetic(rest),
+            "photos" => parse_photos(rest),
             _ => Err(anyhow::anyhow!("unknown source kind {kind:?}")),
         };
         spec.map_err(|e| anyhow::anyhow!("invalid source {s:?}: {e:#}; expected {SPEC_FORMS}"))
@@ -469,6 +562,7 @@ impl fmt::Display for SourceSpec {
                 write!(f, "video:{}{o}", path.display())
             }
             SourceSpec::Synthetic(c) => write!(f, "{c}"),
+            SourceSpec::Photos(c) => write!(f, "{c}"),
         }
     }
 }
@@ -550,6 +644,7 @@ pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn FrameSource>> {
             },
         )),
         SourceSpec::Synthetic(config) => Box::new(SyntheticSource::new(config.clone())?),
+        SourceSpec::Photos(config) => Box::new(PhotosSource::new(config.clone())?),
     };
     source
         .open()

@@ -44,7 +44,8 @@ const NOISE_AMPLITUDE: u8 = 80;
 
 /// When anomaly episodes happen: episode `k` covers frames
 /// `first + k·every .. first + k·every + length`, and its kind is
-/// `AnomalyKind::ALL[k % 5]`.
+/// `AnomalyKind::ALL[k % 5]` in the synthetic scene (another scene cycles
+/// through its own kinds, [`AnomalySchedule::episode_in`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnomalySchedule {
     /// Index of the first frame of the first episode.
@@ -78,14 +79,22 @@ pub struct Episode {
 }
 
 impl AnomalySchedule {
-    /// The episode frame `index` belongs to, if any.
+    /// The episode frame `index` belongs to, if any, with the kinds of
+    /// the synthetic scene ([`AnomalyKind::ALL`]).
     pub fn episode_at(&self, index: u64) -> Option<Episode> {
+        self.episode_in(index, &AnomalyKind::ALL)
+    }
+
+    /// The episode frame `index` belongs to, if any, when episode `k` is
+    /// of kind `kinds[k % kinds.len()]` (`None` when `kinds` is empty).
+    pub fn episode_in(&self, index: u64, kinds: &[AnomalyKind]) -> Option<Episode> {
         let since = index.checked_sub(self.first)?;
         let number = since / self.every;
         let start = self.first + number * self.every;
-        (index - start < self.length).then(|| Episode {
+        let kind = *kinds.get((number % kinds.len().max(1) as u64) as usize)?;
+        (index - start < self.length).then_some(Episode {
             number,
-            kind: AnomalyKind::ALL[(number % AnomalyKind::ALL.len() as u64) as usize],
+            kind,
             start,
         })
     }
@@ -171,6 +180,15 @@ impl SyntheticConfig {
 impl fmt::Display for SyntheticConfig {
     /// The `--source` string that gives this configuration back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "synthetic:")?;
+        self.fmt_options(f)
+    }
+}
+
+impl SyntheticConfig {
+    /// Writes the options as a `--source` spec takes them
+    /// (`seed=1,width=320,...`), for every scene that shares them.
+    pub(crate) fn fmt_options(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let fps = match self.frame_period {
             None => "0".to_string(),
             Some(p) => {
@@ -180,7 +198,7 @@ impl fmt::Display for SyntheticConfig {
         };
         write!(
             f,
-            "synthetic:seed={},width={},height={},rgb={},fps={fps}",
+            "seed={},width={},height={},rgb={},fps={fps}",
             self.seed,
             self.width,
             self.height,
@@ -298,20 +316,21 @@ pub struct SceneState {
 
 /// One slow sinusoid.
 #[derive(Debug, Clone, Copy)]
-struct Wave {
+pub(crate) struct Wave {
     amp: f32,
     freq: f64,
     phase: f64,
 }
 
 impl Wave {
-    fn at(&self, t: u64) -> f32 {
+    /// Its value at frame `t`.
+    pub(crate) fn at(&self, t: u64) -> f32 {
         self.amp * (self.freq * t as f64 + self.phase).sin() as f32
     }
 }
 
 /// A wave whose period is between `lo` and `hi` frames.
-fn wave(rng: &mut SplitMix64, amp: f32, lo: f64, hi: f64) -> Wave {
+pub(crate) fn wave(rng: &mut SplitMix64, amp: f32, lo: f64, hi: f64) -> Wave {
     Wave {
         amp,
         freq: std::f64::consts::TAU / rng.range_f64(lo, hi),
@@ -437,6 +456,12 @@ impl Scene {
                 frozen.truth = Some(AnomalyKind::FrozenFrame);
                 return frozen;
             }
+            // Kinds of the photos scene, not in the synthetic cycle.
+            AnomalyKind::PastedObject
+            | AnomalyKind::SmallObject
+            | AnomalyKind::Person
+            | AnomalyKind::LightsOut
+            | AnomalyKind::LensOcclusion => {}
         }
         s
     }
@@ -561,34 +586,31 @@ pub fn render_frame(state: &SceneState, frame: &mut Frame) {
     }
 }
 
-/// The synthetic scene as a [`FrameSource`]: frame `i` of the scene for
-/// the `i`-th call, paced to the configured frame period.
-#[derive(Debug)]
-pub struct SyntheticSource {
-    scene: Scene,
-    next_index: u64,
+/// Keeps a rendered scene to its frame period, like a camera.
+#[derive(Debug, Clone)]
+pub(crate) struct Pacer {
+    period: Option<Duration>,
     next_due: Option<Instant>,
 }
 
-impl SyntheticSource {
-    /// A source starting at frame 0.
-    pub fn new(config: SyntheticConfig) -> Result<SyntheticSource> {
-        Ok(SyntheticSource {
-            scene: Scene::new(config)?,
-            next_index: 0,
+impl Pacer {
+    /// A pacer for `period` (`None`: no pacing).
+    pub(crate) fn new(period: Option<Duration>) -> Pacer {
+        Pacer {
+            period,
             next_due: None,
-        })
+        }
     }
 
-    /// The scene it renders.
-    pub fn scene(&self) -> &Scene {
-        &self.scene
+    /// Forgets the schedule (the source was reopened).
+    pub(crate) fn reset(&mut self) {
+        self.next_due = None;
     }
 
     /// Sleeps until the next frame is due. A late caller is not given a
     /// burst of frames to catch up: the schedule restarts from now.
-    fn pace(&mut self) {
-        let Some(period) = self.scene.config.frame_period else {
+    pub(crate) fn wait(&mut self) {
+        let Some(period) = self.period else {
             return;
         };
         let now = Instant::now();
@@ -602,36 +624,69 @@ impl SyntheticSource {
     }
 }
 
+/// How a scene configuration is paced and scheduled, for
+/// [`FrameSource::describe`]: `30 fps, anomalies every 200 frames (...)`.
+pub(crate) fn describe_timing(c: &SyntheticConfig) -> String {
+    let fps = match c.frame_period {
+        Some(p) => format!("{:.0} fps", 1.0 / p.as_secs_f64()),
+        None => "unpaced".to_string(),
+    };
+    let anomalies = match &c.anomalies {
+        Some(s) => format!(
+            "anomalies every {} frames ({} long, first at {})",
+            s.every, s.length, s.first
+        ),
+        None => "no anomalies".to_string(),
+    };
+    format!("{fps}, {anomalies}")
+}
+
+/// The synthetic scene as a [`FrameSource`]: frame `i` of the scene for
+/// the `i`-th call, paced to the configured frame period.
+#[derive(Debug)]
+pub struct SyntheticSource {
+    scene: Scene,
+    next_index: u64,
+    pacer: Pacer,
+}
+
+impl SyntheticSource {
+    /// A source starting at frame 0.
+    pub fn new(config: SyntheticConfig) -> Result<SyntheticSource> {
+        let pacer = Pacer::new(config.frame_period);
+        Ok(SyntheticSource {
+            scene: Scene::new(config)?,
+            next_index: 0,
+            pacer,
+        })
+    }
+
+    /// The scene it renders.
+    pub fn scene(&self) -> &Scene {
+        &self.scene
+    }
+}
+
 impl FrameSource for SyntheticSource {
     fn describe(&self) -> String {
         let c = &self.scene.config;
-        let fps = match c.frame_period {
-            Some(p) => format!("{:.0} fps", 1.0 / p.as_secs_f64()),
-            None => "unpaced".to_string(),
-        };
-        let anomalies = match &c.anomalies {
-            Some(s) => format!(
-                "anomalies every {} frames ({} long, first at {})",
-                s.every, s.length, s.first
-            ),
-            None => "no anomalies".to_string(),
-        };
         format!(
-            "synthetic {}x{} {} seed {}, {fps}, {anomalies}",
+            "synthetic {}x{} {} seed {}, {}",
             c.width,
             c.height,
             c.format.name(),
-            c.seed
+            c.seed,
+            describe_timing(c)
         )
     }
 
     fn open(&mut self) -> Result<(), SourceError> {
-        self.next_due = None;
+        self.pacer.reset();
         Ok(())
     }
 
     fn next_frame(&mut self, frame: &mut Frame) -> Result<FrameInfo, SourceError> {
-        self.pace();
+        self.pacer.wait();
         let index = self.next_index;
         let state = self.scene.state(index);
         render_frame(&state, frame);

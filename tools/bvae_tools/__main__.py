@@ -1,6 +1,6 @@
 """Command line: ``python -m bvae_tools COMMAND ...`` (run from tools/).
 
-Commands: train, export, report, synth, bench, oneclass."""
+Commands: train, export, report, synth, photos, bench, oneclass."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ report. Typical use:
   python -m bvae_tools export runs/cam --out ../models/cam.onnx
   python -m bvae_tools report runs/cam
 
-No camera frames yet? `python -m bvae_tools synth --out frames/` writes some.
+No camera frames yet? `python -m bvae_tools synth --out frames/` writes some, and
+`python -m bvae_tools photos --out photos/` writes real photographs for bvae's
+`--source photos:photos/` camera scene.
 """
 
 
@@ -41,7 +43,7 @@ def _threads(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, export, oneclass, report, synth, train
+    from . import bench, export, oneclass, photos, report, synth, train
 
     fmt = HelpFormatter
     parser = argparse.ArgumentParser(
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", export, "export NAME.onnx, NAME.decoder.onnx and the golden fixture"),
         ("report", report, "draw loss curves, per-latent KL, reconstructions, traversals"),
         ("synth", synth, "write a folder of synthetic camera frames (for demos and tests)"),
+        ("photos", photos, "write scikit-image's bundled photographs for bvae's photos source"),
         ("bench", bench, "time bvae (tract) against onnxruntime on the same model"),
         ("oneclass", oneclass, "one-class AUROC of every score on Fashion-MNIST (IDX)"),
     ):
