@@ -446,9 +446,10 @@ fn parse_scene_options(c: &mut SyntheticConfig, opts: &[(&str, &str)], what: &st
             "every" => schedule.every = parse_num(k, v)?,
             "length" => schedule.length = parse_num(k, v)?,
             "first" => schedule.first = parse_num(k, v)?,
+            "start" => c.start = parse_num(k, v)?,
             _ => anyhow::bail!(
                 "unknown {what} option {k:?}: expected seed, width, height, rgb, anomalies, \
-                 fps, every, length or first"
+                 fps, every, length, first or start"
             ),
         }
     }
@@ -688,6 +689,14 @@ mod tests {
             let spec: SourceSpec = c.parse().unwrap();
             assert_eq!(spec.to_string(), c);
         }
+        // a scene can start where a recording ended
+        let spec: SourceSpec = "synthetic:seed=2,fps=0,start=500".parse().unwrap();
+        assert!(spec.to_string().ends_with(",start=500"), "{spec}");
+        assert_eq!(spec.to_string().parse::<SourceSpec>().unwrap(), spec);
+        let mut src = open_source(&spec).unwrap();
+        let mut f = Frame::empty();
+        src.open().unwrap();
+        assert_eq!(src.next_frame(&mut f).unwrap().index, 500);
         assert_eq!(
             "camera".parse::<SourceSpec>().unwrap(),
             "camera:0".parse().unwrap()

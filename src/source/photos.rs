@@ -884,16 +884,17 @@ pub struct PhotosSource {
 }
 
 impl PhotosSource {
-    /// A source starting at frame 0 (options checked; the folder is read by
+    /// A source starting at frame `start` (options checked; the folder is read by
     /// [`FrameSource::open`]).
     pub fn new(config: PhotosConfig) -> Result<PhotosSource> {
         config.validate()?;
         let pacer = Pacer::new(config.scene.frame_period);
+        let next_index = config.scene.start;
         Ok(PhotosSource {
             config,
             scene: None,
             canvas: Canvas::default(),
-            next_index: 0,
+            next_index,
             pacer,
         })
     }

@@ -135,6 +135,11 @@ pub struct SyntheticConfig {
     /// Time between frames (the source sleeps to keep this pace, like a
     /// camera), or `None` to deliver frames as fast as they are asked for.
     pub frame_period: Option<Duration>,
+    /// Index of the first frame the source delivers (`start=N`), so that a
+    /// run can continue the scene where a recording ended: a model trained
+    /// on frames 0 to N−1 is then watched on later frames of the same
+    /// scene.
+    pub start: u64,
 }
 
 impl Default for SyntheticConfig {
@@ -147,6 +152,7 @@ impl Default for SyntheticConfig {
             format: PixelFormat::Gray8,
             anomalies: Some(AnomalySchedule::default()),
             frame_period: Some(Duration::from_nanos(1_000_000_000 / 30)),
+            start: 0,
         }
     }
 }
@@ -215,7 +221,11 @@ impl SyntheticConfig {
                 ",anomalies=on,every={},length={},first={}",
                 s.every, s.length, s.first
             ),
+        }?;
+        if self.start > 0 {
+            write!(f, ",start={}", self.start)?;
         }
+        Ok(())
     }
 }
 
@@ -651,12 +661,13 @@ pub struct SyntheticSource {
 }
 
 impl SyntheticSource {
-    /// A source starting at frame 0.
+    /// A source starting at frame `config.start`.
     pub fn new(config: SyntheticConfig) -> Result<SyntheticSource> {
         let pacer = Pacer::new(config.frame_period);
+        let next_index = config.start;
         Ok(SyntheticSource {
             scene: Scene::new(config)?,
-            next_index: 0,
+            next_index,
             pacer,
         })
     }
