@@ -98,6 +98,8 @@ def test_resume_after_a_stop(tmp_path, make_config):
     again = train(cfg, tmp_path / "run", resume=True, progress=False)
     assert "loss" not in again and again["outcome"]["reason"] == "early_stop"
     assert len(read_rows(tmp_path / "run")) == 2  # nothing trained
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["outcome"]["reason"] == "early_stop"
     more = make_config(data, epochs=4, epoch_size=32, patience=0, **STRICT)
     s = train(more, tmp_path / "run", resume=True, progress=False)
     assert s["epoch"] == 4 and s["outcome"]["reason"] == "max_epochs"
