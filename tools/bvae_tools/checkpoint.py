@@ -8,10 +8,12 @@ from pathlib import Path
 
 import torch
 
+from .augment import AugmentConfig
 from .data import DataConfig
 from .errors import UserError
 from .losses import LossConfig
 from .model import BetaVAE, ModelConfig
+from .schedule import SCHEDULES
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
@@ -19,7 +21,11 @@ LOG_NAME = "log.csv"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (resolved and validated)."""
+    """Everything that defines a training run (resolved and validated).
+
+    The defaults of the recipe fields (``patience``, ``lr_schedule``,
+    ``augment``) are "off", which is what runs made before they existed did;
+    the defaults users get are those of ``train``'s command line."""
 
     model: ModelConfig
     loss: LossConfig
@@ -32,6 +38,11 @@ class TrainConfig:
     holdout: float = 0.1
     eval_size: int = 1024
     seed: int = 0
+    patience: int = 0
+    min_delta: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -53,11 +64,28 @@ class TrainConfig:
             raise UserError(f"held-out fraction must be in [0, 1), got {self.holdout}")
         if self.eval_size < 1:
             raise UserError(f"eval size must be >= 1, got {self.eval_size}")
+        if self.patience < 0:
+            raise UserError(
+                f"patience must be >= 0 epochs (0 = no early stopping), got {self.patience}"
+            )
+        if not 0 <= self.min_delta < 1:
+            raise UserError(
+                f"min delta must be in [0, 1) (a fraction of the best held-out loss), "
+                f"got {self.min_delta}"
+            )
+        if self.lr_schedule not in SCHEDULES:
+            raise UserError(
+                f"learning-rate schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}"
+            )
+        if not self.warmup_epochs >= 0:
+            raise UserError(f"warm-up must be >= 0 epochs, got {self.warmup_epochs}")
+        self.augment.validate()
         return self
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["data"] = self.data.to_dict()
+        d["augment"] = self.augment.to_dict()
         return d
 
     @staticmethod
@@ -67,6 +95,7 @@ class TrainConfig:
             model=ModelConfig(**d.pop("model")),
             loss=LossConfig(**d.pop("loss")),
             data=DataConfig.from_dict(d.pop("data")),
+            augment=AugmentConfig.from_dict(d.pop("augment", None)),
             **d,
         )
 

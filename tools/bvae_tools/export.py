@@ -326,7 +326,9 @@ def export(
     pool = hold_idx if len(hold_idx) >= GOLDEN_N else train_idx
     parity_idx = rng.choice(pool, size=min(parity_samples, len(pool)), replace=False)
     images = source.batch(parity_idx).numpy()
-    meta = metadata(cfg, state["step"], latent_kl)
+    # the exported weights are the best epoch's (early stopping), not the last
+    steps = (state.get("best") or {}).get("step", state["step"])
+    meta = metadata(cfg, steps, latent_kl)
 
     # The reference outputs (golden fixture, parity) always come from the
     # trained model itself; the graph written may be an equivalent rewrite.

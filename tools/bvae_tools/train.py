@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .augment import AugmentConfig, augment_batch, batch_generator
 from .checkpoint import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -23,9 +25,34 @@ from .data import DataConfig, ImageSource, open_source, split_indices
 from .errors import UserError
 from .losses import LIKELIHOODS, OBJECTIVES, LossConfig, kl_per_latent, vae_loss
 from .model import BetaVAE, ModelConfig
+from .schedule import SCHEDULES, EarlyStopping, lr_factor
 
 #: Fields of the resumed run that must match the command line.
-_RESUME_MUST_MATCH = ("model", "loss", "data", "batch_size", "holdout", "seed", "epoch_size")
+_RESUME_MUST_MATCH = (
+    "model",
+    "loss",
+    "data",
+    "batch_size",
+    "holdout",
+    "seed",
+    "epoch_size",
+    "lr_schedule",
+    "warmup_epochs",
+    "augment",
+)
+
+
+#: The training recipe users get by default (tools/README.md, "Training recipe";
+#: the experiments behind it are in docs/detection/recipe_experiments.md).
+DEFAULT_EPOCHS = 20
+DEFAULT_PATIENCE = 5
+DEFAULT_MIN_DELTA = 1e-3
+DEFAULT_SCHEDULE = "cosine"
+DEFAULT_WARMUP_EPOCHS = 1.0
+DEFAULT_LR = 5e-4
+DEFAULT_LATENT_DIM = 16
+DEFAULT_BETA = 1.0
+DEFAULT_AUGMENT = False
 
 
 def parse_classes(text: str | None) -> tuple[int, ...]:
@@ -63,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="how --images of another aspect ratio become square: centre crop, or "
         "shrink to fit on black borders (calibrate the runtime with the same --fit)",
     )
-    m.add_argument("--latent-dim", type=int, default=10, help="number of latents Z")
+    m.add_argument("--latent-dim", type=int, default=DEFAULT_LATENT_DIM, help="number of latents Z")
     o = p.add_argument_group("objective")
     o.add_argument(
         "--likelihood",
@@ -77,7 +104,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="beta",
         help="beta: recon + β·KL; capacity: recon + γ·|KL − C|",
     )
-    o.add_argument("--beta", type=float, default=4.0, help="β of the beta objective")
+    o.add_argument(
+        "--beta",
+        type=float,
+        default=DEFAULT_BETA,
+        help="β of the beta objective (1 for camera frames; 0.5 for small gray objects "
+        "such as Fashion-MNIST; 4 and more to disentangle)",
+    )
     o.add_argument("--gamma", type=float, default=1000.0, help="γ of the capacity objective")
     o.add_argument("--capacity-max", type=float, default=25.0, help="final capacity C_max, nats")
     o.add_argument(
@@ -88,7 +121,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     t = p.add_argument_group("training")
     t.add_argument("--out", default="runs/model", help="run directory (checkpoint, log, config)")
-    t.add_argument("--epochs", type=int, default=20, help="number of epochs")
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULT_EPOCHS,
+        help="most epochs to train; early stopping (--patience) usually ends sooner",
+    )
+    t.add_argument(
+        "--patience",
+        type=int,
+        default=DEFAULT_PATIENCE,
+        help="stop after this many epochs without a better held-out loss, and keep "
+        "the best epoch's weights (0 = train all --epochs, keep the last)",
+    )
+    t.add_argument(
+        "--min-delta",
+        type=float,
+        default=DEFAULT_MIN_DELTA,
+        help="an epoch is better only if its held-out loss is lower by more than "
+        "this fraction of the best so far",
+    )
+    t.add_argument(
+        "--lr-schedule",
+        choices=SCHEDULES,
+        default=DEFAULT_SCHEDULE,
+        help="cosine: warm-up, then cosine decay to 1%% of --lr at --epochs; plateau: "
+        "warm-up, then halve --lr after 2 epochs without a better held-out loss; "
+        "constant: --lr throughout",
+    )
+    t.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=DEFAULT_WARMUP_EPOCHS,
+        help="epochs of linear warm-up of the rate (cosine, plateau; at most half the run)",
+    )
     t.add_argument(
         "--steps",
         type=int,
@@ -103,7 +169,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "split; dSprites has 663k, so set e.g. 32768)",
     )
     t.add_argument("--batch-size", type=int, default=64, help="images per step")
-    t.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
+    t.add_argument(
+        "--lr",
+        type=float,
+        default=DEFAULT_LR,
+        help="Adam learning rate (peak); 2e-3 suits small gray objects, camera frames "
+        "collapsed with it once",
+    )
     t.add_argument("--holdout", type=float, default=0.1, help="fraction of images held out")
     t.add_argument(
         "--eval-size",
@@ -112,10 +184,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="at most this many held-out images are scored each epoch",
     )
     t.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    a = p.add_argument_group("augmentation (training batches only, never the held-out images)")
+    a.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_AUGMENT,
+        help="shift, brighten and change the contrast of each training image a little, "
+        "as a fixed camera sees (helped on Fashion-MNIST, mixed on the synthetic "
+        "camera scene; see tools/README.md)",
+    )
+    a.add_argument(
+        "--augment-shift", type=int, default=2, help="largest shift in x and y, whole pixels"
+    )
+    a.add_argument(
+        "--augment-brightness", type=float, default=0.1, help="brightness factor in 1 ± this"
+    )
+    a.add_argument(
+        "--augment-contrast", type=float, default=0.1, help="contrast factor in 1 ± this"
+    )
+    a.add_argument(
+        "--augment-noise", type=float, default=0.0, help="std of added Gaussian pixel noise"
+    )
     t.add_argument(
         "--resume",
         action="store_true",
-        help="continue from OUT/checkpoint.pt (same settings; may raise --epochs/--steps)",
+        help="continue from OUT/checkpoint.pt (same settings; may raise --epochs, --steps, "
+        "--patience)",
     )
     t.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -155,6 +249,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         holdout=args.holdout,
         eval_size=args.eval_size,
         seed=args.seed,
+        patience=args.patience,
+        min_delta=args.min_delta,
+        lr_schedule=args.lr_schedule,
+        warmup_epochs=args.warmup_epochs,
+        augment=AugmentConfig(
+            args.augment,
+            args.augment_shift,
+            args.augment_brightness,
+            args.augment_contrast,
+            args.augment_noise,
+        ),
     ).validate()
 
 
@@ -172,7 +277,7 @@ def log_columns(z: int) -> list[str]:
     return (
         ["epoch", "step", "loss", "recon", "kl"]
         + [f"kl_{j}" for j in range(z)]
-        + ["capacity", "heldout_loss", "heldout_recon", "heldout_kl", "seconds"]
+        + ["capacity", "heldout_loss", "heldout_recon", "heldout_kl", "seconds", "lr"]
     )
 
 
@@ -230,10 +335,25 @@ def eval_subset(hold: np.ndarray, eval_size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(hold, size=eval_size, replace=False))
 
 
+def _clone_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _stop_reason(cfg: TrainConfig, stopper: EarlyStopping) -> str:
+    return (
+        f"held-out loss did not improve by more than {cfg.min_delta:g} of the best "
+        f"for {stopper.bad_epochs} epochs (--patience {cfg.patience})"
+    )
+
+
 def train(
     cfg: TrainConfig, out: Path, resume: bool = False, device: str = "auto", progress: bool = True
 ) -> dict:
-    """Train, checkpointing after every epoch. Returns a summary of the last epoch."""
+    """Train, checkpointing after every epoch; stop early when the held-out
+    loss stops improving (``cfg.patience``). The checkpoint's ``model`` is the
+    best epoch's weights (what export and report use), ``last_model`` the
+    latest (what ``--resume`` continues from). Returns a summary with
+    ``outcome``: when and why training stopped, and the best epoch."""
     dev = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
@@ -242,11 +362,21 @@ def train(
     train_idx, hold_idx = split_indices(len(source), cfg.holdout, cfg.seed)
     hold_eval = eval_subset(hold_idx, cfg.eval_size, cfg.seed)
     epoch_size = min(cfg.epoch_size or len(train_idx), len(train_idx))
+    steps_per_epoch = -(-epoch_size // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.steps:
+        total_steps = min(total_steps, cfg.steps)
+    # a warm-up never takes more than half of a short run
+    warmup_steps = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps // 2)
+    # without held-out images there is nothing to stop on: keep the last epoch
+    stopper = EarlyStopping(cfg.patience if len(hold_eval) else 0, cfg.min_delta)
 
     torch.manual_seed(cfg.seed)
     model = BetaVAE(cfg.model).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start_epoch, step, elapsed = 0, 0, 0.0
+    best_state: dict | None = None
+    best: dict = {}
     if resume:
         _, old_cfg, state = load_checkpoint(ckpt_path, "cpu")
         old, new = old_cfg.to_dict(), cfg.to_dict()
@@ -255,14 +385,16 @@ def train(
             raise UserError(
                 f"--resume: the checkpoint in {out} was trained with different "
                 f"{', '.join(diff)}: {[old[k] for k in diff]} vs now {[new[k] for k in diff]}; "
-                "use the same settings (only --epochs, --steps, --lr, --eval-size may change)"
+                "use the same settings (only --epochs, --steps, --lr, --eval-size, "
+                "--patience, --min-delta may change)"
             )
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("last_model", state["model"]))
         opt.load_state_dict(state["optimizer"])
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr
         start_epoch, step, elapsed = state["epoch"], state["step"], state.get("seconds", 0.0)
         torch.set_rng_state(state["torch_rng"])
+        stopper.load_state_dict(state.get("early_stopping", {}))
+        best_state = {k: v.to(dev) for k, v in state["model"].items()}
+        best = state.get("best") or {"epoch": start_epoch, "step": step, "heldout_loss": None}
     elif ckpt_path.exists():
         raise UserError(
             f"{out} already holds a training run; pass --resume to continue it, "
@@ -275,9 +407,21 @@ def train(
             csv.writer(f).writerow(log_columns(z))
 
     summary: dict = {"epoch": start_epoch, "step": step}
+    if resume and stopper.should_stop():
+        summary["outcome"] = {
+            "stopped_epoch": start_epoch,
+            "reason": "early_stop",
+            "message": _stop_reason(cfg, stopper),
+            **{f"best_{k}": v for k, v in best.items()},
+        }
+        record = {**cfg.to_dict(), "outcome": summary["outcome"]}
+        (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+        return summary
+    reason = "max_epochs"
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.steps and step >= cfg.steps:
+            reason = "max_steps"
             break
         t0 = time.time()
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -295,8 +439,15 @@ def train(
             disable=not progress,
             leave=False,
         )
+        lr = cfg.lr
         for b in bar:
-            x = source.batch(order[b * cfg.batch_size : (b + 1) * cfg.batch_size]).to(dev)
+            lr = cfg.lr * lr_factor(
+                cfg.lr_schedule, step, total_steps, warmup_steps, stopper.plateau
+            )
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = source.batch(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+            x = augment_batch(x, cfg.augment, batch_generator(cfg.seed, epoch, b)).to(dev)
             logits, mu, logvar = model(x)
             terms = vae_loss(logits, x, mu, logvar, cfg.loss, step)
             opt.zero_grad(set_to_none=True)
@@ -319,10 +470,19 @@ def train(
         loss, recon, kl = sums / max(1, seen)
         klz = kl_sums / max(1, seen)
         capacity = terms.capacity
+        if cfg.loss.objective == "capacity" and capacity < cfg.loss.capacity_max:
+            # the objective moves while C grows: compare epochs only once C is at C_max
+            stopper.restart()
+        improved = stopper.update(epoch + 1, held["loss"]) if len(hold_eval) else False
+        # without early stopping (or held-out images) the last epoch is kept
+        is_best = improved or not stopper.patience
+        if is_best:
+            best_state = _clone_state(model)
+            best = {"epoch": epoch + 1, "step": step, "heldout_loss": held["loss"]}
         row = (
             [epoch + 1, step, loss, recon, kl]
             + list(klz)
-            + [capacity, held["loss"], held["recon"], held["kl"], round(elapsed, 2)]
+            + [capacity, held["loss"], held["recon"], held["kl"], round(elapsed, 2), lr]
         )
         with log_path.open("a", newline="") as f:
             csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
@@ -331,13 +491,16 @@ def train(
             {
                 "format": 1,
                 "config": cfg.to_dict(),
-                "model": model.state_dict(),
+                "model": best_state,
+                "last_model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "epoch": epoch + 1,
                 "step": step,
                 "seconds": elapsed,
                 "torch_rng": torch.get_rng_state(),
                 "torch_version": torch.__version__,
+                "early_stopping": stopper.state_dict(),
+                "best": best,
             },
         )
         summary = {
@@ -351,11 +514,42 @@ def train(
             "seconds": elapsed,
         }
         if progress:
+            mark = " *" if best["epoch"] == epoch + 1 else ""
             tqdm.write(
                 f"epoch {epoch + 1}: step {step} loss {loss:.2f} recon {recon:.2f} "
-                f"kl {kl:.2f} held-out {held['loss']:.2f} ({elapsed:.0f} s)"
+                f"kl {kl:.2f} held-out {held['loss']:.2f}{mark} lr {lr:.2g} ({elapsed:.0f} s)"
             )
+        if stopper.should_stop():
+            reason = "early_stop"
+            break
+    else:
+        if cfg.steps and step >= cfg.steps:
+            reason = "max_steps"
+    if "loss" not in summary:
+        return summary
+    messages = {
+        "early_stop": _stop_reason(cfg, stopper),
+        "max_epochs": f"reached --epochs {cfg.epochs}",
+        "max_steps": f"reached --steps {cfg.steps}",
+    }
+    summary["outcome"] = {
+        "stopped_epoch": summary["epoch"],
+        "reason": reason,
+        "message": messages[reason],
+        **{f"best_{k}": v for k, v in best.items()},
+    }
+    record = {**cfg.to_dict(), "outcome": summary["outcome"]}
+    (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     return summary
+
+
+def describe_outcome(outcome: dict) -> str:
+    """One line: when and why training stopped, and which epoch is kept."""
+    loss = outcome.get("best_heldout_loss")
+    best = f"best epoch {outcome['best_epoch']}"
+    if loss is not None and math.isfinite(loss):
+        best += f", held-out loss {loss:.3f}"
+    return f"stopped at epoch {outcome['stopped_epoch']}: {outcome['message']}; {best} (kept)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -364,6 +558,12 @@ def run(args: argparse.Namespace) -> int:
         cfg, Path(args.out), resume=args.resume, device=args.device, progress=not args.no_progress
     )
     if "loss" not in summary:
+        if "outcome" in summary:
+            print(
+                f"nothing to do: {describe_outcome(summary['outcome'])}; raise --patience "
+                "(or pass --patience 0) to train on"
+            )
+            return 0
         print(
             f"nothing to do: {args.out} already reached epoch {summary['epoch']} "
             f"/ step {summary['step']}; raise --epochs or --steps to train more"
@@ -375,5 +575,6 @@ def run(args: argparse.Namespace) -> int:
         f"loss {summary['loss']:.3f}, held-out {summary['heldout_loss']:.3f}, "
         f"KL per latent [{kl}]"
     )
+    print(describe_outcome(summary["outcome"]))
     print(f"checkpoint: {Path(args.out) / CHECKPOINT_NAME}")
     return 0

@@ -25,7 +25,8 @@ def test_help_shows_defaults(capsys):
         out = capsys.readouterr().out
         assert "--threads" in out and "(default: None)" not in out
         if cmd == "train":
-            assert "(default: 4.0)" in out and "--seed" in out and "--resume" in out
+            assert "(default: 1.0)" in out and "--seed" in out and "--resume" in out
+            assert "--no-augment" in out and "(default: cosine)" in out
 
 
 def test_module_entry_point_and_clean_error():

@@ -39,6 +39,7 @@ def test_tiny_run_lowers_the_loss(tmp_path, image_folder, make_config):
             "heldout_recon",
             "heldout_kl",
             "seconds",
+            "lr",
         ]
     )
     kl = sum(float(rows[-1][f"kl_{j}"]) for j in range(3))
