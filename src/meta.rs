@@ -140,6 +140,12 @@ pub struct RawMeta {
     /// `bvae.fit`: how the training data was fitted to the model's input
     /// (and so how frames with another aspect ratio should be).
     pub fit: Option<Fit>,
+    /// `bvae.illumination`: `"gain"` when every input was scaled to the
+    /// mean brightness `bvae.illumination_mean` (`false` for `"none"`).
+    pub illumination: Option<bool>,
+    /// `bvae.illumination_mean`: the mean input value that gain
+    /// normalisation scales every input to, in (0, 1].
+    pub illumination_mean: Option<f32>,
     /// `bvae.dataset`.
     pub dataset: Option<String>,
     /// `bvae.steps`.
@@ -248,6 +254,20 @@ impl RawMeta {
                         problems,
                     )
                 }
+                "bvae.illumination" => {
+                    m.illumination =
+                        parse_choice(key, value, [("none", false), ("gain", true)], problems)
+                }
+                "bvae.illumination_mean" => {
+                    m.illumination_mean = parse_finite(key, value, problems);
+                    if m.illumination_mean.is_some_and(|v| !(v > 0.0 && v <= 1.0)) {
+                        problems.push(format!(
+                            "metadata `{key}`: expected a mean input value in (0, 1], found {}",
+                            quote(value)
+                        ));
+                        m.illumination_mean = None;
+                    }
+                }
                 "bvae.fit" => {
                     m.fit = parse_choice(
                         key,
@@ -319,6 +339,10 @@ pub struct ModelSpec {
     pub latent_kl: Option<Vec<f32>>,
     /// Largest batch the graph accepts, when its batch dimension is fixed.
     pub max_batch: Option<usize>,
+    /// The mean input value every input is scaled to (gain normalisation
+    /// of the illumination, `bvae.illumination = "gain"`), or `None` when
+    /// inputs are not normalised.
+    pub illumination: Option<f32>,
 }
 
 impl ModelSpec {
@@ -373,6 +397,29 @@ mod tests {
             ["metadata `bvae.fit`: expected \"crop\" or \"letterbox\", found \"stretch\""]
         );
         assert!(m.other.is_empty());
+        let mut problems = vec![];
+        let m = RawMeta::from_pairs(
+            [
+                ("bvae.illumination", "gain"),
+                ("bvae.illumination_mean", "0.42"),
+            ],
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            (m.illumination, m.illumination_mean),
+            (Some(true), Some(0.42))
+        );
+        let m = RawMeta::from_pairs(
+            [
+                ("bvae.illumination", "auto"),
+                ("bvae.illumination_mean", "3"),
+            ],
+            &mut problems,
+        );
+        assert_eq!((m.illumination, m.illumination_mean), (None, None));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[1].contains("expected a mean input value in (0, 1]"));
     }
 
     #[test]

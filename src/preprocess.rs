@@ -104,6 +104,7 @@ pub struct Preprocessor {
     height: usize,
     width: usize,
     fit: Fit,
+    illumination: Option<f32>,
     resizer: Resizer,
     /// Resized pixels, in the frame's own pixel format.
     resized: Option<Image<'static>>,
@@ -134,6 +135,7 @@ impl Preprocessor {
             height: spec.height,
             width: spec.width,
             fit,
+            illumination: spec.illumination,
             resizer: Resizer::new(),
             resized: None,
         }
@@ -231,8 +233,35 @@ impl Preprocessor {
                 }
             }
         }
+        if let Some(target) = self.illumination {
+            normalise_gain(out, target);
+        }
         Ok(())
     }
+}
+
+/// Smallest image mean that gain normalisation divides by: a black frame
+/// is not brightened without bound.
+pub const MIN_GAIN_MEAN: f32 = 1e-3;
+/// Largest factor gain normalisation scales an image by, up or down.
+pub const MAX_GAIN: f32 = 8.0;
+
+/// Scales `values` (one image, in [0, 1]) so that their mean becomes
+/// `target`, by a factor in [1/[`MAX_GAIN`], [`MAX_GAIN`]], clipping at 1.
+/// This is the illumination normalisation of models trained with
+/// `--illumination gain` (the training tool applies the same formula): a
+/// global change of brightness (lights dimmed, clouds) leaves the input
+/// nearly as it was, so it is not scored as an anomaly. Returns the factor.
+pub fn normalise_gain(values: &mut [f32], target: f32) -> f32 {
+    if values.is_empty() {
+        return 1.0;
+    }
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64;
+    let gain = (target / (mean as f32).max(MIN_GAIN_MEAN)).clamp(1.0 / MAX_GAIN, MAX_GAIN);
+    for v in values.iter_mut() {
+        *v = (*v * gain).min(1.0);
+    }
+    gain
 }
 
 #[cfg(test)]
@@ -251,6 +280,7 @@ mod tests {
             beta: 1.0,
             latent_kl: None,
             max_batch: None,
+            illumination: None,
         }
     }
 
@@ -338,5 +368,64 @@ mod tests {
         let frame = FrameRef::new(2, 2, PixelFormat::Gray8, &data).unwrap();
         let mut p = Preprocessor::new(&spec(1, 2, 2), Fit::Crop);
         assert!(p.process(frame, &mut [0.0; 3]).is_err());
+    }
+
+    #[test]
+    fn gain_normalisation_removes_a_global_brightness_change() {
+        // a textured RGB frame, and the same scene with the light at 60%
+        let (w, h) = (64, 48);
+        let bright: Vec<u8> = (0..w * h * 3).map(|i| (40 + (i * 7) % 150) as u8).collect();
+        let dim: Vec<u8> = bright
+            .iter()
+            .map(|&v| (v as f32 * 0.6).round() as u8)
+            .collect();
+        let mut spec = spec(3, 16, 16);
+        let mut outs = vec![];
+        for illumination in [None, Some(0.45)] {
+            spec.illumination = illumination;
+            let mut p = Preprocessor::new(&spec, Fit::Crop);
+            let mut a = vec![0.0; 3 * 16 * 16];
+            let mut b = a.clone();
+            p.process(
+                FrameRef::new(w, h, PixelFormat::Rgb8, &bright).unwrap(),
+                &mut a,
+            )
+            .unwrap();
+            p.process(
+                FrameRef::new(w, h, PixelFormat::Rgb8, &dim).unwrap(),
+                &mut b,
+            )
+            .unwrap();
+            let diff = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            outs.push(diff);
+            if illumination.is_some() {
+                let mean = a.iter().sum::<f32>() / a.len() as f32;
+                assert!((mean - 0.45).abs() < 1e-3, "mean {mean}");
+            }
+        }
+        assert!(
+            outs[0] > 0.1,
+            "without it the dim frame differs: {}",
+            outs[0]
+        );
+        assert!(
+            outs[1] < 0.01,
+            "with it the two are nearly equal: {}",
+            outs[1]
+        );
+        // the factor is bounded, and a black image stays black
+        let mut black = vec![0.0f32; 10];
+        assert_eq!(normalise_gain(&mut black, 0.5), MAX_GAIN);
+        assert!(black.iter().all(|&v| v == 0.0));
+        let mut v = vec![0.9f32, 0.1];
+        let g = normalise_gain(&mut v, 0.25);
+        assert!((g - 0.5).abs() < 1e-6 && (v[0] - 0.45).abs() < 1e-6);
+        let mut v = vec![0.1f32, 0.9];
+        normalise_gain(&mut v, 1.0);
+        assert_eq!(v[1], 1.0, "clipped at 1");
     }
 }

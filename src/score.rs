@@ -370,6 +370,7 @@ mod tests {
             beta,
             latent_kl: None,
             max_batch: None,
+            illumination: None,
         }
     }
 

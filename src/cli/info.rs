@@ -47,6 +47,7 @@ pub fn run(args: Args) -> Result<()> {
             "active_latents": active,
             "active_threshold_nats": ACTIVE_KL_NATS,
             "dataset": m.dataset,
+            "illumination_mean": s.illumination,
             "steps": m.steps,
             "seed": m.seed,
             "max_batch": s.max_batch,
@@ -100,6 +101,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(st) = m.steps {
         println!("steps      {st}");
+    }
+    if let Some(t) = s.illumination {
+        println!(
+            "light      normalised: every input is scaled to mean {t:.4} (bvae.illumination \
+             = gain), so a global brightness change is not an anomaly"
+        );
     }
     println!(
         "batch      {}",

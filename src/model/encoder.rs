@@ -80,6 +80,18 @@ impl Model {
         )?;
         let mut problems = vec![];
         let z = check_analysed(&typed, &input, &meta, &mut problems);
+        let illumination = match (meta.illumination, meta.illumination_mean) {
+            (Some(true), Some(mean)) => Some(mean),
+            (Some(true), None) => {
+                problems.push(
+                    "metadata `bvae.illumination` is \"gain\" but `bvae.illumination_mean` \
+                     (the mean input value to scale to) is missing or invalid"
+                        .to_string(),
+                );
+                None
+            }
+            _ => None,
+        };
         let Some(z) = z.filter(|_| problems.is_empty()) else {
             return Err(broken(path, problems));
         };
@@ -98,6 +110,7 @@ impl Model {
             beta,
             latent_kl: meta.latent_kl.clone(),
             max_batch: input.max_batch,
+            illumination,
         };
         Ok(Model {
             path: path.to_path_buf(),

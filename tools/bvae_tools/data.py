@@ -26,6 +26,16 @@ from .errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DATA_KINDS = ("folder", "dsprites", "idx")
+#: How a global brightness change is treated: kept (``none``) or normalised
+#: away (``gain``: every image scaled to the training data's mean value).
+ILLUMINATIONS = ("none", "gain")
+#: Smallest image mean gain normalisation divides by, and the largest factor
+#: it scales by (up or down): the runtime's ``MIN_GAIN_MEAN`` and ``MAX_GAIN``
+#: in src/preprocess.rs.
+MIN_GAIN_MEAN = 1e-3
+MAX_GAIN = 8.0
+#: Images whose mean gives the target of gain normalisation (evenly spread).
+GAIN_SAMPLE = 10_000
 
 # IDX type byte -> numpy dtype (big-endian where it matters).
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -45,6 +55,7 @@ class DataConfig:
     labels: str | None = None
     classes: tuple[int, ...] = ()
     fit: str = "crop"
+    illumination: str = "none"
 
     def describe(self) -> str:
         """Short dataset name for ``bvae.dataset`` metadata."""
@@ -68,6 +79,7 @@ class DataConfig:
             d.get("labels"),
             tuple(d.get("classes", ())),
             d.get("fit", "crop"),
+            d.get("illumination", "none"),
         )
 
 
@@ -119,6 +131,44 @@ class DSpritesSource(ImageSource):
     def batch(self, indices) -> torch.Tensor:
         f = dsprites.index_to_factors(np.asarray(indices))
         return torch.from_numpy(dsprites.render(f, self.size, self.channels))
+
+
+def normalise_gain(x: torch.Tensor, target: float) -> torch.Tensor:
+    """Scale each image of ``x`` (``[N, C, H, W]`` in [0, 1]) so that its mean
+    becomes ``target``, by a factor in [1/MAX_GAIN, MAX_GAIN], clipping at 1:
+    the runtime's ``normalise_gain`` (src/preprocess.rs), applied to every
+    frame of a model exported with ``bvae.illumination = "gain"``."""
+    mean = x.double().mean(dim=(1, 2, 3), keepdim=True).float().clamp_min(MIN_GAIN_MEAN)
+    gain = (target / mean).clamp(1.0 / MAX_GAIN, MAX_GAIN)
+    return (x * gain).clamp_max(1.0)
+
+
+class GainNormalised(ImageSource):
+    """Another source's images, each scaled to the mean value ``target`` (the
+    mean over up to GAIN_SAMPLE of its images): a global brightness change is
+    normalised away, in training as in the runtime."""
+
+    def __init__(self, inner: ImageSource):
+        self.inner = inner
+        self.channels, self.size = inner.channels, inner.size
+        n = len(inner)
+        idx = np.unique(np.linspace(0, n - 1, min(n, GAIN_SAMPLE)).round().astype(np.int64))
+        total = 0.0
+        for i in range(0, len(idx), 512):
+            total += float(inner.batch(idx[i : i + 512]).double().mean(dim=(1, 2, 3)).sum())
+        self.target = min(1.0, max(MIN_GAIN_MEAN, total / len(idx)))
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def batch(self, indices) -> torch.Tensor:
+        return normalise_gain(self.inner.batch(indices), self.target)
+
+
+def renormalise(source: ImageSource, x: torch.Tensor) -> torch.Tensor:
+    """``x`` normalised as ``source``'s images are (after augmentation changed
+    their brightness), or ``x`` itself for a source that does not normalise."""
+    return normalise_gain(x, source.target) if isinstance(source, GainNormalised) else x
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -292,14 +342,21 @@ def open_source(
     data: DataConfig, size: int, channels: int, cache: Path | None = None
 ) -> ImageSource:
     """Build the image source that ``data`` describes, at the model's shape;
-    a folder's decoded images are cached in ``cache`` (a run directory)."""
+    a folder's decoded images are cached in ``cache`` (a run directory). With
+    ``data.illumination == "gain"`` every image is gain-normalised."""
+    if data.illumination not in ILLUMINATIONS:
+        raise UserError(
+            f"unknown illumination {data.illumination!r}; expected one of {ILLUMINATIONS}"
+        )
     if data.kind == "dsprites":
-        return DSpritesSource(size, channels)
-    if data.kind == "folder":
-        return load_folder(data.path, size, channels, data.fit, cache)
-    if data.kind == "idx":
-        return load_idx(data.path, data.labels, data.classes, size, channels)
-    raise UserError(f"unknown data kind {data.kind!r}; expected one of {DATA_KINDS}")
+        source: ImageSource = DSpritesSource(size, channels)
+    elif data.kind == "folder":
+        source = load_folder(data.path, size, channels, data.fit, cache)
+    elif data.kind == "idx":
+        source = load_idx(data.path, data.labels, data.classes, size, channels)
+    else:
+        raise UserError(f"unknown data kind {data.kind!r}; expected one of {DATA_KINDS}")
+    return GainNormalised(source) if data.illumination == "gain" else source
 
 
 def split_indices(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -113,9 +113,12 @@ def model_name(out: Path) -> str:
     return out.name[: -len(".onnx")]
 
 
-def metadata(cfg: TrainConfig, steps: int, latent_kl: np.ndarray) -> dict[str, str]:
-    """The ``bvae.*`` metadata_props, all strings."""
-    return {
+def metadata(
+    cfg: TrainConfig, steps: int, latent_kl: np.ndarray, illumination_mean: float | None = None
+) -> dict[str, str]:
+    """The ``bvae.*`` metadata_props, all strings; ``illumination_mean`` is the
+    target of gain normalisation when the data has ``illumination == "gain"``."""
+    meta = {
         "bvae.format": FORMAT_VERSION,
         "bvae.latent_dim": str(cfg.model.latent_dim),
         "bvae.channels": str(cfg.model.channels),
@@ -132,6 +135,12 @@ def metadata(cfg: TrainConfig, steps: int, latent_kl: np.ndarray) -> dict[str, s
         "bvae.steps": str(int(steps)),
         "bvae.seed": str(int(cfg.seed)),
     }
+    if cfg.data.illumination == "gain":
+        if illumination_mean is None:
+            raise UserError("a gain-normalised model needs the mean it normalises to")
+        meta["bvae.illumination"] = "gain"
+        meta["bvae.illumination_mean"] = repr(float(illumination_mean))
+    return meta
 
 
 def _to_proto(
@@ -328,7 +337,7 @@ def export(
     images = source.batch(parity_idx).numpy()
     # the exported weights are the best epoch's (early stopping), not the last
     steps = (state.get("best") or {}).get("step", state["step"])
-    meta = metadata(cfg, steps, latent_kl)
+    meta = metadata(cfg, steps, latent_kl, getattr(source, "target", None))
 
     # The reference outputs (golden fixture, parity) always come from the
     # trained model itself; the graph written may be an equivalent rewrite.

@@ -21,7 +21,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .data import DataConfig, ImageSource, open_source, split_indices
+from .data import ILLUMINATIONS, DataConfig, ImageSource, open_source, renormalise, split_indices
 from .errors import UserError
 from .losses import LIKELIHOODS, OBJECTIVES, LossConfig, kl_per_latent, vae_loss
 from .model import BetaVAE, ModelConfig
@@ -89,6 +89,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="crop",
         help="how --images of another aspect ratio become square: centre crop, or "
         "shrink to fit on black borders (calibrate the runtime with the same --fit)",
+    )
+    m.add_argument(
+        "--illumination",
+        choices=ILLUMINATIONS,
+        default="none",
+        help="gain: scale every image to the training data's mean brightness, here and "
+        "in the runtime, so a global change of light (lights dimmed, clouds) is not an "
+        "anomaly; none: keep it (lights out is then an anomaly)",
     )
     m.add_argument("--latent-dim", type=int, default=DEFAULT_LATENT_DIM, help="number of latents Z")
     o = p.add_argument_group("objective")
@@ -217,9 +225,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.dsprites:
-        data = DataConfig("dsprites")
+        data = DataConfig("dsprites", illumination=args.illumination)
     elif args.images:
-        data = DataConfig("folder", str(Path(args.images).absolute()), fit=args.fit)
+        data = DataConfig(
+            "folder",
+            str(Path(args.images).absolute()),
+            fit=args.fit,
+            illumination=args.illumination,
+        )
     else:
         # absolute paths, so that export and report work from any directory
         data = DataConfig(
@@ -227,6 +240,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             str(Path(args.idx).absolute()),
             str(Path(args.idx_labels).absolute()) if args.idx_labels else None,
             parse_classes(args.classes),
+            illumination=args.illumination,
         )
     if (args.classes or args.idx_labels) and data.kind != "idx":
         raise UserError("--classes and --idx-labels only apply to --idx data")
@@ -447,7 +461,8 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = lr
             x = source.batch(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-            x = augment_batch(x, cfg.augment, batch_generator(cfg.seed, epoch, b)).to(dev)
+            x = augment_batch(x, cfg.augment, batch_generator(cfg.seed, epoch, b))
+            x = renormalise(source, x).to(dev)
             logits, mu, logvar = model(x)
             terms = vae_loss(logits, x, mu, logvar, cfg.loss, step)
             opt.zero_grad(set_to_none=True)
