@@ -510,6 +510,27 @@ fn a_fit_the_runtime_does_not_know_is_refused_at_load() {
 }
 
 #[test]
+fn gain_normalisation_needs_its_target_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("gain.onnx");
+    Contract::new(&[1, 1, 2, 2])
+        .meta("bvae.illumination", "gain")
+        .write(&p);
+    info_and_score_refuse(
+        dir.path(),
+        &p,
+        &["`bvae.illumination` is \"gain\" but `bvae.illumination_mean`"],
+    );
+    let p = dir.path().join("gain_ok.onnx");
+    Contract::new(&[1, 1, 2, 2])
+        .meta("bvae.illumination", "gain")
+        .meta("bvae.illumination_mean", "0.4")
+        .write(&p);
+    let run = bvae(dir.path(), &["info", s(&p)]);
+    assert!(run.ok().contains("scaled to mean 0.4000"), "{}", run.stdout);
+}
+
+#[test]
 fn stored_tensors_must_hold_what_they_declare() {
     let dir = tempfile::tempdir().unwrap();
     let matmul = |c: Contract, w: pb::TensorProto| Contract {
