@@ -69,10 +69,14 @@ def bvae_binary() -> str | None:
     given = os.environ.get("BVAE_BIN")
     if given:
         return given
+    # the most recently built of the debug and release binaries (CI builds
+    # the debug one in the same run; an older release build may be stale)
     root = Path(__file__).resolve().parents[2]
-    for d in (os.environ.get("CARGO_TARGET_DIR"), root / "target"):
-        if d and (Path(d) / "release" / "bvae").is_file():
-            return str(Path(d) / "release" / "bvae")
+    dirs = [d for d in (os.environ.get("CARGO_TARGET_DIR"), root / "target") if d]
+    built = [Path(d) / p / "bvae" for d in dirs for p in ("debug", "release")]
+    built = [b for b in built if b.is_file()]
+    if built:
+        return str(max(built, key=lambda b: b.stat().st_mtime))
     return shutil.which("bvae")
 
 
