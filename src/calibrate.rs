@@ -483,18 +483,15 @@ impl Profile {
                 ));
             }
         }
-        if let Some(p) = &self.pixel {
-            if p.mean.len() != image_len || p.std.len() != image_len {
-                return Err(format!(
-                    "pixel statistics are not for this model's {image_len} input values: \
-                     {} means and {} stds; {again}",
-                    p.mean.len(),
-                    p.std.len()
-                ));
-            }
-            if let Err(e) = p.normal() {
-                return Err(format!("{e}; {again}"));
-            }
+        if let Some(p) = &self.pixel
+            && (p.mean.len() != image_len || p.std.len() != image_len)
+        {
+            return Err(format!(
+                "pixel statistics are not for this model's {image_len} input values: \
+                 {} means and {} stds; {again}",
+                p.mean.len(),
+                p.std.len()
+            ));
         }
         if self
             .combined

@@ -60,6 +60,9 @@ pub struct Args {
     pub block: u64,
 }
 
+/// The folders of a `--calibration` split, under the output folder.
+const SPLIT: [&str; 2] = ["train", "calib"];
+
 /// Parses a fraction strictly between 0 and 1.
 fn parse_fraction(s: &str) -> Result<f64, String> {
     let v: f64 = s
@@ -142,7 +145,7 @@ pub fn run(args: Args) -> Result<()> {
     check_output(&args.output, args.force)?;
     let mut source = open_source(&spec)?;
     let folders: Vec<PathBuf> = match args.calibration {
-        Some(_) => vec![args.output.join("train"), args.output.join("calib")],
+        Some(_) => SPLIT.iter().map(|d| args.output.join(d)).collect(),
         None => vec![args.output.clone()],
     };
     for d in &folders {
@@ -221,7 +224,7 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(t) = truth {
             let label = t.map_or("normal", |k| k.name());
             let name = match args.calibration {
-                Some(_) => format!("{}/{file}", ["train", "calib"][folder]),
+                Some(_) => format!("{}/{file}", SPLIT[folder]),
                 None => file,
             };
             labels.push_str(&format!("{name},{},{label}\n", info.index));

@@ -37,10 +37,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::synthetic::{Pacer, SyntheticConfig, Wave, describe_timing, wave};
+use super::synthetic::{Pacer, SyntheticConfig, Wave, describe_scene, wave};
 use super::{AnomalyKind, Episode, FrameInfo, FrameSource, SourceError, reshape};
 use crate::frame::{Frame, PixelFormat};
 use crate::imageio;
+use crate::preprocess::{Fit, Geometry};
 use crate::rng::{SplitMix64, hash2};
 
 /// Default frame width.
@@ -215,20 +216,15 @@ fn resample(img: &Frame, region: Region, w: usize, h: usize) -> Vec<f32> {
     out
 }
 
-/// The largest centred region of `img` with the aspect ratio `w`:`h`.
+/// The largest centred region of `img` with the aspect ratio `w`:`h`
+/// (what a centre crop of `img` to `w`×`h` resamples).
 fn cover(img: &Frame, w: usize, h: usize) -> Region {
-    let (pw, ph) = (img.width as f32, img.height as f32);
-    let aspect = w as f32 / h as f32;
-    let (rw, rh) = if pw / ph > aspect {
-        (ph * aspect, ph)
-    } else {
-        (pw, pw / aspect)
-    };
+    let (x, y, rw, rh) = Geometry::new(Fit::Crop, img.width, img.height, w, h).src;
     Region {
-        x: (pw - rw) / 2.0,
-        y: (ph - rh) / 2.0,
-        w: rw,
-        h: rh,
+        x: x as f32,
+        y: y as f32,
+        w: rw as f32,
+        h: rh as f32,
     }
 }
 
@@ -921,13 +917,9 @@ impl FrameSource for PhotosSource {
             None => String::new(),
         };
         format!(
-            "photos:{}{photos} {}x{} {} seed {}, {}",
+            "photos:{}{photos} {}",
             self.config.dir.display(),
-            c.width,
-            c.height,
-            c.format.name(),
-            c.seed,
-            describe_timing(c)
+            describe_scene(c)
         )
     }
 

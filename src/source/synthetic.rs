@@ -634,9 +634,22 @@ impl Pacer {
     }
 }
 
-/// How a scene configuration is paced and scheduled, for
-/// [`FrameSource::describe`]: `30 fps, anomalies every 200 frames (...)`.
-pub(crate) fn describe_timing(c: &SyntheticConfig) -> String {
+/// A scene configuration's size, seed, pace and schedule, for
+/// [`FrameSource::describe`]: `320x240 gray seed 1, 30 fps, anomalies
+/// every 200 frames (...)`.
+pub(crate) fn describe_scene(c: &SyntheticConfig) -> String {
+    format!(
+        "{}x{} {} seed {}, {}",
+        c.width,
+        c.height,
+        c.format.name(),
+        c.seed,
+        describe_timing(c)
+    )
+}
+
+/// How a scene configuration is paced and scheduled.
+fn describe_timing(c: &SyntheticConfig) -> String {
     let fps = match c.frame_period {
         Some(p) => format!("{:.0} fps", 1.0 / p.as_secs_f64()),
         None => "unpaced".to_string(),
@@ -681,14 +694,7 @@ impl SyntheticSource {
 impl FrameSource for SyntheticSource {
     fn describe(&self) -> String {
         let c = &self.scene.config;
-        format!(
-            "synthetic {}x{} {} seed {}, {}",
-            c.width,
-            c.height,
-            c.format.name(),
-            c.seed,
-            describe_timing(c)
-        )
+        format!("synthetic {}", describe_scene(c))
     }
 
     fn open(&mut self) -> Result<(), SourceError> {
