@@ -17,15 +17,16 @@
 //! each frame's `knn` distance leaves the frame itself out of the bank.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProfileError;
+use crate::frame::Frame;
 use crate::imageio::write_atomic;
-use crate::meta::MAX_LATENT_DIM;
+use crate::meta::{MAX_LATENT_DIM, ModelSpec};
 use crate::model::{Model, PlanKind};
 use crate::pipeline::Pipeline;
 use crate::preprocess::Fit;
@@ -36,6 +37,7 @@ use crate::reference::{
 use crate::rng::SplitMix64;
 use crate::score::{Method, Scores};
 use crate::stats::{Gaussian, Mahalanobis, Summary, quantile_sorted};
+use crate::tiles::Grid;
 
 /// Version of the profile format this build writes and reads.
 pub const PROFILE_FORMAT: u32 = 1;
@@ -247,6 +249,24 @@ pub struct Profile {
     pub probes: Option<Vec<ProbeDetection>>,
     /// Warnings raised while calibrating (e.g. too few frames for the FPR).
     pub warnings: Vec<String>,
+    /// With tiles: the grid and each tile's own calibration. The profile's
+    /// other fields are then the statistics shared by every tile (fitted
+    /// on tiles from all places), and its method decides every tile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<TileCalibration>,
+}
+
+/// The tiles of a tiled profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TileCalibration {
+    /// Columns × rows.
+    pub grid: Grid,
+    /// Per score, the factor every tile's threshold was raised by so that
+    /// "any tile above its threshold" keeps the target false-positive rate
+    /// per frame (≥ 1).
+    pub frame_factor: BTreeMap<Method, f64>,
+    /// Each tile's calibration, row by row (no tiles of their own).
+    pub tiles: Vec<Profile>,
 }
 
 /// How often each score flagged one kind of synthetic anomaly
@@ -337,6 +357,84 @@ impl Profile {
             .map_err(|e| unreadable(format!("not a bvae profile: not UTF-8 text ({e})")))?;
         let p: Profile = serde_json::from_str(text)
             .map_err(|e| unreadable(format!("not a bvae profile: {e}")))?;
+        p.check(path, model)?;
+        let trained = model.meta().tiles;
+        if trained.is_some() && trained != p.tiles.as_ref().map(|t| t.grid) {
+            return Err(ProfileError::Invalid {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the model was trained on tiles of a {} grid, the profile scores {}; run \
+                     `bvae calibrate` again for this model",
+                    trained.map(|g| g.to_string()).unwrap_or_default(),
+                    p.tiles
+                        .as_ref()
+                        .map_or("whole frames".to_string(), |t| format!("a {} grid", t.grid))
+                ),
+            });
+        }
+        if let Some(t) = &p.tiles {
+            let invalid = |detail: String| ProfileError::Invalid {
+                path: path.to_path_buf(),
+                detail,
+            };
+            if t.tiles.len() != t.grid.count() {
+                return Err(invalid(format!(
+                    "a {} grid has {} tiles, the profile calibrates {}; run `bvae calibrate` \
+                     again for this model",
+                    t.grid,
+                    t.grid.count(),
+                    t.tiles.len()
+                )));
+            }
+            for (i, tile) in t.tiles.iter().enumerate() {
+                if tile.tiles.is_some() {
+                    return Err(invalid(format!("tile {i} has tiles of its own")));
+                }
+                if tile.method != p.method {
+                    return Err(invalid(format!(
+                        "tile {i} decides with {}, the profile with {}",
+                        tile.method, p.method
+                    )));
+                }
+                tile.check(path, model).map_err(|e| match e {
+                    ProfileError::Invalid { path, detail } => ProfileError::Invalid {
+                        path,
+                        detail: format!("tile {i}: {detail}"),
+                    },
+                    e => e,
+                })?;
+            }
+        }
+        Ok(p)
+    }
+
+    /// The threshold the live decision compares `m`'s score with: the
+    /// profile's, or with tiles 1 (the frame's score is then the largest
+    /// ratio of a tile's score to its threshold), when every tile has one.
+    pub fn decision_threshold(&self, m: Method) -> Option<f64> {
+        match &self.tiles {
+            None => self.threshold_for(m),
+            Some(t) => t
+                .tiles
+                .iter()
+                .all(|p| p.scores.contains_key(&m))
+                .then_some(1.0),
+        }
+    }
+
+    /// The calibration that explains tile `t`'s latents: the tile's own, or
+    /// the whole profile without tiles.
+    pub fn tile_profile(&self, t: Option<usize>) -> &Profile {
+        match (&self.tiles, t) {
+            (Some(tiles), Some(t)) => tiles.tiles.get(t).unwrap_or(self),
+            _ => self,
+        }
+    }
+
+    /// Checks a parsed profile (one tile's, or one without tiles) against
+    /// `model`.
+    fn check(&self, path: &Path, model: &Model) -> Result<(), ProfileError> {
+        let p = self;
         let invalid = |detail: String| ProfileError::Invalid {
             path: path.to_path_buf(),
             detail,
@@ -350,7 +448,7 @@ impl Profile {
         if p.model_sha256 != model.sha256() {
             return Err(ProfileError::ModelMismatch {
                 path: path.to_path_buf(),
-                expected: p.model_sha256,
+                expected: p.model_sha256.clone(),
                 model: model.path().to_path_buf(),
                 found: model.sha256().to_string(),
             });
@@ -383,7 +481,7 @@ impl Profile {
                  calibrate` again for this model"
             )));
         }
-        Ok(p)
+        Ok(())
     }
 
     /// Checks every array of the profile against the model's `z` latents
@@ -778,13 +876,81 @@ pub struct CalibrateOptions {
     pub method: Option<Method>,
     /// Seed of the synthetic anomalies.
     pub seed: u64,
+    /// Score the frame as this grid of tiles, each with its own
+    /// calibration (a model trained on tiles).
+    pub tiles: Option<Grid>,
+}
+
+/// What part of each frame one calibration fits.
+#[derive(Debug, Clone, Copy)]
+enum View {
+    /// The whole frame.
+    Whole,
+    /// One tile of the grid.
+    Tile(Grid, usize),
+    /// Every tile in turn: frame *i* contributes tile *i* mod the tile
+    /// count (the shared statistics of a tiled profile).
+    Pooled(Grid),
+}
+
+impl View {
+    fn pipeline(self, model: &Model, fit: Fit, reference: Option<Reference>) -> Result<Pipeline> {
+        match self {
+            View::Whole => Pipeline::new(model, PlanKind::Full, fit, reference),
+            View::Tile(g, _) | View::Pooled(g) => {
+                Pipeline::tile_view(model, PlanKind::Full, fit, reference, g)
+            }
+        }
+    }
+
+    /// The tile frame `i` shows (0 for a whole frame).
+    fn tile(self, i: usize) -> usize {
+        match self {
+            View::Whole => 0,
+            View::Tile(_, t) => t,
+            View::Pooled(g) => i % g.count(),
+        }
+    }
+
+    /// Loads frame `i` of `files` and points `pipe` at its part.
+    fn load(self, files: &[PathBuf], i: usize, pipe: &mut Pipeline) -> Result<Frame> {
+        pipe.set_tile(self.tile(i));
+        crate::imageio::load_image(&files[i])
+    }
+
+    /// Applies a probe to the part of `frame` (frame `i`) this view sees.
+    #[allow(clippy::too_many_arguments)]
+    fn probe(
+        self,
+        frame: &mut Frame,
+        donor: &Frame,
+        kind: ProbeKind,
+        rng: &mut SplitMix64,
+        fit: Fit,
+        spec: &ModelSpec,
+        i: usize,
+    ) {
+        match self {
+            View::Whole => probe::apply(frame, donor.as_ref(), kind, rng),
+            View::Tile(g, _) | View::Pooled(g) => {
+                let rect = g.frame_rect(fit, frame.width, frame.height, spec, self.tile(i));
+                probe::apply_in(frame, donor, kind, rng, rect);
+            }
+        }
+    }
 }
 
 /// Calibrates `model` on the normal images `files`. `progress` is called
 /// after each image with (done, total).
+///
+/// With `opts.tiles`, each tile of the grid gets its own calibration (one
+/// pass over the files per tile, plus one for the statistics shared by
+/// every tile), all with one deciding score; each tile's thresholds are
+/// then raised together so that the frame, flagged when any tile is, keeps
+/// the target rate ([`TileCalibration::frame_factor`]).
 pub fn calibrate(
     model: &Model,
-    files: &[std::path::PathBuf],
+    files: &[PathBuf],
     opts: &CalibrateOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Profile> {
@@ -797,9 +963,96 @@ pub fn calibrate(
     if n < MIN_FRAMES {
         bail!("calibration needs at least {MIN_FRAMES} normal images, found {n}");
     }
+    let Some(grid) = opts.tiles else {
+        return Ok(calibrate_view(model, files, opts, View::Whole, &mut progress)?.0);
+    };
+    let views = grid.count() + 1;
+    let step = std::cell::Cell::new(0);
+    let mut report = |done: usize, total: usize| progress(step.get() * total + done, views * total);
+    let (mut shared, _) = calibrate_view(model, files, opts, View::Pooled(grid), &mut report)?;
+    let method = opts.method.unwrap_or(shared.method);
+    let forced = CalibrateOptions {
+        method: Some(method),
+        ..opts.clone()
+    };
+    let mut tiles = Vec::with_capacity(grid.count());
+    let mut normals = Vec::with_capacity(grid.count());
+    for t in 0..grid.count() {
+        step.set(t + 1);
+        let (mut p, normal) =
+            calibrate_view(model, files, &forced, View::Tile(grid, t), &mut report)
+                .with_context(|| format!("calibrating tile {t}"))?;
+        let (c, r) = grid.cell(t);
+        p.method_reason = format!(
+            "the deciding score of every tile (column {c}, row {r} of {grid}): {}",
+            if opts.method.is_some() {
+                "chosen by the user (--method)".to_string()
+            } else {
+                format!("chosen on all tiles: {}", shared.method_reason)
+            }
+        );
+        tiles.push(p);
+        normals.push(normal);
+    }
+    // A frame is flagged when any tile is: raise every tile's threshold of
+    // a score by the factor that brings the largest ratio over the tiles
+    // back to the target rate on the normal frames.
+    let mut frame_factor = BTreeMap::new();
+    for m in Method::ALL {
+        if !normals.iter().all(|nm| nm.contains_key(&m)) {
+            continue;
+        }
+        let mut worst: Vec<f64> = (0..n)
+            .map(|i| {
+                tiles
+                    .iter()
+                    .zip(&normals)
+                    .map(|(p, nm)| nm[&m][i] / p.scores[&m].threshold)
+                    .fold(f64::NEG_INFINITY, f64::max)
+            })
+            .collect();
+        worst.sort_by(f64::total_cmp);
+        let factor = quantile_sorted(&worst, 1.0 - opts.fpr).max(1.0);
+        if !factor.is_finite() {
+            continue;
+        }
+        for p in &mut tiles {
+            if let Some(sc) = p.scores.get_mut(&m) {
+                sc.threshold *= factor;
+            }
+            if p.method == m {
+                p.threshold *= factor;
+            }
+        }
+        frame_factor.insert(m, factor);
+    }
+    shared.method = method;
+    shared.threshold = shared.scores[&method].threshold;
+    shared.method_reason = match opts.method {
+        Some(_) => format!("chosen by the user (--method), for every tile of {grid}"),
+        None => format!("for every tile of {grid}: {}", shared.method_reason),
+    };
+    shared.tiles = Some(TileCalibration {
+        grid,
+        frame_factor,
+        tiles,
+    });
+    Ok(shared)
+}
+
+/// Calibrates the part `view` of each frame; also returns every score's
+/// value on each normal frame, in the order of `files`.
+fn calibrate_view(
+    model: &Model,
+    files: &[PathBuf],
+    opts: &CalibrateOptions,
+    view: View,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Profile, BTreeMap<Method, Vec<f64>>)> {
+    let n = files.len();
     let spec = model.spec().clone();
     let z = spec.latent_dim;
-    let mut pipe = Pipeline::new(model, PlanKind::Full, opts.fit, None)?;
+    let mut pipe = view.pipeline(model, opts.fit, None)?;
     let total = 2 * n + n.min(MAX_PROBES);
     let half = n / 2;
     let (mut all, mut earlier) = (
@@ -811,7 +1064,7 @@ pub fn calibrate(
     let probe_every = n.div_ceil(n.min(MAX_PROBES));
     let mut probes: Vec<usize> = vec![];
     for (i, f) in files.iter().enumerate() {
-        let frame = crate::imageio::load_image(f)?;
+        let frame = view.load(files, i, &mut pipe)?;
         let s = pipe
             .process(frame.as_ref())
             .with_context(|| format!("scoring {}", f.display()))?;
@@ -842,7 +1095,7 @@ pub fn calibrate(
     let (by_all, by_earlier) = (pixel_cal.normal()?, earlier.calibration().normal()?);
     let (mut px_all, mut px_earlier) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (i, f) in files.iter().enumerate() {
-        let frame = crate::imageio::load_image(f)?;
+        let frame = view.load(files, i, &mut pipe)?;
         pipe.process(frame.as_ref())
             .with_context(|| format!("scoring {}", f.display()))?;
         let (x, r) = (
@@ -877,13 +1130,21 @@ pub fn calibrate(
     let kinds = ProbeKind::ALL.len();
     let mut detected = vec![BTreeMap::<Method, usize>::new(); kinds];
     let mut counts = vec![0usize; kinds];
-    let mut pipe = Pipeline::new(model, PlanKind::Full, opts.fit, Some(reference))?;
+    let mut pipe = view.pipeline(model, opts.fit, Some(reference))?;
     let mut donor = crate::imageio::load_image(&files[probes[probes.len() - 1]])?;
     for (k, &i) in probes.iter().enumerate() {
-        let normal = crate::imageio::load_image(&files[i])?;
+        let normal = view.load(files, i, &mut pipe)?;
         let mut frame = normal.clone();
         let kind = k % kinds;
-        probe::apply(&mut frame, donor.as_ref(), ProbeKind::ALL[kind], &mut rng);
+        view.probe(
+            &mut frame,
+            &donor,
+            ProbeKind::ALL[kind],
+            &mut rng,
+            opts.fit,
+            &spec,
+            i,
+        );
         donor = normal;
         let s = pipe
             .process(frame.as_ref())
@@ -963,7 +1224,7 @@ pub fn calibrate(
         p99: cols.iter().map(|c| quantile_sorted(c, 0.99)).collect(),
         gaussian,
     };
-    Ok(Profile {
+    let profile = Profile {
         format: PROFILE_FORMAT,
         model_sha256: model.sha256().to_string(),
         model_file: model
@@ -985,7 +1246,9 @@ pub fn calibrate(
         pixel: Some(pixel_cal),
         probes: Some(probe_rates),
         warnings,
-    })
+        tiles: None,
+    };
+    Ok((profile, normal))
 }
 
 #[cfg(test)]

@@ -100,4 +100,50 @@ impl Frame {
             data: &self.data,
         }
     }
+
+    /// A copy of the `w`×`h` region at (`x`, `y`), clipped to the frame.
+    pub fn crop(&self, x: usize, y: usize, w: usize, h: usize) -> Frame {
+        let bpp = self.format.bytes_per_pixel();
+        let (x, y) = (x.min(self.width), y.min(self.height));
+        let (w, h) = (w.min(self.width - x), h.min(self.height - y));
+        let mut data = Vec::with_capacity(w * h * bpp);
+        if self.data.len() == self.width * self.height * bpp {
+            for row in y..y + h {
+                let start = (row * self.width + x) * bpp;
+                data.extend_from_slice(&self.data[start..start + w * bpp]);
+            }
+        }
+        let (width, height) = if data.len() == w * h * bpp {
+            (w, h)
+        } else {
+            (0, 0)
+        };
+        Frame {
+            width,
+            height,
+            format: self.format,
+            data,
+        }
+    }
+
+    /// Copies `part` (of the same pixel format) into the frame with its
+    /// top-left corner at (`x`, `y`), clipped to the frame.
+    pub fn paste(&mut self, part: &Frame, x: usize, y: usize) {
+        let bpp = self.format.bytes_per_pixel();
+        if part.format != self.format
+            || self.data.len() != self.width * self.height * bpp
+            || part.data.len() != part.width * part.height * bpp
+            || x >= self.width
+            || y >= self.height
+        {
+            return;
+        }
+        let w = part.width.min(self.width - x);
+        let h = part.height.min(self.height - y);
+        for row in 0..h {
+            let dst = ((y + row) * self.width + x) * bpp;
+            let src = row * part.width * bpp;
+            self.data[dst..dst + w * bpp].copy_from_slice(&part.data[src..src + w * bpp]);
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub mod score;
 pub mod source;
 pub mod stats;
 pub mod team;
+pub mod tiles;
 pub mod tract_conv;
 pub mod traverse;
 

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::preprocess::Fit;
+use crate::tiles::Grid;
 
 /// Prefix of every metadata key this runtime reads.
 pub const META_PREFIX: &str = "bvae.";
@@ -146,6 +147,9 @@ pub struct RawMeta {
     /// `bvae.illumination_mean`: the mean input value that gain
     /// normalisation scales every input to, in (0, 1].
     pub illumination_mean: Option<f32>,
+    /// `bvae.tiles`: the grid (`"4x3"`) the training frames were cut into;
+    /// each tile was one training image.
+    pub tiles: Option<Grid>,
     /// `bvae.dataset`.
     pub dataset: Option<String>,
     /// `bvae.steps`.
@@ -235,6 +239,10 @@ impl RawMeta {
                 "bvae.steps" => m.steps = parse_num(key, value, problems),
                 "bvae.seed" => m.seed = parse_num(key, value, problems),
                 "bvae.dataset" => m.dataset = Some(value.to_string()),
+                "bvae.tiles" => match value.parse::<Grid>() {
+                    Ok(g) => m.tiles = Some(g),
+                    Err(e) => problems.push(format!("metadata `{key}`: {e}")),
+                },
                 "bvae.likelihood" => {
                     m.likelihood = parse_choice(
                         key,

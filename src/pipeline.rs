@@ -8,9 +8,16 @@ use crate::meta::ModelSpec;
 use crate::model::{Model, PlanKind, Session};
 use crate::preprocess::{Fit, Preprocessor};
 use crate::reference::Reference;
-use crate::score::{Scorer, Scores, pixel_map};
+use crate::score::{Method, Scorer, Scores, pixel_map};
+use crate::tiles::{Grid, TileCutter, paste_tile};
 
 /// Preprocessor, inference session and scorer for one stream of frames.
+///
+/// With tiles ([`Pipeline::tiled`]) every frame is cut into a grid of
+/// model inputs, each scored by its own tile's calibration; the frame's
+/// [`Scores`] are then each score's largest ratio to its tile's threshold
+/// (1 = at the threshold), the input and reconstruction are the whole grid
+/// image, and the latents are the worst tile's.
 #[derive(Debug)]
 pub struct Pipeline {
     pre: Preprocessor,
@@ -19,6 +26,34 @@ pub struct Pipeline {
     map: Vec<f32>,
     /// Whether `map` belongs to the last frame.
     map_current: bool,
+    tiles: Option<Tiles>,
+}
+
+/// The tile side of a pipeline.
+#[derive(Debug)]
+struct Tiles {
+    cutter: TileCutter,
+    /// The model's spec.
+    spec: ModelSpec,
+    /// The whole grid image's spec.
+    grid_spec: ModelSpec,
+    /// `Some(t)`: a view of tile `t` alone (scored by the pipeline's own
+    /// scorer, as calibration needs); `None`: every tile.
+    only: Option<usize>,
+    /// Every tile's scorer and thresholds (`None` mode only).
+    scorers: Vec<Scorer>,
+    thresholds: Vec<[Option<f64>; Method::ALL.len()]>,
+    /// The deciding score: the worst tile is the one whose ratio to its
+    /// threshold is highest.
+    method: Method,
+    /// Per tile of the last frame: scores, latent means, log-variances, KL.
+    scores: Vec<Scores>,
+    mu: Vec<f32>,
+    logvar: Vec<f32>,
+    kl: Vec<f32>,
+    /// The grid's reconstruction, when the plan computes it.
+    recon: Option<Vec<f32>>,
+    worst: usize,
 }
 
 impl Pipeline {
@@ -39,17 +74,130 @@ impl Pipeline {
             scorer: Scorer::new(spec, reference),
             map: vec![0.0; spec.height * spec.width],
             map_current: false,
+            tiles: None,
         })
+    }
+
+    /// Builds a batch-1 pipeline that sees one tile of `grid` at a time
+    /// (tile 0 until [`Pipeline::set_tile`] says otherwise): each frame is
+    /// fitted to the whole grid and the tile's cell is the model input.
+    /// Calibration fits each tile with it.
+    pub fn tile_view(
+        model: &Model,
+        kind: PlanKind,
+        fit: Fit,
+        reference: Option<Reference>,
+        grid: Grid,
+    ) -> Result<Pipeline> {
+        let mut p = Pipeline::new(model, kind, fit, reference)?;
+        p.tiles = Some(Tiles::new(
+            p.spec(),
+            grid,
+            fit,
+            Some(0),
+            vec![],
+            vec![],
+            kind,
+            Method::Kl,
+        ));
+        Ok(p)
+    }
+
+    /// Builds a pipeline that scores every tile of `grid`, tile *t* with
+    /// `references[t]` and `thresholds[t]` (per [`Method::ALL`], `None`
+    /// where the tile has no threshold for a score); `method` is the
+    /// deciding score.
+    pub fn tiled(
+        model: &Model,
+        kind: PlanKind,
+        fit: Fit,
+        grid: Grid,
+        tiles: Vec<(Reference, [Option<f64>; Method::ALL.len()])>,
+        method: Method,
+    ) -> Result<Pipeline> {
+        anyhow::ensure!(
+            tiles.len() == grid.count(),
+            "a {grid} grid has {} tiles, the calibration has {}",
+            grid.count(),
+            tiles.len()
+        );
+        let mut p = Pipeline::new(model, kind, fit, None)?;
+        let spec = p.spec().clone();
+        let (scorers, thresholds) = tiles
+            .into_iter()
+            .map(|(r, t)| (Scorer::new(&spec, Some(r)), t))
+            .unzip();
+        let t = Tiles::new(&spec, grid, fit, None, scorers, thresholds, kind, method);
+        p.map = vec![0.0; t.grid_spec.height * t.grid_spec.width];
+        p.tiles = Some(t);
+        Ok(p)
+    }
+
+    /// Builds the pipeline `profile` scores with: [`Pipeline::tiled`] with
+    /// each tile's calibration when the profile has tiles, else a
+    /// batch-1 pipeline with its reference. `method` is the deciding score.
+    pub fn for_profile(
+        model: &Model,
+        kind: PlanKind,
+        profile: &crate::calibrate::Profile,
+        method: Method,
+    ) -> Result<Pipeline> {
+        let Some(t) = &profile.tiles else {
+            return Pipeline::new(model, kind, profile.fit, Some(profile.reference()?));
+        };
+        let mut tiles = Vec::with_capacity(t.tiles.len());
+        for p in &t.tiles {
+            let thresholds = Method::ALL.map(|m| p.threshold_for(m));
+            tiles.push((p.reference()?, thresholds));
+        }
+        Pipeline::tiled(model, kind, profile.fit, t.grid, tiles, method)
+    }
+
+    /// Chooses the tile a [`Pipeline::tile_view`] sees (ignored by other
+    /// pipelines).
+    pub fn set_tile(&mut self, t: usize) {
+        if let Some(tiles) = &mut self.tiles
+            && tiles.only.is_some()
+        {
+            tiles.only = Some(t.min(tiles.cutter.grid().count() - 1));
+        }
+    }
+
+    /// The tile grid, when the pipeline cuts frames into tiles.
+    pub fn grid(&self) -> Option<Grid> {
+        self.tiles.as_ref().map(|t| t.cutter.grid())
     }
 
     /// Preprocesses, encodes and scores one frame.
     pub fn process(&mut self, frame: FrameRef<'_>) -> Result<Scores> {
         self.map_current = false;
-        let input = self.session.input_mut()?;
-        self.pre
-            .process(frame, input)
-            .context("preprocessing the frame")?;
-        self.run_and_score()
+        let Some(tiles) = &mut self.tiles else {
+            let input = self.session.input_mut()?;
+            self.pre
+                .process(frame, input)
+                .context("preprocessing the frame")?;
+            return self.run_and_score();
+        };
+        tiles.cutter.cut(frame).context("preprocessing the frame")?;
+        if let Some(t) = tiles.only {
+            tiles.cutter.tile_into(t, self.session.input_mut()?);
+            return self.run_and_score();
+        }
+        let z = tiles.spec.latent_dim;
+        for t in 0..tiles.scorers.len() {
+            tiles.cutter.tile_into(t, self.session.input_mut()?);
+            self.session.run()?;
+            let s = &self.session;
+            let recon = s.recon()?;
+            tiles.scores[t] = tiles.scorers[t].score(s.input()?, s.mu()?, s.logvar()?, recon);
+            tiles.mu[t * z..(t + 1) * z].copy_from_slice(s.mu()?);
+            tiles.logvar[t * z..(t + 1) * z].copy_from_slice(s.logvar()?);
+            tiles.kl[t * z..(t + 1) * z].copy_from_slice(tiles.scorers[t].kl_latents());
+            if let (Some(r), Some(grid_recon)) = (recon, tiles.recon.as_mut()) {
+                paste_tile(&tiles.spec, tiles.cutter.grid(), t, r, grid_recon);
+            }
+        }
+        Ok(tiles.frame_scores())
     }
 
     /// Encodes and scores an image already in model layout (`[C, H, W]`, [0, 1]).
@@ -75,29 +223,81 @@ impl Pipeline {
             .score(s.input()?, s.mu()?, s.logvar()?, s.recon()?))
     }
 
-    /// The preprocessed input of the last frame, `[C, H, W]`.
+    /// The every-tile side, when the pipeline scores every tile.
+    fn all_tiles(&self) -> Option<&Tiles> {
+        self.tiles.as_ref().filter(|t| t.only.is_none())
+    }
+
+    /// The preprocessed input of the last frame, `[C, H, W]` (with tiles:
+    /// the whole grid image, [`Pipeline::image_spec`]'s shape).
     pub fn input(&self) -> Result<&[f32]> {
-        Ok(self.session.input()?)
+        match self.all_tiles() {
+            Some(t) => Ok(t.cutter.image()),
+            None => Ok(self.session.input()?),
+        }
     }
 
-    /// Latent means of the last frame.
+    /// Latent means of the last frame (with tiles: the worst tile's).
     pub fn mu(&self) -> Result<&[f32]> {
-        Ok(self.session.mu()?)
+        match self.all_tiles() {
+            Some(t) => Ok(t.of_worst(&t.mu)),
+            None => Ok(self.session.mu()?),
+        }
     }
 
-    /// Latent log-variances of the last frame.
+    /// Latent log-variances of the last frame (with tiles: the worst
+    /// tile's).
     pub fn logvar(&self) -> Result<&[f32]> {
-        Ok(self.session.logvar()?)
+        match self.all_tiles() {
+            Some(t) => Ok(t.of_worst(&t.logvar)),
+            None => Ok(self.session.logvar()?),
+        }
     }
 
-    /// Reconstruction of the last frame, when the plan computes it.
+    /// Reconstruction of the last frame, when the plan computes it (with
+    /// tiles: of the whole grid).
     pub fn recon(&self) -> Result<Option<&[f32]>> {
-        Ok(self.session.recon()?)
+        match self.all_tiles() {
+            Some(t) => Ok(t.recon.as_deref()),
+            None => Ok(self.session.recon()?),
+        }
     }
 
-    /// KL per latent of the last frame.
+    /// KL per latent of the last frame (with tiles: the worst tile's).
     pub fn kl_latents(&self) -> &[f32] {
-        self.scorer.kl_latents()
+        match self.all_tiles() {
+            Some(t) => t.of_worst(&t.kl),
+            None => self.scorer.kl_latents(),
+        }
+    }
+
+    /// With tiles: the tile whose ratio to its threshold of the deciding
+    /// score was highest in the last frame.
+    pub fn worst_tile(&self) -> Option<usize> {
+        self.all_tiles().map(|t| t.worst)
+    }
+
+    /// With tiles: tile `t`'s ratio of score `m` to its threshold in the
+    /// last frame.
+    pub fn tile_ratio(&self, t: usize, m: Method) -> Option<f64> {
+        let tiles = self.all_tiles()?;
+        let i = Method::ALL.iter().position(|&x| x == m)?;
+        let v = tiles.scores.get(t)?.get(m)?;
+        Some(v as f64 / tiles.thresholds.get(t)?[i]?)
+    }
+
+    /// With tiles: each tile's scores of the last frame.
+    pub fn tile_scores(&self) -> Option<&[Scores]> {
+        self.all_tiles().map(|t| &t.scores[..])
+    }
+
+    /// The shape of [`Pipeline::input`]: the model's input, or with tiles
+    /// the whole grid image.
+    pub fn image_spec(&self) -> &ModelSpec {
+        match self.all_tiles() {
+            Some(t) => &t.grid_spec,
+            None => self.spec(),
+        }
     }
 
     /// Computes the per-pixel anomaly map `[H, W]` of the last frame into
@@ -106,17 +306,16 @@ impl Pipeline {
     pub fn update_pixel_map(&mut self) -> Result<bool> {
         let spec = self.session.plan().spec();
         let (likelihood, channels) = (spec.likelihood, spec.channels);
-        let Some(r) = self.session.recon()? else {
+        let tiles = self.tiles.as_ref().filter(|t| t.only.is_none());
+        let (x, r) = match tiles {
+            Some(t) => (t.cutter.image(), t.recon.as_deref()),
+            None => (self.session.input()?, self.session.recon()?),
+        };
+        let Some(r) = r else {
             self.map_current = false;
             return Ok(false);
         };
-        pixel_map(
-            self.session.input()?,
-            r,
-            likelihood,
-            channels,
-            &mut self.map,
-        );
+        pixel_map(x, r, likelihood, channels, &mut self.map);
         self.map_current = true;
         Ok(true)
     }
@@ -145,5 +344,71 @@ impl Pipeline {
     /// The scorer.
     pub fn scorer_mut(&mut self) -> &mut Scorer {
         &mut self.scorer
+    }
+}
+
+impl Tiles {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        spec: &ModelSpec,
+        grid: Grid,
+        fit: Fit,
+        only: Option<usize>,
+        scorers: Vec<Scorer>,
+        thresholds: Vec<[Option<f64>; Method::ALL.len()]>,
+        kind: PlanKind,
+        method: Method,
+    ) -> Tiles {
+        let n = scorers.len();
+        let z = spec.latent_dim;
+        let grid_spec = grid.grid_spec(spec);
+        let recon =
+            (only.is_none() && kind == PlanKind::Full).then(|| vec![0.0; grid_spec.image_len()]);
+        Tiles {
+            cutter: TileCutter::new(spec, grid, fit),
+            spec: spec.clone(),
+            grid_spec,
+            only,
+            scorers,
+            thresholds,
+            method,
+            scores: vec![Scores::default(); n],
+            mu: vec![0.0; n * z],
+            logvar: vec![0.0; n * z],
+            kl: vec![0.0; n * z],
+            recon,
+            worst: 0,
+        }
+    }
+
+    /// The worst tile's slice of a per-tile buffer.
+    fn of_worst<'a>(&self, v: &'a [f32]) -> &'a [f32] {
+        let z = v.len() / self.scores.len().max(1);
+        &v[self.worst * z..(self.worst + 1) * z]
+    }
+
+    /// The frame's scores: each score's largest ratio to its tile's
+    /// threshold, and the worst tile by the deciding score.
+    fn frame_scores(&mut self) -> Scores {
+        let mut out = Scores::default();
+        let mut worst = (0, f64::NEG_INFINITY);
+        for (i, m) in Method::ALL.into_iter().enumerate() {
+            let mut best: Option<f64> = None;
+            for (t, (s, thr)) in self.scores.iter().zip(&self.thresholds).enumerate() {
+                let (Some(v), Some(th)) = (s.get(m), thr[i]) else {
+                    continue;
+                };
+                let r = v as f64 / th;
+                if best.is_none_or(|b| r > b) {
+                    best = Some(r);
+                }
+                if m == self.method && r > worst.1 {
+                    worst = (t, r);
+                }
+            }
+            out.set(m, best.map(|b| b as f32));
+        }
+        self.worst = worst.0;
+        out
     }
 }

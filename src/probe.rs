@@ -93,6 +93,22 @@ fn normal(rng: &mut SplitMix64) -> f32 {
     (s - 2.0) * 3.0f32.sqrt()
 }
 
+/// Applies a probe of `kind` inside the region (`x`, `y`, `w`, `h`) of
+/// `frame` only (a tile's part of the frame), as [`apply`] does to a whole
+/// frame; `donor`'s same region is the source of a CutPaste patch.
+pub fn apply_in(
+    frame: &mut Frame,
+    donor: &Frame,
+    kind: ProbeKind,
+    rng: &mut SplitMix64,
+    (x, y, w, h): (usize, usize, usize, usize),
+) {
+    let mut part = frame.crop(x, y, w, h);
+    let donor = donor.crop(x, y, w, h);
+    apply(&mut part, donor.as_ref(), kind, rng);
+    frame.paste(&part, x, y);
+}
+
 /// Applies a probe of `kind` to `frame` in place. `donor` is another normal
 /// frame, the source of [`ProbeKind::CutPaste`]'s patch; when it has
 /// another size or pixel format the patch comes from `frame` itself, from

@@ -285,6 +285,20 @@ impl Scores {
             Method::Combined => self.combined,
         }
     }
+
+    /// Sets the value of one method (`None` leaves `kl`, which is always
+    /// computed, at NaN).
+    pub fn set(&mut self, m: Method, v: Option<f32>) {
+        match m {
+            Method::Recon => self.recon = v,
+            Method::Kl => self.kl = v.unwrap_or(f32::NAN),
+            Method::Elbo => self.elbo = v,
+            Method::Latent => self.latent = v,
+            Method::Knn => self.knn = v,
+            Method::Pixel => self.pixel = v,
+            Method::Combined => self.combined = v,
+        }
+    }
 }
 
 /// Computes scores for one model, with buffers sized once.

@@ -8,6 +8,7 @@ use crate::calibrate::{CalibrateOptions, calibrate};
 use crate::imageio::list_images;
 use crate::preprocess::Fit;
 use crate::score::Method;
+use crate::tiles::Grid;
 
 /// Arguments of `bvae calibrate`.
 #[derive(Debug, clap::Args)]
@@ -31,6 +32,11 @@ pub struct Args {
     /// [default: the model's `bvae.fit` metadata (as it was trained), else crop].
     #[arg(long, value_enum)]
     pub fit: Option<Fit>,
+    /// Score each frame as a grid of COLSxROWS tiles, each with its own
+    /// calibration, e.g. 4x3 [default: the model's `bvae.tiles` metadata,
+    /// set when it was trained on tiles; else the whole frame].
+    #[arg(long, value_parser = crate::tiles::parse_grid)]
+    pub tiles: Option<Grid>,
     /// Seed of the synthetic anomalies whose detection the profile reports.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -52,6 +58,7 @@ pub fn run(args: Args) -> Result<()> {
         fit: args.fit.unwrap_or_else(|| model.meta().fit_or_default()),
         method: args.method,
         seed: args.seed,
+        tiles: args.tiles.or(model.meta().tiles),
     };
     let profile = calibrate(&model, &files, &opts, |done, total| {
         pb.set_length(total as u64);
@@ -108,6 +115,29 @@ pub fn run(args: Args) -> Result<()> {
                 })
                 .collect();
             println!("{:<10} {:>6} {}", p.kind, p.count, cells.join(""));
+        }
+    }
+    if let Some(t) = &profile.tiles {
+        let m = profile.method;
+        println!(
+            "tiles {}: {m} threshold per tile (raised ×{:.3} so that any tile above it keeps \
+             the frame's rate), later fpr per tile:",
+            t.grid,
+            t.frame_factor.get(&m).copied().unwrap_or(1.0)
+        );
+        for row in t.tiles.chunks(t.grid.cols()) {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|p| {
+                    let later = p.scores.get(&m).and_then(|c| c.held_out_fpr);
+                    format!(
+                        "{:>10.4} ({:>4.1}%)",
+                        p.threshold,
+                        100.0 * later.unwrap_or(f64::NAN)
+                    )
+                })
+                .collect();
+            println!("  {}", cells.join(" "));
         }
     }
     println!(

@@ -218,7 +218,7 @@ impl LiveOptions {
         if let Some(m) = self.method {
             c.method = m;
             c.threshold = profile
-                .threshold_for(m)
+                .decision_threshold(m)
                 .with_context(|| format!("the profile has no threshold for {m}"))?;
         }
         if let Some(v) = self.enter_after {

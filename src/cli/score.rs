@@ -56,6 +56,10 @@ pub struct Decision {
     pub ratio: f64,
     /// score > threshold.
     pub anomalous: bool,
+    /// With a tiled profile: the tile with the highest ratio (numbered
+    /// row by row); `score` is then that ratio and `threshold` 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tile: Option<usize>,
 }
 
 /// Runs `bvae score`.
@@ -72,8 +76,17 @@ pub fn run(args: Args) -> Result<()> {
         .fit
         .or(profile.as_ref().map(|p| p.fit))
         .unwrap_or_else(|| model.meta().fit_or_default());
-    let reference = profile.as_ref().map(|p| p.reference()).transpose()?;
-    let mut pipe = Pipeline::new(&model, PlanKind::Full, fit, reference)?;
+    let mut pipe = match &profile {
+        // a tiled profile scores each tile with its own calibration, at
+        // the fit it was calibrated with
+        Some(p) if p.tiles.is_some() => {
+            Pipeline::for_profile(&model, PlanKind::Full, p, args.method.unwrap_or(p.method))?
+        }
+        _ => {
+            let reference = profile.as_ref().map(|p| p.reference()).transpose()?;
+            Pipeline::new(&model, PlanKind::Full, fit, reference)?
+        }
+    };
     let files = expand_inputs(&args.images)?;
     let active = model.spec().active_latents();
     let stdout = std::io::stdout();
@@ -84,9 +97,10 @@ pub fn run(args: Args) -> Result<()> {
         let decision = match &profile {
             Some(p) => {
                 let m = args.method.unwrap_or(p.method);
-                let threshold = p.threshold_for(m).unwrap_or(p.threshold);
+                let threshold = p.decision_threshold(m).unwrap_or(p.threshold);
                 s.get(m).map(|v| Decision {
                     method: m,
+                    tile: pipe.worst_tile(),
                     score: v as f64,
                     threshold,
                     ratio: v as f64 / threshold,
@@ -101,7 +115,7 @@ pub fn run(args: Args) -> Result<()> {
         let devs = deviations(
             pipe.mu()?,
             pipe.kl_latents(),
-            profile.as_ref(),
+            profile.as_ref().map(|p| p.tile_profile(pipe.worst_tile())),
             active.as_deref(),
             args.top,
         );
@@ -112,9 +126,13 @@ pub fn run(args: Args) -> Result<()> {
         } else {
             let opt = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
             let verdict = match &decision {
-                Some(d) if d.anomalous => {
-                    format!("  ANOMALY ({} {:.2}× threshold)", d.method, d.ratio)
-                }
+                Some(d) if d.anomalous => match d.tile {
+                    Some(t) => format!(
+                        "  ANOMALY ({} {:.2}× threshold, tile {t})",
+                        d.method, d.ratio
+                    ),
+                    None => format!("  ANOMALY ({} {:.2}× threshold)", d.method, d.ratio),
+                },
                 Some(d) => format!("  normal ({} {:.2}× threshold)", d.method, d.ratio),
                 None => String::new(),
             };

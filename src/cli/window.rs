@@ -19,7 +19,11 @@ pub fn open(
     #[cfg(feature = "display")]
     {
         use crate::display::{LiveWindow, RenderConfig};
-        let spec = model.spec();
+        // with tiles the panels show the whole grid image
+        let spec = match &profile.tiles {
+            Some(t) => t.grid.grid_spec(model.spec()),
+            None => model.spec().clone(),
+        };
         let cfg = RenderConfig::new(
             profile,
             spec.channels,

@@ -14,6 +14,7 @@ use crate::calibrate::Profile;
 use crate::frame::{FrameRef, PixelFormat};
 use crate::heat::{HOT_RATIO, Palette};
 use crate::score::Method;
+use crate::tiles::Grid;
 
 /// Width of the window in pixels.
 pub const WIDTH: usize = 960;
@@ -154,6 +155,9 @@ pub struct RenderConfig {
     pub latents: LatentRanges,
     /// Name of the deciding score.
     pub method: Method,
+    /// With a tiled profile: its grid (the model images are the whole
+    /// grid image, `width`×`height`).
+    pub tiles: Option<Grid>,
 }
 
 impl RenderConfig {
@@ -171,6 +175,7 @@ impl RenderConfig {
             width,
             latents: LatentRanges::from_profile(profile, active),
             method: profile.method,
+            tiles: profile.tiles.as_ref().map(|t| t.grid),
         }
     }
 }
@@ -203,6 +208,8 @@ pub struct Scene<'a> {
     pub in_episode: bool,
     /// Processed frames per second.
     pub fps: f64,
+    /// With tiles: bit *t* is set when tile *t* is above its threshold.
+    pub hot_tiles: u64,
 }
 
 /// Scores of recent frames, one per plot column.
@@ -498,6 +505,11 @@ impl Renderer {
             }
             _ => self.no_decoder(l.heatmap),
         }
+        if let Some(g) = self.cfg.tiles {
+            for panel in [l.input, l.heatmap] {
+                self.tile_grid(panel.fit(w, h), g, s.hot_tiles);
+            }
+        }
         // Colour scale, opaque: from a ratio of 1 to the threshold (left)
         // to HOT_RATIO (right).
         let lg = l.heat_legend;
@@ -512,6 +524,24 @@ impl Renderer {
         let tw = Canvas::text_width(&self.text, 1);
         self.canvas
             .text(lg.x + lg.w - tw, lg.y + lg.h + 4, &self.text, 1, FAINT);
+    }
+
+    /// Outlines the tiles of `g` over the model image shown in `r`; tiles
+    /// above their threshold in red.
+    fn tile_grid(&mut self, r: Rect, g: Grid, hot: u64) {
+        let (cols, rows) = (g.cols(), g.rows());
+        let cell = |t: usize| {
+            let (c, rw) = g.cell(t);
+            let (x0, x1) = (r.x + c * r.w / cols, r.x + (c + 1) * r.w / cols);
+            let (y0, y1) = (r.y + rw * r.h / rows, r.y + (rw + 1) * r.h / rows);
+            Rect::new(x0, y0, x1 - x0, y1 - y0)
+        };
+        for t in 0..g.count() {
+            self.canvas.frame(cell(t), 1, GRID);
+        }
+        for t in (0..g.count()).filter(|&t| t < 64 && hot >> t & 1 == 1) {
+            self.canvas.frame(cell(t), 2, ALERT);
+        }
     }
 
     fn no_decoder(&mut self, r: Rect) {
@@ -739,6 +769,7 @@ mod tests {
                 active: vec![true; z],
             },
             method: Method::Recon,
+            tiles: None,
         }
     }
 
@@ -776,6 +807,7 @@ mod tests {
             ratio: score,
             in_episode: episode,
             fps: 30.0,
+            hot_tiles: 0,
         }
     }
 

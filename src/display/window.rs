@@ -135,6 +135,7 @@ impl Observer for LiveWindow {
             ratio: view.ratio,
             in_episode: view.in_episode,
             fps: self.fps,
+            hot_tiles: view.hot_tiles,
         };
         self.renderer.draw(&scene);
         self.window

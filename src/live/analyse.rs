@@ -16,7 +16,7 @@ use crate::frame::{Frame, FrameRef};
 use crate::heat::HeatField;
 use crate::model::{Model, PlanKind};
 use crate::pipeline::Pipeline;
-use crate::score::Scores;
+use crate::score::{Method, Scores};
 
 /// What became of one frame.
 #[derive(Debug)]
@@ -45,17 +45,18 @@ pub struct Analyser {
 }
 
 impl Analyser {
-    /// A batch-1 pipeline for `model` with the profile's fit and latent
-    /// statistics; `kind` says whether the decoder runs, `needs_map`
+    /// The profile's pipeline for `model` ([`Pipeline::for_profile`]);
+    /// `kind` says whether the decoder runs, `method` decides, `needs_map`
     /// whether the pixel map and its heat are computed per frame.
     pub fn new(
         model: &Model,
         profile: &Profile,
         kind: PlanKind,
+        method: Method,
         needs_map: bool,
     ) -> Result<Analyser> {
-        let pipe = Pipeline::new(model, kind, profile.fit, Some(profile.reference()?))?;
-        let spec = pipe.spec();
+        let pipe = Pipeline::for_profile(model, kind, profile, method)?;
+        let spec = pipe.image_spec();
         let heat = needs_map.then(|| HeatField::new(spec.width, spec.height));
         Ok(Analyser {
             pipe,
@@ -108,7 +109,7 @@ impl Analyser {
         if self.pipe.update_pixel_map()?
             && let Some(map) = self.pipe.pixel_map()
         {
-            let spec = self.pipe.spec();
+            let spec = self.pipe.image_spec();
             field.compute(map, spec.width, spec.height, self.reference);
             self.heat_current = true;
         }
@@ -125,10 +126,15 @@ impl Analyser {
         self.previous.as_ref()
     }
 
+    /// The pipeline (with tiles: which tile is worst, each tile's ratio).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipe
+    }
+
     /// The results of the last frame scored.
     pub fn result(&self) -> Result<FrameResult<'_>> {
         let p = &self.pipe;
-        let spec = p.spec();
+        let spec = p.image_spec();
         let heat = match &self.heat {
             Some(h) if self.heat_current => Some(h.heat()),
             _ => None,

@@ -53,8 +53,27 @@ pub struct AnomalyReport {
     pub peak_ratio: f64,
     /// Why the frame is anomalous.
     pub cause: Cause,
-    /// Latents that deviate most from normal data.
+    /// Latents that deviate most from normal data (with tiles: in the
+    /// worst tile, by its own calibration).
     pub latents: Vec<Deviation>,
+    /// With tiles: every tile above its threshold, highest ratio first
+    /// (absent without tiles). `score` is then the worst tile's ratio and
+    /// `threshold` 1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tiles: Vec<TileReport>,
+}
+
+/// One anomalous tile of a frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TileReport {
+    /// Tile number, row by row from the top left.
+    pub tile: usize,
+    /// Its column.
+    pub col: usize,
+    /// Its row.
+    pub row: usize,
+    /// Its score's ratio to its own threshold.
+    pub ratio: f64,
 }
 
 /// One event.

@@ -42,7 +42,7 @@ use crate::source::{FrameInfo, FrameSource};
 use analyse::{Analyser, Analysis};
 use capture::{Backoff, spawn_capture};
 use decide::{Decider, Decision, Episode, Report, Transition};
-use events::{AnomalyReport, Event, EventSink, now_rfc3339};
+use events::{AnomalyReport, Event, EventSink, TileReport, now_rfc3339};
 use failures::{FrameError, FrameFailures};
 use observe::{Control, FrameView, Observer};
 use slot::{FrameSlot, Take};
@@ -100,7 +100,9 @@ impl LiveConfig {
     pub fn for_profile(profile: &Profile) -> LiveConfig {
         LiveConfig {
             method: profile.method,
-            threshold: profile.threshold,
+            threshold: profile
+                .decision_threshold(profile.method)
+                .unwrap_or(profile.threshold),
             enter_after: 3,
             leave_after: 5,
             freeze_frames: 15,
@@ -181,7 +183,7 @@ pub fn run_with(
     let needs_map = observers.iter().any(|o| o.needs_map());
     let needs_recon = needs_map || observers.iter().any(|o| o.needs_recon());
     let kind = PlanKind::needed(cfg.method.needs_recon() || needs_recon);
-    let analyser = Analyser::new(model, profile, kind, needs_map)?;
+    let analyser = Analyser::new(model, profile, kind, cfg.method, needs_map)?;
     // A source slower than the stall timeout (a 1 fps camera, a slow
     // video) is not stalled between its frames.
     let stall_timeout = source.frame_period().map_or(cfg.stall_timeout, |p| {
@@ -354,6 +356,8 @@ impl Loop<'_> {
             transition: d.transition,
             in_episode: self.decider.in_episode(),
             report: report.as_ref(),
+            tiles: self.analyser.pipeline().grid(),
+            hot_tiles: self.hot_tiles(),
         };
         let mut control = Control::Continue;
         for o in observers.iter_mut() {
@@ -367,6 +371,7 @@ impl Loop<'_> {
     /// The `anomaly_start` / `anomaly_update` report of frame `index`.
     fn report(&self, index: u64, d: &Decision) -> Result<AnomalyReport> {
         let r = self.analyser.result()?;
+        let pipe = self.analyser.pipeline();
         Ok(AnomalyReport {
             time: now_rfc3339(),
             t: self.t(),
@@ -380,11 +385,43 @@ impl Loop<'_> {
             latents: deviations(
                 r.mu,
                 r.kl,
-                Some(self.profile),
+                Some(self.profile.tile_profile(pipe.worst_tile())),
                 self.active.as_deref(),
                 self.cfg.top_latents,
             ),
+            tiles: self.tile_reports(),
         })
+    }
+
+    /// With tiles: a bit per tile above its threshold.
+    fn hot_tiles(&self) -> u64 {
+        let pipe = self.analyser.pipeline();
+        let n = pipe.grid().map_or(0, |g| g.count()).min(64);
+        (0..n)
+            .filter(|&t| pipe.tile_ratio(t, self.cfg.method).is_some_and(|r| r > 1.0))
+            .fold(0, |bits, t| bits | 1 << t)
+    }
+
+    /// With tiles: every tile above its threshold, highest ratio first.
+    fn tile_reports(&self) -> Vec<TileReport> {
+        let pipe = self.analyser.pipeline();
+        let Some(grid) = pipe.grid().filter(|_| pipe.worst_tile().is_some()) else {
+            return vec![];
+        };
+        let mut v: Vec<TileReport> = (0..grid.count())
+            .filter_map(|t| {
+                let ratio = pipe.tile_ratio(t, self.cfg.method)?;
+                let (col, row) = grid.cell(t);
+                (ratio > 1.0).then_some(TileReport {
+                    tile: t,
+                    col,
+                    row,
+                    ratio,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| b.ratio.total_cmp(&a.ratio));
+        v
     }
 
     /// After each frame or poll timeout: the watchdog, the source's decode

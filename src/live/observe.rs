@@ -18,6 +18,7 @@ use crate::calibrate::Profile;
 use crate::frame::FrameRef;
 use crate::score::{Method, Scores};
 use crate::source::{AnomalyKind, FrameInfo};
+use crate::tiles::Grid;
 
 /// What the model made of one frame, computed once per frame.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +75,12 @@ pub struct FrameView<'a> {
     /// The `anomaly_start` or `anomaly_update` report emitted for this
     /// frame, if one was (at most one per update interval).
     pub report: Option<&'a AnomalyReport>,
+    /// With a tiled profile: its grid (`result`'s images are the whole
+    /// grid image).
+    pub tiles: Option<Grid>,
+    /// With tiles: bit *t* is set when tile *t* is above its threshold of
+    /// the deciding score.
+    pub hot_tiles: u64,
 }
 
 /// What the loop should do after an observer saw a frame.

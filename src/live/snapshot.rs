@@ -44,6 +44,7 @@ use crate::frame::{FrameRef, PixelFormat};
 use crate::heat::Palette;
 use crate::imageio::{encode_png, write_atomic};
 use crate::preprocess::{Fit, Geometry};
+use crate::tiles::Grid;
 
 /// Default disk budget: 100 MB.
 pub const DEFAULT_BUDGET_BYTES: u64 = 100_000_000;
@@ -237,6 +238,58 @@ impl Overlay {
     }
 }
 
+/// Colour of tile borders on a snapshot, and of tiles above their threshold.
+const TILE_EDGE: [u8; 3] = [150, 150, 150];
+const TILE_HOT: [u8; 3] = [255, 64, 64];
+
+/// Outlines every tile of `grid` on the `fw`×`fh` RGB image `rgb` (`rect`
+/// gives each tile's region of the frame): thin and gray, or thick and red
+/// for the tiles whose bit is set in `hot`.
+pub fn draw_tiles(
+    rgb: &mut [u8],
+    fw: usize,
+    fh: usize,
+    grid: Grid,
+    rect: impl Fn(usize) -> (usize, usize, usize, usize),
+    hot: u64,
+) {
+    if rgb.len() < fw * fh * 3 {
+        return;
+    }
+    let mut put = |x: usize, y: usize, c: [u8; 3]| {
+        if x < fw && y < fh {
+            let i = (y * fw + x) * 3;
+            rgb[i..i + 3].copy_from_slice(&c);
+        }
+    };
+    // gray edges first, so that a hot tile's red border is drawn over its
+    // neighbours'
+    for pass in [false, true] {
+        for t in 0..grid.count() {
+            let is_hot = t < 64 && hot >> t & 1 == 1;
+            if is_hot != pass {
+                continue;
+            }
+            let (x, y, w, h) = rect(t);
+            let (c, thick) = if is_hot {
+                (TILE_HOT, 2)
+            } else {
+                (TILE_EDGE, 1)
+            };
+            for k in 0..thick {
+                for xx in x..x + w {
+                    put(xx, y + k, c);
+                    put(xx, (y + h).saturating_sub(1 + k), c);
+                }
+                for yy in y..y + h {
+                    put(x + k, yy, c);
+                    put((x + w).saturating_sub(1 + k), yy, c);
+                }
+            }
+        }
+    }
+}
+
 /// Saves anomalous frames with their heatmap (see the module docs).
 pub struct Snapshotter {
     cfg: SnapshotConfig,
@@ -338,6 +391,17 @@ impl Snapshotter {
         );
         let heat = r.heat.filter(|h| h.len() == r.width * r.height);
         self.overlay.render(f, r.width, heat);
+        if let Some(g) = view.tiles {
+            let (tw, th) = (r.width / g.cols(), r.height / g.rows());
+            draw_tiles(
+                &mut self.overlay.rgb,
+                f.width,
+                f.height,
+                g,
+                |t| g.frame_rect_of(view.profile.fit, f.width, f.height, tw, th, t),
+                view.hot_tiles,
+            );
+        }
         encode_png(
             f.width as u32,
             f.height as u32,
@@ -555,6 +619,7 @@ mod tests {
                 active: vec![true; z],
             },
             method: crate::score::Method::Recon,
+            tiles: None,
         });
         let input = vec![0.0f32; mw * mh];
         let (mu, kl) = (vec![0.0f32; z], vec![0.0f32; z]);
@@ -571,6 +636,7 @@ mod tests {
             ratio: 1.0,
             in_episode: false,
             fps: 0.0,
+            hot_tiles: 0,
         });
         let panel = rd.layout().heatmap.fit(mw, mh);
         let (cw, ch) = (panel.w / mw, panel.h / mh);

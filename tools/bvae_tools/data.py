@@ -56,6 +56,9 @@ class DataConfig:
     classes: tuple[int, ...] = ()
     fit: str = "crop"
     illumination: str = "none"
+    #: ``"COLSxROWS"`` when every frame was cut into a grid of tiles, each
+    #: one training image; ``""`` for whole frames.
+    tiles: str = ""
 
     def describe(self) -> str:
         """Short dataset name for ``bvae.dataset`` metadata."""
@@ -80,6 +83,7 @@ class DataConfig:
             tuple(d.get("classes", ())),
             d.get("fit", "crop"),
             d.get("illumination", "none"),
+            d.get("tiles", ""),
         )
 
 
@@ -191,20 +195,45 @@ def find_images(folder: Path) -> list[Path]:
 FITS = ("crop", "letterbox")
 
 
-def load_image(path: Path, size: int, channels: int, fit: str = "crop") -> np.ndarray:
+#: Largest number of columns or rows of a tile grid (the runtime's bound).
+MAX_GRID_SIDE = 8
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    """``"4x3"`` -> (4, 3): columns and rows of a tile grid, each 1 to
+    :data:`MAX_GRID_SIDE`."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        cols, rows = (int(v) for v in parts)
+    except ValueError:
+        raise UserError(f"a tile grid is written COLSxROWS, e.g. 4x3; found {text!r}") from None
+    if not (1 <= cols <= MAX_GRID_SIDE and 1 <= rows <= MAX_GRID_SIDE):
+        raise UserError(f"a tile grid has 1 to {MAX_GRID_SIDE} columns and rows, found {text!r}")
+    return cols, rows
+
+
+def load_image(
+    path: Path, size: int, channels: int, fit: str = "crop", tiles: str = ""
+) -> np.ndarray:
     """One image file -> uint8 ``[C, size, size]``: resized so the shorter side
     is ``size``, then centre-cropped (``fit="crop"``), or resized so the longer
     side is ``size`` and centred on black (``fit="letterbox"``); converted to
-    gray (C=1) or RGB (C=3)."""
+    gray (C=1) or RGB (C=3).
+
+    With ``tiles="COLSxROWS"`` the image is fitted the same way to a grid of
+    COLS·size × ROWS·size and cut into its tiles, row by row: the result is
+    ``[COLS·ROWS, C, size, size]``. The runtime cuts frames the same way."""
     if fit not in FITS:
         raise UserError(f"fit must be one of {FITS}, got {fit!r}")
+    cols, rows = parse_grid(tiles) if tiles else (1, 1)
+    target = (size * cols, size * rows)
     try:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB")
             if fit == "crop":
-                im = ImageOps.fit(im, (size, size), method=Image.Resampling.BILINEAR)
+                im = ImageOps.fit(im, target, method=Image.Resampling.BILINEAR)
             else:
-                im = ImageOps.pad(im, (size, size), method=Image.Resampling.BILINEAR, color=0)
+                im = ImageOps.pad(im, target, method=Image.Resampling.BILINEAR, color=0)
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UserError(
@@ -215,7 +244,14 @@ def load_image(path: Path, size: int, channels: int, fit: str = "crop") -> np.nd
         arr = arr[None]
     else:
         arr = arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr)
+    if not tiles:
+        return np.ascontiguousarray(arr)
+    cut = [
+        arr[:, r * size : (r + 1) * size, c * size : (c + 1) * size]
+        for r in range(rows)
+        for c in range(cols)
+    ]
+    return np.ascontiguousarray(np.stack(cut))
 
 
 #: File names of the decoded-image cache in a run directory.
@@ -223,34 +259,49 @@ CACHE_IMAGES = "images.cache.npy"
 CACHE_KEY = "images.cache.json"
 
 
-def folder_key(files: list[Path], size: int, channels: int, fit: str) -> dict:
+def folder_key(files: list[Path], size: int, channels: int, fit: str, tiles: str = "") -> dict:
     """What a folder's decoded images depend on: each file's path, size and
-    modification time, and the model's size, channels and fit."""
+    modification time, and the model's size, channels, fit and tiles."""
     listing = []
     for p in files:
         st = p.stat()
         listing.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
-    return {"size": size, "channels": channels, "fit": fit, "files": listing}
+    key = {"size": size, "channels": channels, "fit": fit, "files": listing}
+    if tiles:
+        key["tiles"] = tiles
+    return key
 
 
 def load_folder(
-    folder: str | Path, size: int, channels: int, fit: str = "crop", cache: Path | None = None
+    folder: str | Path,
+    size: int,
+    channels: int,
+    fit: str = "crop",
+    cache: Path | None = None,
+    tiles: str = "",
 ) -> TensorSource:
-    """Decode every image of ``folder``. With ``cache`` (a run directory),
-    the decoded images are kept there and reused while no file changed, so
-    ``train --resume``, ``export`` and ``report`` do not decode them again."""
+    """Decode every image of ``folder`` (with ``tiles``, every tile of each
+    image is one image, the tiles of a file in a row). With ``cache`` (a run
+    directory), the decoded images are kept there and reused while no file
+    changed, so ``train --resume``, ``export`` and ``report`` do not decode
+    them again."""
     files = find_images(Path(folder))
-    key = folder_key(files, size, channels, fit) if cache is not None else None
+    per_file = np.prod(parse_grid(tiles)) if tiles else 1
+    key = folder_key(files, size, channels, fit, tiles) if cache is not None else None
     if cache is not None:
         images, key_file = cache / CACHE_IMAGES, cache / CACHE_KEY
         try:
             if json.loads(key_file.read_text()) == key:
                 arr = np.load(images, allow_pickle=False)
-                if arr.dtype == np.uint8 and arr.shape == (len(files), channels, size, size):
+                want = (len(files) * per_file, channels, size, size)
+                if arr.dtype == np.uint8 and arr.shape == want:
                     return TensorSource(torch.from_numpy(np.ascontiguousarray(arr)))
         except (OSError, ValueError):
             pass  # no cache yet, or an unreadable one: decode again
-    arr = np.stack([load_image(p, size, channels, fit) for p in files])
+    if tiles:
+        arr = np.concatenate([load_image(p, size, channels, fit, tiles) for p in files])
+    else:
+        arr = np.stack([load_image(p, size, channels, fit) for p in files])
     if cache is not None:
         save_cache(cache, arr, key)
     return TensorSource(torch.from_numpy(arr))
@@ -348,10 +399,14 @@ def open_source(
         raise UserError(
             f"unknown illumination {data.illumination!r}; expected one of {ILLUMINATIONS}"
         )
+    if data.tiles and data.kind != "folder":
+        raise UserError("--tiles cuts camera frames: it needs --images")
+    if data.tiles:
+        parse_grid(data.tiles)
     if data.kind == "dsprites":
         source: ImageSource = DSpritesSource(size, channels)
     elif data.kind == "folder":
-        source = load_folder(data.path, size, channels, data.fit, cache)
+        source = load_folder(data.path, size, channels, data.fit, cache, data.tiles)
     elif data.kind == "idx":
         source = load_idx(data.path, data.labels, data.classes, size, channels)
     else:

@@ -135,6 +135,8 @@ def metadata(
         "bvae.steps": str(int(steps)),
         "bvae.seed": str(int(cfg.seed)),
     }
+    if cfg.data.tiles:
+        meta["bvae.tiles"] = cfg.data.tiles
     if cfg.data.illumination == "gain":
         if illumination_mean is None:
             raise UserError("a gain-normalised model needs the mean it normalises to")

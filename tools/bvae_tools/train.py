@@ -21,7 +21,15 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .data import ILLUMINATIONS, DataConfig, ImageSource, open_source, renormalise, split_indices
+from .data import (
+    ILLUMINATIONS,
+    DataConfig,
+    ImageSource,
+    open_source,
+    parse_grid,
+    renormalise,
+    split_indices,
+)
 from .errors import UserError
 from .losses import LIKELIHOODS, OBJECTIVES, LossConfig, kl_per_latent, vae_loss
 from .model import BetaVAE, ModelConfig
@@ -97,6 +105,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="gain: scale every image to the training data's mean brightness, here and "
         "in the runtime, so a global change of light (lights dimmed, clouds) is not an "
         "anomaly; none: keep it (lights out is then an anomaly)",
+    )
+    m.add_argument(
+        "--tiles",
+        default="",
+        metavar="COLSxROWS",
+        help="cut every --images frame into a grid of tiles (e.g. 4x3), each one training "
+        "image of --size; the model then scores camera frames tile by tile, so small "
+        "objects are not lost in the shrink (bvae calibrate reads the grid from the model)",
     )
     m.add_argument("--latent-dim", type=int, default=DEFAULT_LATENT_DIM, help="number of latents Z")
     o = p.add_argument_group("objective")
@@ -223,6 +239,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def parse_grid_text(text: str) -> str:
+    """``--tiles`` in the canonical form the model's metadata keeps (``4x3``),
+    or ``""``."""
+    if not text:
+        return ""
+    cols, rows = parse_grid(text)
+    return f"{cols}x{rows}"
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.dsprites:
         data = DataConfig("dsprites", illumination=args.illumination)
@@ -232,6 +257,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             str(Path(args.images).absolute()),
             fit=args.fit,
             illumination=args.illumination,
+            tiles=parse_grid_text(args.tiles),
         )
     else:
         # absolute paths, so that export and report work from any directory
@@ -242,6 +268,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             parse_classes(args.classes),
             illumination=args.illumination,
         )
+    if args.tiles and data.kind != "folder":
+        raise UserError("--tiles cuts camera frames: it needs --images")
     if (args.classes or args.idx_labels) and data.kind != "idx":
         raise UserError("--classes and --idx-labels only apply to --idx data")
     return TrainConfig(
