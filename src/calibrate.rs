@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ProfileError;
 use crate::frame::Frame;
 use crate::imageio::write_atomic;
+use crate::mask::Mask;
 use crate::meta::{MAX_LATENT_DIM, ModelSpec};
 use crate::model::{Model, PlanKind};
 use crate::pipeline::Pipeline;
@@ -254,6 +255,11 @@ pub struct Profile {
     /// on tiles from all places), and its method decides every tile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiles: Option<TileCalibration>,
+    /// The regions of the frame left out of every score and heatmap
+    /// (`bvae calibrate --mask`); kept in the profile so that every run
+    /// scores as the calibration did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Mask>,
 }
 
 /// The tiles of a tiled profile.
@@ -879,6 +885,8 @@ pub struct CalibrateOptions {
     /// Score the frame as this grid of tiles, each with its own
     /// calibration (a model trained on tiles).
     pub tiles: Option<Grid>,
+    /// Leave these regions of the frame out of every score.
+    pub mask: Option<Mask>,
 }
 
 /// What part of each frame one calibration fits.
@@ -894,13 +902,21 @@ enum View {
 }
 
 impl View {
-    fn pipeline(self, model: &Model, fit: Fit, reference: Option<Reference>) -> Result<Pipeline> {
-        match self {
-            View::Whole => Pipeline::new(model, PlanKind::Full, fit, reference),
+    fn pipeline(
+        self,
+        model: &Model,
+        opts: &CalibrateOptions,
+        reference: Option<Reference>,
+    ) -> Result<Pipeline> {
+        let fit = opts.fit;
+        let mut p = match self {
+            View::Whole => Pipeline::new(model, PlanKind::Full, fit, reference)?,
             View::Tile(g, _) | View::Pooled(g) => {
-                Pipeline::tile_view(model, PlanKind::Full, fit, reference, g)
+                Pipeline::tile_view(model, PlanKind::Full, fit, reference, g)?
             }
-        }
+        };
+        p.set_mask(opts.mask.clone());
+        Ok(p)
     }
 
     /// The tile frame `i` shows (0 for a whole frame).
@@ -1052,7 +1068,7 @@ fn calibrate_view(
     let n = files.len();
     let spec = model.spec().clone();
     let z = spec.latent_dim;
-    let mut pipe = view.pipeline(model, opts.fit, None)?;
+    let mut pipe = view.pipeline(model, opts, None)?;
     let total = 2 * n + n.min(MAX_PROBES);
     let half = n / 2;
     let (mut all, mut earlier) = (
@@ -1130,7 +1146,7 @@ fn calibrate_view(
     let kinds = ProbeKind::ALL.len();
     let mut detected = vec![BTreeMap::<Method, usize>::new(); kinds];
     let mut counts = vec![0usize; kinds];
-    let mut pipe = view.pipeline(model, opts.fit, Some(reference))?;
+    let mut pipe = view.pipeline(model, opts, Some(reference))?;
     let mut donor = crate::imageio::load_image(&files[probes[probes.len() - 1]])?;
     for (k, &i) in probes.iter().enumerate() {
         let normal = view.load(files, i, &mut pipe)?;
@@ -1247,6 +1263,7 @@ fn calibrate_view(
         probes: Some(probe_rates),
         warnings,
         tiles: None,
+        mask: opts.mask.clone(),
     };
     Ok((profile, normal))
 }

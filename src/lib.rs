@@ -17,6 +17,7 @@ pub mod frame;
 pub mod heat;
 pub mod imageio;
 pub mod live;
+pub mod mask;
 pub mod meta;
 pub mod model;
 pub mod pipeline;

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 
 use crate::frame::FrameRef;
+use crate::mask::{MASK_FILL, Mask};
 use crate::meta::ModelSpec;
 use crate::model::{Model, PlanKind, Session};
 use crate::preprocess::{Fit, Preprocessor};
@@ -27,6 +28,23 @@ pub struct Pipeline {
     /// Whether `map` belongs to the last frame.
     map_current: bool,
     tiles: Option<Tiles>,
+    mask: Option<Masking>,
+}
+
+/// The mask side of a pipeline: the mask, its pixels in the preprocessed
+/// image (whole, or the grid) for the last frame size, and the
+/// reconstruction with the masked pixels set to the input.
+#[derive(Debug)]
+struct Masking {
+    mask: Mask,
+    /// Frame width and height `masked` was drawn for.
+    key: Option<(usize, usize)>,
+    /// Per pixel of the preprocessed image (`[H, W]`): masked.
+    masked: Vec<bool>,
+    /// The last image's reconstruction, masked pixels set to the input.
+    patched: Vec<f32>,
+    /// Whether `patched` belongs to the last image.
+    current: bool,
 }
 
 /// The tile side of a pipeline.
@@ -75,6 +93,7 @@ impl Pipeline {
             map: vec![0.0; spec.height * spec.width],
             map_current: false,
             tiles: None,
+            mask: None,
         })
     }
 
@@ -135,22 +154,27 @@ impl Pipeline {
 
     /// Builds the pipeline `profile` scores with: [`Pipeline::tiled`] with
     /// each tile's calibration when the profile has tiles, else a
-    /// batch-1 pipeline with its reference. `method` is the deciding score.
+    /// batch-1 pipeline with its reference; with the profile's mask.
+    /// `method` is the deciding score.
     pub fn for_profile(
         model: &Model,
         kind: PlanKind,
         profile: &crate::calibrate::Profile,
         method: Method,
     ) -> Result<Pipeline> {
-        let Some(t) = &profile.tiles else {
-            return Pipeline::new(model, kind, profile.fit, Some(profile.reference()?));
+        let mut pipe = match &profile.tiles {
+            None => Pipeline::new(model, kind, profile.fit, Some(profile.reference()?))?,
+            Some(t) => {
+                let mut tiles = Vec::with_capacity(t.tiles.len());
+                for p in &t.tiles {
+                    let thresholds = Method::ALL.map(|m| p.threshold_for(m));
+                    tiles.push((p.reference()?, thresholds));
+                }
+                Pipeline::tiled(model, kind, profile.fit, t.grid, tiles, method)?
+            }
         };
-        let mut tiles = Vec::with_capacity(t.tiles.len());
-        for p in &t.tiles {
-            let thresholds = Method::ALL.map(|m| p.threshold_for(m));
-            tiles.push((p.reference()?, thresholds));
-        }
-        Pipeline::tiled(model, kind, profile.fit, t.grid, tiles, method)
+        pipe.set_mask(profile.mask.clone());
+        Ok(pipe)
     }
 
     /// Chooses the tile a [`Pipeline::tile_view`] sees (ignored by other
@@ -171,24 +195,41 @@ impl Pipeline {
     /// Preprocesses, encodes and scores one frame.
     pub fn process(&mut self, frame: FrameRef<'_>) -> Result<Scores> {
         self.map_current = false;
+        let image = {
+            let s = self.image_spec();
+            (s.width, s.height)
+        };
+        if let Some(m) = &mut self.mask {
+            m.prepare(self.pre.fit(), frame.width, frame.height, image);
+        }
         let Some(tiles) = &mut self.tiles else {
             let input = self.session.input_mut()?;
             self.pre
                 .process(frame, input)
                 .context("preprocessing the frame")?;
-            return self.run_and_score();
+            if let Some(m) = &self.mask {
+                m.fill(input);
+            }
+            return self.run_and_score(None);
         };
         tiles.cutter.cut(frame).context("preprocessing the frame")?;
+        if let Some(m) = &self.mask {
+            m.fill(tiles.cutter.image_mut());
+        }
         if let Some(t) = tiles.only {
             tiles.cutter.tile_into(t, self.session.input_mut()?);
-            return self.run_and_score();
+            return self.run_and_score(Some(t));
         }
         let z = tiles.spec.latent_dim;
         for t in 0..tiles.scorers.len() {
             tiles.cutter.tile_into(t, self.session.input_mut()?);
             self.session.run()?;
             let s = &self.session;
-            let recon = s.recon()?;
+            let mut recon = s.recon()?;
+            if let (Some(m), Some(r)) = (&mut self.mask, recon) {
+                m.patch(s.input()?, r, image, Some((tiles.cutter.grid(), t)));
+                recon = Some(&m.patched);
+            }
             tiles.scores[t] = tiles.scorers[t].score(s.input()?, s.mu()?, s.logvar()?, recon);
             tiles.mu[t * z..(t + 1) * z].copy_from_slice(s.mu()?);
             tiles.logvar[t * z..(t + 1) * z].copy_from_slice(s.logvar()?);
@@ -211,16 +252,43 @@ impl Pipeline {
             image.len()
         );
         input.copy_from_slice(image);
-        self.run_and_score()
+        if let Some(m) = &mut self.mask {
+            m.current = false;
+        }
+        self.run_and_score(None)
     }
 
-    fn run_and_score(&mut self) -> Result<Scores> {
+    /// Runs the session on its input and scores it; `tile` is the tile of
+    /// the grid image the input is (for the mask).
+    fn run_and_score(&mut self, tile: Option<usize>) -> Result<Scores> {
         self.map_current = false;
         self.session.run()?;
         let s = &self.session;
-        Ok(self
-            .scorer
-            .score(s.input()?, s.mu()?, s.logvar()?, s.recon()?))
+        let mut recon = s.recon()?;
+        if let (Some(m), Some(r)) = (&mut self.mask, recon)
+            && m.key.is_some()
+        {
+            let grid = self.tiles.as_ref().map(|t| t.cutter.grid());
+            let image = match &self.tiles {
+                Some(t) => (t.grid_spec.width, t.grid_spec.height),
+                None => (s.plan().spec().width, s.plan().spec().height),
+            };
+            m.patch(s.input()?, r, image, grid.zip(tile));
+            recon = Some(&m.patched);
+        }
+        Ok(self.scorer.score(s.input()?, s.mu()?, s.logvar()?, recon))
+    }
+
+    /// Leaves the pixels of `mask` out of every score and heatmap from the
+    /// next frame on (see [`crate::mask`]); `None` removes it.
+    pub fn set_mask(&mut self, mask: Option<Mask>) {
+        self.mask = mask.map(|mask| Masking {
+            mask,
+            key: None,
+            masked: vec![],
+            patched: vec![0.0; self.session.plan().spec().image_len()],
+            current: false,
+        });
     }
 
     /// The every-tile side, when the pipeline scores every tile.
@@ -259,7 +327,10 @@ impl Pipeline {
     pub fn recon(&self) -> Result<Option<&[f32]>> {
         match self.all_tiles() {
             Some(t) => Ok(t.recon.as_deref()),
-            None => Ok(self.session.recon()?),
+            None => match &self.mask {
+                Some(m) if m.current => Ok(Some(&m.patched)),
+                _ => Ok(self.session.recon()?),
+            },
         }
     }
 
@@ -309,13 +380,25 @@ impl Pipeline {
         let tiles = self.tiles.as_ref().filter(|t| t.only.is_none());
         let (x, r) = match tiles {
             Some(t) => (t.cutter.image(), t.recon.as_deref()),
-            None => (self.session.input()?, self.session.recon()?),
+            None => match &self.mask {
+                Some(m) if m.current => (self.session.input()?, Some(&m.patched[..])),
+                _ => (self.session.input()?, self.session.recon()?),
+            },
         };
         let Some(r) = r else {
             self.map_current = false;
             return Ok(false);
         };
         pixel_map(x, r, likelihood, channels, &mut self.map);
+        if let Some(m) = &self.mask
+            && m.masked.len() == self.map.len()
+        {
+            for (v, &masked) in self.map.iter_mut().zip(&m.masked) {
+                if masked {
+                    *v = 0.0;
+                }
+            }
+        }
         self.map_current = true;
         Ok(true)
     }
@@ -410,5 +493,70 @@ impl Tiles {
         }
         self.worst = worst.0;
         out
+    }
+}
+
+impl Masking {
+    /// Draws the mask for a `frame_w`×`frame_h` frame fitted to `image`
+    /// (allocates only when the frame size changes).
+    fn prepare(&mut self, fit: Fit, frame_w: usize, frame_h: usize, (w, h): (usize, usize)) {
+        self.current = false;
+        if self.key == Some((frame_w, frame_h)) {
+            return;
+        }
+        self.mask
+            .rasterise(fit, frame_w, frame_h, w, h, &mut self.masked);
+        self.key = Some((frame_w, frame_h));
+    }
+
+    /// Sets the masked pixels of a preprocessed image (`[C, H, W]`, all
+    /// channels) to [`MASK_FILL`].
+    fn fill(&self, image: &mut [f32]) {
+        let plane = self.masked.len();
+        if plane == 0 {
+            return;
+        }
+        for channel in image.chunks_exact_mut(plane) {
+            for (v, &m) in channel.iter_mut().zip(&self.masked) {
+                if m {
+                    *v = MASK_FILL;
+                }
+            }
+        }
+    }
+
+    /// Copies the reconstruction `r` of input `x` into `patched`, with the
+    /// masked pixels set to the input. `x` is the whole preprocessed image
+    /// (`gw`×`gh`), or with `tile` = (grid, t) tile `t` of it.
+    fn patch(
+        &mut self,
+        x: &[f32],
+        r: &[f32],
+        (gw, gh): (usize, usize),
+        tile: Option<(Grid, usize)>,
+    ) {
+        let n = self.patched.len().min(r.len()).min(x.len());
+        self.patched[..n].copy_from_slice(&r[..n]);
+        let plane = gw * gh;
+        let (tw, th, ox, oy) = match tile {
+            Some((g, t)) => {
+                let (c, row) = g.cell(t);
+                let (tw, th) = (gw / g.cols(), gh / g.rows());
+                (tw, th, c * tw, row * th)
+            }
+            None => (gw, gh, 0, 0),
+        };
+        let tile_plane = tw * th;
+        if tile_plane == 0 || self.masked.len() != plane {
+            return;
+        }
+        for (i, v) in self.patched[..n].iter_mut().enumerate() {
+            let p = i % tile_plane;
+            let (y, xx) = (p / tw, p % tw);
+            if self.masked[(oy + y) * gw + ox + xx] {
+                *v = x[i];
+            }
+        }
+        self.current = true;
     }
 }

@@ -206,6 +206,12 @@ impl TileCutter {
         &self.image
     }
 
+    /// The grid image of the last frame, to change before the tiles are
+    /// taken (the mask fills it).
+    pub fn image_mut(&mut self) -> &mut [f32] {
+        &mut self.image
+    }
+
     /// Copies tile `t` of the grid image into `out` (`[C, H, W]`) and
     /// applies the model's illumination normalisation to it; the grid
     /// image keeps the normalised tile.

@@ -79,6 +79,7 @@ fn tiled_profile(m: &Model, files: &[PathBuf]) -> Profile {
         method: None,
         seed: 0,
         tiles: Some("2x1".parse().unwrap()),
+        mask: None,
     };
     calibrate(m, files, &opts, |_, _| {}).unwrap()
 }
@@ -337,4 +338,117 @@ fn grids_parse_and_bound_their_sides() {
         g.frame_rect(Fit::Crop, 800, 480, &spec, 0),
         (80, 0, 160, 160)
     );
+}
+
+/// Paints a white square of side `side` at (`x`, `y`) of a gray frame.
+fn paint(f: &Frame, x: usize, y: usize, side: usize) -> Frame {
+    let mut g = f.clone();
+    for yy in y..y + side {
+        for xx in x..x + side {
+            g.data[yy * f.width + xx] = 255;
+        }
+    }
+    g
+}
+
+#[test]
+fn what_happens_under_the_mask_changes_no_score_and_no_heat() {
+    let m = Model::load(model("dsprites.onnx")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // the right half of the frame is masked
+    let mask_file = dir.path().join("mask.toml");
+    std::fs::write(
+        &mask_file,
+        "polygons = [[[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]]\n",
+    )
+    .unwrap();
+    let mask = bvae::mask::Mask::load(&mask_file).unwrap();
+    let files = normal_pairs(&dir.path().join("normal"), 40);
+    for tiles in [None, Some("2x1".parse::<Grid>().unwrap())] {
+        let opts = CalibrateOptions {
+            fpr: 0.05,
+            fit: Fit::Crop,
+            method: None,
+            seed: 0,
+            tiles,
+            mask: Some(mask.clone()),
+        };
+        let p = calibrate(&m, &files, &opts, |_, _| {}).unwrap();
+        assert_eq!(p.mask.as_ref(), Some(&mask));
+        let mut pipe = Pipeline::for_profile(&m, PlanKind::Full, &p, p.method).unwrap();
+        let base = pair(
+            &sprite("dsprites_normal", 100),
+            &sprite("dsprites_normal", 101),
+        );
+        let clean = pipe.process(base.as_ref()).unwrap();
+        // a white block in the masked half changes nothing
+        let hidden = pipe.process(paint(&base, 80, 10, 30).as_ref()).unwrap();
+        assert_eq!(clean, hidden, "tiles {tiles:?}");
+        assert!(pipe.update_pixel_map().unwrap());
+        let w = pipe.image_spec().width;
+        let map = pipe.pixel_map().unwrap();
+        for (i, v) in map.iter().enumerate() {
+            if i % w >= w / 2 + 1 {
+                assert_eq!(*v, 0.0, "tiles {tiles:?}: heat under the mask at {i}");
+            }
+        }
+        let input = pipe.input().unwrap();
+        assert!(
+            input
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % w >= w / 2 + 1)
+                .all(|(_, &v)| v == 0.5)
+        );
+        // the same block in the open half is seen
+        let seen = pipe.process(paint(&base, 16, 10, 30).as_ref()).unwrap();
+        assert_ne!(clean, seen, "tiles {tiles:?}");
+        let m = p.method;
+        assert!(
+            seen.get(m).unwrap() > clean.get(m).unwrap(),
+            "tiles {tiles:?}: {m} {clean:?} → {seen:?}"
+        );
+    }
+    // the CLI takes the mask as a PNG too, and says how much it covers
+    let png = dir.path().join("mask.png");
+    let mut px = vec![255u8; 8 * 4];
+    for y in 0..4 {
+        for x in 4..8 {
+            px[y * 8 + x] = 0;
+        }
+    }
+    std::fs::write(&png, encode_png(8, 4, PixelFormat::Gray8, &px).unwrap()).unwrap();
+    let out = dir.path().join("p.json");
+    let run = bvae(
+        dir.path(),
+        &[
+            "calibrate",
+            s(&model("dsprites.onnx")),
+            s(&dir.path().join("normal")),
+            "--mask",
+            s(&png),
+            "--fpr",
+            "0.05",
+            "-o",
+            s(&out),
+        ],
+    );
+    assert!(
+        run.ok().contains("mask: 50.0% of the frame"),
+        "{}",
+        run.ok()
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "polygons = [[[0.0, 0.0], [1.0, 1.0]]]\n").unwrap();
+    bvae(
+        dir.path(),
+        &[
+            "calibrate",
+            s(&model("dsprites.onnx")),
+            s(&dir.path().join("normal")),
+            "--mask",
+            s(&bad),
+        ],
+    )
+    .fails_with(&["polygon 0 has 2 corners"]);
 }

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::calibrate::{CalibrateOptions, calibrate};
 use crate::imageio::list_images;
+use crate::mask::Mask;
 use crate::preprocess::Fit;
 use crate::score::Method;
 use crate::tiles::Grid;
@@ -37,6 +38,12 @@ pub struct Args {
     /// set when it was trained on tiles; else the whole frame].
     #[arg(long, value_parser = crate::tiles::parse_grid)]
     pub tiles: Option<Grid>,
+    /// Leave regions of the frame out of every score and heatmap: a PNG
+    /// (stretched over the frame; dark = masked) or a TOML file of
+    /// `polygons = [[[x, y], ...]]` with corners as fractions of the frame's
+    /// width and height. The profile keeps it.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
     /// Seed of the synthetic anomalies whose detection the profile reports.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -59,6 +66,7 @@ pub fn run(args: Args) -> Result<()> {
         method: args.method,
         seed: args.seed,
         tiles: args.tiles.or(model.meta().tiles),
+        mask: args.mask.as_deref().map(Mask::load).transpose()?,
     };
     let profile = calibrate(&model, &files, &opts, |done, total| {
         pb.set_length(total as u64);
@@ -116,6 +124,12 @@ pub fn run(args: Args) -> Result<()> {
                 .collect();
             println!("{:<10} {:>6} {}", p.kind, p.count, cells.join(""));
         }
+    }
+    if let Some(mask) = &profile.mask {
+        println!(
+            "mask: {:.1}% of the frame left out of every score",
+            100.0 * mask.coverage()
+        );
     }
     if let Some(t) = &profile.tiles {
         let m = profile.method;

@@ -84,7 +84,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         _ => {
             let reference = profile.as_ref().map(|p| p.reference()).transpose()?;
-            Pipeline::new(&model, PlanKind::Full, fit, reference)?
+            let mut pipe = Pipeline::new(&model, PlanKind::Full, fit, reference)?;
+            pipe.set_mask(profile.as_ref().and_then(|p| p.mask.clone()));
+            pipe
         }
     };
     let files = expand_inputs(&args.images)?;
