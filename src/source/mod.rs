@@ -421,7 +421,12 @@ fn parse_camera(rest: &str) -> Result<SourceSpec> {
 
 /// Applies the options of a rendered scene (`what`: `synthetic` or
 /// `photos`, for errors) to `c`, and checks the result.
-fn parse_scene_options(c: &mut SyntheticConfig, opts: &[(&str, &str)], what: &str) -> Result<()> {
+fn parse_scene_options(
+    c: &mut SyntheticConfig,
+    opts: &[(&str, &str)],
+    what: &str,
+    scene_kinds: &[AnomalyKind],
+) -> Result<()> {
     let mut schedule = c.anomalies.unwrap_or_default();
     let mut anomalies = c.anomalies.is_some();
     for &(k, v) in opts {
@@ -447,9 +452,10 @@ fn parse_scene_options(c: &mut SyntheticConfig, opts: &[(&str, &str)], what: &st
             "length" => schedule.length = parse_num(k, v)?,
             "first" => schedule.first = parse_num(k, v)?,
             "start" => c.start = parse_num(k, v)?,
+            "kinds" => c.kinds = parse_kinds(v, what, scene_kinds)?,
             _ => anyhow::bail!(
                 "unknown {what} option {k:?}: expected seed, width, height, rgb, anomalies, \
-                 fps, every, length, first or start"
+                 fps, every, length, first, start or kinds"
             ),
         }
     }
@@ -457,9 +463,32 @@ fn parse_scene_options(c: &mut SyntheticConfig, opts: &[(&str, &str)], what: &st
     c.validate()
 }
 
+/// Parses `kinds=a+b+...`: anomaly kinds of the scene (`scene_kinds`), by
+/// name, each at most once.
+fn parse_kinds(v: &str, what: &str, scene_kinds: &[AnomalyKind]) -> Result<Vec<AnomalyKind>> {
+    let names = || {
+        let n: Vec<&str> = scene_kinds.iter().map(|k| k.name()).collect();
+        n.join(", ")
+    };
+    let mut kinds = vec![];
+    for name in v.split('+').map(str::trim) {
+        let Some(kind) = scene_kinds.iter().find(|k| k.name() == name) else {
+            anyhow::bail!(
+                "kinds={v}: {name:?} is not an anomaly of the {what} scene (expected some of {}, joined by +)",
+                names()
+            );
+        };
+        if kinds.contains(kind) {
+            anyhow::bail!("kinds={v}: {name} is named twice");
+        }
+        kinds.push(*kind);
+    }
+    Ok(kinds)
+}
+
 fn parse_synthetic(opts: &str) -> Result<SourceSpec> {
     let mut c = SyntheticConfig::default();
-    parse_scene_options(&mut c, &key_values(opts)?, "synthetic")?;
+    parse_scene_options(&mut c, &key_values(opts)?, "synthetic", &AnomalyKind::ALL)?;
     Ok(SourceSpec::Synthetic(c))
 }
 
@@ -487,7 +516,7 @@ fn parse_photos(rest: &str) -> Result<SourceSpec> {
         );
     }
     let mut c = PhotosConfig::new(PathBuf::from(dir));
-    parse_scene_options(&mut c.scene, &opts, "photos")?;
+    parse_scene_options(&mut c.scene, &opts, "photos", &AnomalyKind::PHOTOS)?;
     Ok(SourceSpec::Photos(c))
 }
 
@@ -741,6 +770,10 @@ mod tests {
             ("synthetic:anomalies=maybe", "expected on or off"),
             ("synthetic:width=0", "width"),
             ("synthetic:every=10,length=20", "length"),
+            (
+                "synthetic:kinds=person",
+                "not an anomaly of the synthetic scene",
+            ),
             ("synthetic:seed", "key=value"),
             ("", "unknown source kind"),
         ] {

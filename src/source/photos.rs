@@ -527,7 +527,7 @@ impl PhotoScene {
             .scene
             .anomalies
             .as_ref()?
-            .episode_in(index, &AnomalyKind::PHOTOS)
+            .episode_in(index, self.config.scene.kinds_or(&AnomalyKind::PHOTOS))
     }
 
     /// Ground truth of frame `index`: `None` for a normal frame.
@@ -595,7 +595,8 @@ impl PhotoScene {
 
         let details = ep.map(|e| (e, Details::of(c.seed, &e)));
         if let Some((e, d)) = details {
-            let variant = (e.number / AnomalyKind::PHOTOS.len() as u64) as usize;
+            let cycle = c.kinds_or(&AnomalyKind::PHOTOS).len() as u64;
+            let variant = (e.number / cycle) as usize;
             match e.kind {
                 AnomalyKind::PastedObject => {
                     let p = &self.pasted[variant % self.pasted.len()];
@@ -1098,6 +1099,36 @@ mod tests {
     }
 
     #[test]
+    fn kinds_choose_the_episodes_in_order() {
+        let spec: super::super::SourceSpec =
+            "photos:p,kinds=small_object+noise_burst,every=50,length=10,first=20"
+                .parse()
+                .unwrap();
+        let super::super::SourceSpec::Photos(c) = &spec else {
+            panic!("not photos: {spec:?}")
+        };
+        assert_eq!(
+            c.scene.kinds,
+            [AnomalyKind::SmallObject, AnomalyKind::NoiseBurst]
+        );
+        assert_eq!(
+            spec.to_string()
+                .parse::<super::super::SourceSpec>()
+                .unwrap(),
+            spec
+        );
+        let dir = photo_folder();
+        let mut cfg = config(dir.path(), 3);
+        cfg.scene.kinds = c.scene.kinds.clone();
+        let scene = PhotoScene::load(cfg).unwrap();
+        let first = scene.config().scene.anomalies.unwrap().first;
+        let every = scene.config().scene.anomalies.unwrap().every;
+        let kinds: Vec<_> = (0..4).map(|k| scene.truth(first + k * every)).collect();
+        let want = [AnomalyKind::SmallObject, AnomalyKind::NoiseBurst];
+        assert_eq!(kinds, [0, 1, 0, 1].map(|k| Some(want[k])));
+    }
+
+    #[test]
     fn rendering_reuses_the_buffers() {
         let dir = photo_folder();
         let scene = PhotoScene::load(config(dir.path(), 1)).unwrap();
@@ -1200,6 +1231,11 @@ mod tests {
             ("photos:p,zoom=2", "unknown photos option \"zoom\""),
             ("photos:p,width=8", "width=8"),
             ("photos:p,every=5,length=5", "length"),
+            (
+                "photos:p,kinds=novel_shape",
+                "not an anomaly of the photos scene",
+            ),
+            ("photos:p,kinds=person+person", "named twice"),
         ] {
             let e = format!("{:#}", bad.parse::<SourceSpec>().unwrap_err());
             assert!(e.contains(needle), "{bad}: {e}");

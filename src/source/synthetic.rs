@@ -140,6 +140,10 @@ pub struct SyntheticConfig {
     /// on frames 0 to N−1 is then watched on later frames of the same
     /// scene.
     pub start: u64,
+    /// The kinds of anomaly the schedule cycles through, in this order
+    /// (`kinds=small_object+noise_burst`); empty for every kind of the
+    /// scene, in the scene's order.
+    pub kinds: Vec<AnomalyKind>,
 }
 
 impl Default for SyntheticConfig {
@@ -153,6 +157,7 @@ impl Default for SyntheticConfig {
             anomalies: Some(AnomalySchedule::default()),
             frame_period: Some(Duration::from_nanos(1_000_000_000 / 30)),
             start: 0,
+            kinds: vec![],
         }
     }
 }
@@ -169,6 +174,16 @@ pub fn period_from_fps(fps: f64) -> Result<Option<Duration>> {
 }
 
 impl SyntheticConfig {
+    /// The kinds the schedule cycles through: [`SyntheticConfig::kinds`],
+    /// or `all` (the scene's own kinds) when none are named.
+    pub fn kinds_or<'a>(&'a self, all: &'a [AnomalyKind]) -> &'a [AnomalyKind] {
+        if self.kinds.is_empty() {
+            all
+        } else {
+            &self.kinds
+        }
+    }
+
     /// Checks the sizes and the schedule.
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [("width", self.width), ("height", self.height)] {
@@ -224,6 +239,10 @@ impl SyntheticConfig {
         }?;
         if self.start > 0 {
             write!(f, ",start={}", self.start)?;
+        }
+        if !self.kinds.is_empty() {
+            let names: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
+            write!(f, ",kinds={}", names.join("+"))?;
         }
         Ok(())
     }
@@ -394,7 +413,10 @@ impl Scene {
 
     /// The anomaly episode frame `index` belongs to, if any.
     pub fn episode_at(&self, index: u64) -> Option<Episode> {
-        self.config.anomalies.as_ref()?.episode_at(index)
+        self.config
+            .anomalies
+            .as_ref()?
+            .episode_in(index, self.config.kinds_or(&AnomalyKind::ALL))
     }
 
     /// Ground truth of frame `index`: `None` for a normal frame.
@@ -436,7 +458,7 @@ impl Scene {
         match ep.kind {
             AnomalyKind::NovelShape => {
                 if let Some(sp) = &mut s.sprites[0] {
-                    let n = (ep.number / AnomalyKind::ALL.len() as u64) % 3;
+                    let n = (ep.number / self.config.kinds_or(&AnomalyKind::ALL).len() as u64) % 3;
                     sp.shape = Shape::NOVEL[n as usize];
                 }
             }
