@@ -154,7 +154,11 @@ pub fn run(args: Args) -> Result<()> {
     let method = profile.as_ref().map_or(Method::Kl, |p| p.method);
     let kind = PlanKind::needed(method.needs_recon());
     let reference = profile.as_ref().map(|p| p.reference()).transpose()?;
-    let mut pipe = Pipeline::new(&model, kind, fit, reference.clone())?;
+    // With a tiled profile, end to end scores every tile of its grid.
+    let mut pipe = match &profile {
+        Some(p) => Pipeline::for_profile(&model, kind, p, method)?,
+        None => Pipeline::new(&model, kind, fit, reference.clone())?,
+    };
     std::hint::black_box(pipe.process(frame)?);
     let first_result_ms = load_start.elapsed().as_secs_f64() * 1e3;
 
@@ -237,7 +241,13 @@ pub fn run(args: Args) -> Result<()> {
         std::hint::black_box(scorer.score(&input, &mu, &lv, recon.as_deref()));
         Ok(())
     })?);
-    let e2e_name = format!("end to end ({w}x{h} RGB → {method} score)");
+    let e2e_name = match pipe.grid() {
+        Some(g) => format!(
+            "end to end ({w}x{h} RGB as {g} tiles → {method} score; per tile: ÷{})",
+            g.count()
+        ),
+        None => format!("end to end ({w}x{h} RGB → {method} score)"),
+    };
     stages.push(time_stage("e2e", &e2e_name, wu, n, 1, || {
         std::hint::black_box(pipe.process(frame)?);
         Ok(())

@@ -949,6 +949,12 @@ impl FrameSource for PhotosSource {
             truth: Some(truth),
         })
     }
+
+    /// Unpaced (`fps=0`), every frame reaches the loop, as for the
+    /// synthetic scene.
+    fn lossless(&self) -> bool {
+        self.config.scene.frame_period.is_none()
+    }
 }
 
 #[cfg(test)]

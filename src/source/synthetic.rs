@@ -735,6 +735,12 @@ impl FrameSource for SyntheticSource {
             truth: Some(state.truth),
         })
     }
+
+    /// Unpaced (`fps=0`), every frame reaches the loop: an evaluation run
+    /// then scores the same frames on any machine.
+    fn lossless(&self) -> bool {
+        self.scene.config.frame_period.is_none()
+    }
 }
 
 #[cfg(test)]
