@@ -809,6 +809,29 @@ mod tests {
     }
 
     #[test]
+    fn unpaced_scenes_are_lossless_and_kinds_are_kept() {
+        let paced = SyntheticSource::new(SyntheticConfig::default()).unwrap();
+        assert!(
+            !paced.lossless(),
+            "a paced scene drops stale frames like a camera"
+        );
+        let cfg = SyntheticConfig {
+            frame_period: None,
+            kinds: vec![AnomalyKind::NoiseBurst],
+            ..SyntheticConfig::default()
+        };
+        let src = SyntheticSource::new(cfg.clone()).unwrap();
+        assert!(src.lossless());
+        let s = cfg.anomalies.unwrap();
+        assert_eq!(src.scene.truth(s.first), Some(AnomalyKind::NoiseBurst));
+        assert_eq!(
+            src.scene.truth(s.first + s.every),
+            Some(AnomalyKind::NoiseBurst)
+        );
+        assert!(cfg.to_string().ends_with(",kinds=noise_burst"), "{cfg}");
+    }
+
+    #[test]
     fn pacing_keeps_the_frame_rate() {
         let mut src = SyntheticSource::new(SyntheticConfig {
             width: 32,
