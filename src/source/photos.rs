@@ -595,8 +595,7 @@ impl PhotoScene {
 
         let details = ep.map(|e| (e, Details::of(c.seed, &e)));
         if let Some((e, d)) = details {
-            let cycle = c.kinds_or(&AnomalyKind::PHOTOS).len() as u64;
-            let variant = (e.number / cycle) as usize;
+            let variant = e.round as usize;
             match e.kind {
                 AnomalyKind::PastedObject => {
                     let p = &self.pasted[variant % self.pasted.len()];

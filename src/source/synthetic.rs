@@ -44,8 +44,8 @@ const NOISE_AMPLITUDE: u8 = 80;
 
 /// When anomaly episodes happen: episode `k` covers frames
 /// `first + k·every .. first + k·every + length`, and its kind is
-/// `AnomalyKind::ALL[k % 5]` in the synthetic scene (another scene cycles
-/// through its own kinds, [`AnomalySchedule::episode_in`]).
+/// `kinds[k % kinds.len()]` for the kinds the scene cycles through
+/// ([`AnomalySchedule::episode_in`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnomalySchedule {
     /// Index of the first frame of the first episode.
@@ -76,26 +76,25 @@ pub struct Episode {
     pub kind: AnomalyKind,
     /// Its first frame.
     pub start: u64,
+    /// How many times the schedule went through all its kinds before this
+    /// episode: the scenes vary an episode's details by it.
+    pub round: u64,
 }
 
 impl AnomalySchedule {
-    /// The episode frame `index` belongs to, if any, with the kinds of
-    /// the synthetic scene ([`AnomalyKind::ALL`]).
-    pub fn episode_at(&self, index: u64) -> Option<Episode> {
-        self.episode_in(index, &AnomalyKind::ALL)
-    }
-
     /// The episode frame `index` belongs to, if any, when episode `k` is
     /// of kind `kinds[k % kinds.len()]` (`None` when `kinds` is empty).
     pub fn episode_in(&self, index: u64, kinds: &[AnomalyKind]) -> Option<Episode> {
         let since = index.checked_sub(self.first)?;
         let number = since / self.every;
         let start = self.first + number * self.every;
-        let kind = *kinds.get((number % kinds.len().max(1) as u64) as usize)?;
+        let cycle = kinds.len().max(1) as u64;
+        let kind = *kinds.get((number % cycle) as usize)?;
         (index - start < self.length).then_some(Episode {
             number,
             kind,
             start,
+            round: number / cycle,
         })
     }
 
@@ -458,8 +457,7 @@ impl Scene {
         match ep.kind {
             AnomalyKind::NovelShape => {
                 if let Some(sp) = &mut s.sprites[0] {
-                    let n = (ep.number / self.config.kinds_or(&AnomalyKind::ALL).len() as u64) % 3;
-                    sp.shape = Shape::NOVEL[n as usize];
+                    sp.shape = Shape::NOVEL[(ep.round % 3) as usize];
                 }
             }
             AnomalyKind::TwoObjects => {
@@ -754,23 +752,26 @@ mod tests {
             every: 20,
             length: 5,
         };
-        assert_eq!(s.episode_at(9), None);
+        assert_eq!(s.episode_in(9, &AnomalyKind::ALL), None);
         assert_eq!(
-            s.episode_at(10).map(|e| e.kind),
+            s.episode_in(10, &AnomalyKind::ALL).map(|e| e.kind),
             Some(AnomalyKind::NovelShape)
         );
-        assert_eq!(s.episode_at(14).map(|e| e.start), Some(10));
-        assert_eq!(s.episode_at(15), None);
         assert_eq!(
-            s.episode_at(30).map(|e| e.kind),
+            s.episode_in(14, &AnomalyKind::ALL).map(|e| e.start),
+            Some(10)
+        );
+        assert_eq!(s.episode_in(15, &AnomalyKind::ALL), None);
+        assert_eq!(
+            s.episode_in(30, &AnomalyKind::ALL).map(|e| e.kind),
             Some(AnomalyKind::TwoObjects)
         );
         assert_eq!(
-            s.episode_at(90).map(|e| e.kind),
+            s.episode_in(90, &AnomalyKind::ALL).map(|e| e.kind),
             Some(AnomalyKind::FrozenFrame)
         );
         assert_eq!(
-            s.episode_at(110).map(|e| e.kind),
+            s.episode_in(110, &AnomalyKind::ALL).map(|e| e.kind),
             Some(AnomalyKind::NovelShape)
         );
     }
