@@ -11,6 +11,7 @@ pub mod conv;
 pub mod dense;
 #[cfg(feature = "display")]
 pub mod display;
+pub mod drift;
 pub mod error;
 pub mod explain;
 pub mod frame;

@@ -342,6 +342,22 @@ impl Pipeline {
         }
     }
 
+    /// With tiles: compares tile `t`'s score `m` with `threshold` from the
+    /// next frame on (ignored without tiles, for a tile out of range or a
+    /// threshold that is not a positive number).
+    pub fn set_tile_threshold(&mut self, t: usize, m: Method, threshold: f64) {
+        let Some(tiles) = &mut self.tiles else {
+            return;
+        };
+        let i = Method::ALL.iter().position(|&x| x == m);
+        if let (Some(thr), Some(i)) = (tiles.thresholds.get_mut(t), i)
+            && threshold.is_finite()
+            && threshold > 0.0
+        {
+            thr[i] = Some(threshold);
+        }
+    }
+
     /// With tiles: the tile whose ratio to its threshold of the deciding
     /// score was highest in the last frame.
     pub fn worst_tile(&self) -> Option<usize> {

@@ -838,3 +838,113 @@ fn an_undecodable_image_is_a_frame_error_naming_it() {
     );
     assert_eq!(errors.iter().map(|e| 1 + e.3).sum::<u64>(), 3);
 }
+
+/// `--refresh`: the threshold follows normal frames that score higher
+/// than the calibration frames did, every move is a `threshold_refresh`
+/// event, the frames of an anomaly never move it, and anomaly events carry
+/// the threshold in force.
+#[test]
+fn the_threshold_follows_a_drift_but_not_an_anomaly() {
+    let (m, mut p, frames) = setup();
+    // as if the calibration frames had scored lower by `shift` than the
+    // normal frames now do: the scene has drifted
+    let calibrated = p.threshold_for(Method::Recon).unwrap();
+    let shift = 0.5 * calibrated;
+    let recon = p.scores.get_mut(&Method::Recon).unwrap();
+    for (q, v) in &mut recon.normal.quantiles {
+        if *q == 0.5 {
+            *v -= shift;
+        }
+    }
+    let mut steps: Vec<Step> = (0..120).map(Step::Frame).collect();
+    steps.extend((0..12).map(|_| Step::Garbage(64, 64, PixelFormat::Gray8)));
+    steps.extend((0..60).map(Step::Frame));
+    let mut cfg = config(&p);
+    cfg.method = Method::Recon;
+    cfg.threshold = calibrated;
+    cfg.update_interval = Duration::ZERO;
+    cfg.refresh = Some(bvae::live::refresh::RefreshConfig::new(50).unwrap());
+    assert_eq!(cfg.refresh.unwrap().every, 5);
+    let mut events: Vec<Event> = vec![];
+    run(
+        &m,
+        &p,
+        source(steps, &frames),
+        &cfg,
+        &mut events,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let mut refreshes = vec![];
+    let mut episodes = vec![];
+    let mut threshold = cfg.threshold;
+    for e in &events {
+        match e {
+            Event::ThresholdRefresh {
+                frame,
+                method,
+                window,
+                thresholds,
+                ..
+            } => {
+                assert_eq!((*method, *window, thresholds.len()), (Method::Recon, 50, 1));
+                let r = thresholds[0];
+                assert_eq!(r.tile, None);
+                assert_eq!(r.calibrated, cfg.threshold);
+                assert_eq!(r.previous, threshold, "refreshes chain");
+                assert!(r.threshold >= r.calibrated && r.threshold <= 4.0 * r.calibrated);
+                threshold = r.threshold;
+                refreshes.push((*frame, r.threshold));
+            }
+            Event::AnomalyStart(r) | Event::AnomalyUpdate(r) => {
+                assert_eq!(r.threshold, threshold, "the threshold in force");
+                if matches!(e, Event::AnomalyStart(_)) {
+                    episodes.push((r.frame, u64::MAX));
+                }
+            }
+            Event::AnomalyEnd { frame, .. } => episodes.last_mut().unwrap().1 = *frame,
+            _ => {}
+        }
+    }
+    // the first refresh comes once the window is full, then every 5
+    assert!(refreshes.len() >= 10, "{refreshes:?}");
+    assert!(refreshes[0].0 >= 50, "{refreshes:?}");
+    // the drift raised it by about the shift
+    let highest = refreshes.iter().map(|r| r.1).fold(0.0, f64::max);
+    assert!(highest > calibrated + 0.5 * shift, "{refreshes:?}");
+    // the noise frames started an episode, during which nothing moved
+    assert!(!episodes.is_empty(), "{events:?}");
+    for (start, end) in &episodes {
+        assert!(
+            !refreshes.iter().any(|(f, _)| f > start && f <= end),
+            "a refresh inside the episode {start}..{end}: {refreshes:?}"
+        );
+    }
+}
+
+/// `--refresh` is refused outside its bounds, and by name.
+#[test]
+fn a_refresh_window_out_of_bounds_is_refused() {
+    for n in [1, 49, 100_001] {
+        let e = bvae::live::refresh::RefreshConfig::new(n).unwrap_err();
+        assert!(
+            e.to_string().contains("--refresh must be 50 to 100000"),
+            "{e}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = common::bvae(
+        dir.path(),
+        &[
+            "demo",
+            "--models",
+            common::s(&common::root().join("models")),
+            "--headless",
+            "--max-frames",
+            "5",
+            "--refresh",
+            "10",
+        ],
+    );
+    run.fails_with(&["--refresh is 10 frames: expected 0 (off) or 50 to 100000"]);
+}

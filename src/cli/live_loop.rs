@@ -74,11 +74,12 @@ pub fn print_summary(s: &Summary) {
     );
     if let Some(t) = &s.truth {
         eprintln!(
-            "ground truth: detected {} of {} injected anomalies, {} false alarms ({:.2} per 1000 normal frames), mean detection delay {}",
+            "ground truth: detected {} of {} injected anomalies, {} false alarms ({:.2} per 1000 normal frames), {:.2}% of normal frames above threshold, mean detection delay {}",
             t.detected,
             t.injected,
             t.false_alarms,
             t.false_alarms_per_1000,
+            100.0 * t.normal_fpr,
             t.mean_delay_frames
                 .map_or("-".to_string(), |d| format!("{d:.1} frames"))
         );

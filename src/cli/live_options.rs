@@ -18,7 +18,9 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::calibrate::Profile;
+use crate::drift::{MAX_WINDOW, MIN_WINDOW};
 use crate::live::LiveConfig;
+use crate::live::refresh::RefreshConfig;
 use crate::live::snapshot::SnapshotConfig;
 use crate::model::MAX_THREADS;
 use crate::score::Method;
@@ -108,6 +110,12 @@ options! {
         // 32-bit boards too, not a type error.
         #[arg(long, value_name = "N")]
         pub threads: Option<u64>,
+        /// Let the deciding score's threshold (each tile's, with tiles) follow
+        /// the slow drift of the last N frames judged normal, refreshed every
+        /// N/10 of them and logged as `threshold_refresh` events; 0 = off
+        /// [default: 0].
+        #[arg(long, value_name = "N")]
+        pub refresh: Option<u64>,
     }
 }
 
@@ -173,7 +181,8 @@ fn secs(what: &str, v: f64) -> Result<Duration> {
 impl LiveOptions {
     /// Checks every value that is given, naming it as `origin` spells it:
     /// seconds finite, ≥ 0 and at most [`MAX_SECONDS`], threads 1 to
-    /// [`MAX_THREADS`], a snapshot budget > 0.
+    /// [`MAX_THREADS`], a snapshot budget > 0, a refresh window of 0 or
+    /// [`MIN_WINDOW`] to [`MAX_WINDOW`] frames.
     pub fn check(&self, origin: Origin) -> Result<()> {
         for (key, v) in [
             ("stall_timeout", self.stall_timeout),
@@ -195,6 +204,15 @@ impl LiveOptions {
                 }
                 Origin::File => {}
             }
+        }
+        if let Some(n) = self.refresh
+            && n != 0
+            && !(MIN_WINDOW as u64..=MAX_WINDOW as u64).contains(&n)
+        {
+            bail!(
+                "{} is {n} frames: expected 0 (off) or {MIN_WINDOW} to {MAX_WINDOW}",
+                origin.name("refresh")
+            );
         }
         if let Some(mb) = self.snapshot_budget_mb
             && !(mb.is_finite() && mb > 0.0)
@@ -239,6 +257,10 @@ impl LiveOptions {
         if let Some(v) = self.update_interval {
             c.update_interval = secs(&name("update_interval"), v)?;
         }
+        c.refresh = match self.refresh {
+            None | Some(0) => None,
+            Some(n) => Some(RefreshConfig::new(n as usize)?),
+        };
         c.max_frames = self.max_frames;
         c.max_duration = self
             .duration

@@ -131,6 +131,12 @@ impl Analyser {
         &self.pipe
     }
 
+    /// With tiles: compares tile `t`'s score `m` with `threshold` from the
+    /// next frame on ([`Pipeline::set_tile_threshold`]).
+    pub fn set_tile_threshold(&mut self, t: usize, m: Method, threshold: f64) {
+        self.pipe.set_tile_threshold(t, m, threshold);
+    }
+
     /// The results of the last frame scored.
     pub fn result(&self) -> Result<FrameResult<'_>> {
         let p = &self.pipe;

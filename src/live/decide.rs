@@ -223,6 +223,19 @@ impl Decider {
         }
     }
 
+    /// The threshold the deciding score is compared with.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// Compares the deciding score with `threshold` from the next frame on
+    /// (`--refresh`; a threshold that is not a positive number is ignored).
+    pub fn set_threshold(&mut self, threshold: f64) {
+        if threshold.is_finite() && threshold > 0.0 {
+            self.threshold = threshold;
+        }
+    }
+
     /// Whether an episode is running.
     pub fn in_episode(&self) -> bool {
         self.hysteresis.episode().is_some()

@@ -76,6 +76,24 @@ pub struct TileReport {
     pub ratio: f64,
 }
 
+/// One threshold of a `threshold_refresh` event.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RefreshedThreshold {
+    /// With tiles: the tile (absent for the whole frame).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tile: Option<usize>,
+    /// The new threshold.
+    pub threshold: f64,
+    /// The threshold until now.
+    pub previous: f64,
+    /// The calibrated threshold.
+    pub calibrated: f64,
+    /// Median of the score over the recent normal frames.
+    pub median: f64,
+    /// Its median over the calibration frames.
+    pub calibrated_median: f64,
+}
+
 /// One event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -122,6 +140,22 @@ pub enum Event {
         frame: u64,
         /// How long no frame came, in seconds.
         down_s: f64,
+    },
+    /// The threshold moved with the drift of recent normal frames
+    /// (`--refresh`, [`crate::drift`]).
+    ThresholdRefresh {
+        /// Wall-clock time.
+        time: String,
+        /// Seconds since start.
+        t: f64,
+        /// Frame after which the new thresholds hold.
+        frame: u64,
+        /// The score whose threshold moved.
+        method: Method,
+        /// Normal frames the refresh was computed from.
+        window: usize,
+        /// The whole frame's threshold, or one per tile.
+        thresholds: Vec<RefreshedThreshold>,
     },
     /// A snapshot of an anomalous frame was written (`--snapshots DIR`).
     Snapshot {

@@ -20,6 +20,7 @@ pub mod decide;
 pub mod events;
 pub mod failures;
 pub mod observe;
+pub mod refresh;
 pub mod slot;
 pub mod snapshot;
 pub mod stats;
@@ -37,14 +38,15 @@ use crate::calibrate::Profile;
 use crate::explain::deviations;
 use crate::frame::Frame;
 use crate::model::{Model, PlanKind};
-use crate::score::Method;
+use crate::score::{Method, Scores};
 use crate::source::{FrameInfo, FrameSource};
 use analyse::{Analyser, Analysis};
 use capture::{Backoff, spawn_capture};
 use decide::{Decider, Decision, Episode, Report, Transition};
-use events::{AnomalyReport, Event, EventSink, TileReport, now_rfc3339};
+use events::{AnomalyReport, Cause, Event, EventSink, TileReport, now_rfc3339};
 use failures::{FrameError, FrameFailures};
 use observe::{Control, FrameView, Observer};
+use refresh::{RefreshConfig, Refresher};
 use slot::{FrameSlot, Take};
 use stats::Stats;
 pub use truth::TruthSummary;
@@ -90,13 +92,16 @@ pub struct LiveConfig {
     /// Least time between two `frame_error` events of one stage (failures
     /// in between are counted, not reported one by one).
     pub frame_error_interval: Duration,
+    /// Thresholds that follow the drift of recent normal frames (`None`:
+    /// the calibrated ones throughout).
+    pub refresh: Option<RefreshConfig>,
 }
 
 impl LiveConfig {
     /// Defaults for a profile: its method and threshold, enter after 3
     /// frames, leave after 5, frozen after 15 identical frames, camera lost
     /// after 2 s, stats every 5 s, updates at most every second, frame
-    /// errors at most every 5 s per stage.
+    /// errors at most every 5 s per stage, no threshold refresh.
     pub fn for_profile(profile: &Profile) -> LiveConfig {
         LiveConfig {
             method: profile.method,
@@ -114,6 +119,7 @@ impl LiveConfig {
             max_duration: None,
             backoff: Backoff::default(),
             frame_error_interval: FRAME_ERROR_INTERVAL,
+            refresh: None,
         }
     }
 }
@@ -184,6 +190,10 @@ pub fn run_with(
     let needs_recon = needs_map || observers.iter().any(|o| o.needs_recon());
     let kind = PlanKind::needed(cfg.method.needs_recon() || needs_recon);
     let analyser = Analyser::new(model, profile, kind, cfg.method, needs_map)?;
+    let refresher = cfg
+        .refresh
+        .map(|r| Refresher::new(profile, cfg.method, cfg.threshold, r))
+        .transpose()?;
     // A source slower than the stall timeout (a 1 fps camera, a slow
     // video) is not stalled between its frames.
     let stall_timeout = source.frame_period().map_or(cfg.stall_timeout, |p| {
@@ -204,6 +214,7 @@ pub fn run_with(
         frame: Frame::empty(),
         analyser,
         decider: Decider::new(cfg, start),
+        refresher,
         watchdog: Watchdog::new(stall_timeout, cfg.backoff, start),
         stats: Stats::new(cfg.stats_interval, start),
         failures: FrameFailures::new(cfg.frame_error_interval),
@@ -232,6 +243,8 @@ struct Loop<'a> {
     frame: Frame,
     analyser: Analyser,
     decider: Decider,
+    /// `--refresh`: the thresholds' drift.
+    refresher: Option<Refresher>,
     watchdog: Watchdog,
     stats: Stats,
     failures: FrameFailures,
@@ -340,6 +353,9 @@ impl Loop<'_> {
         if let Transition::End(ep) = d.transition {
             sink.emit(&end_event(&ep, info.index, self.t()))?;
         }
+        if d.cause == Cause::Score && !self.decider.in_episode() {
+            self.refresh(info.index, &scores, sink)?;
+        }
         if observers.is_empty() {
             return Ok(Control::Continue);
         }
@@ -351,7 +367,7 @@ impl Loop<'_> {
             profile: self.profile,
             method: self.cfg.method,
             score: d.score,
-            threshold: self.cfg.threshold,
+            threshold: self.decider.threshold(),
             ratio: d.ratio,
             transition: d.transition,
             in_episode: self.decider.in_episode(),
@@ -368,6 +384,36 @@ impl Loop<'_> {
         Ok(control)
     }
 
+    /// `--refresh`: adds normal frame `index` (scored `scores`) to the
+    /// recent normal frames, and applies and logs the thresholds a due
+    /// refresh gives.
+    fn refresh(&mut self, index: u64, scores: &Scores, sink: &mut dyn EventSink) -> Result<()> {
+        let t = self.t();
+        let Some(r) = self.refresher.as_mut() else {
+            return Ok(());
+        };
+        let (method, window) = (r.method(), r.window());
+        let new = r.push(scores, self.analyser.pipeline().tile_scores());
+        if new.is_empty() {
+            return Ok(());
+        }
+        for n in new {
+            match n.tile {
+                Some(tile) => self.analyser.set_tile_threshold(tile, method, n.threshold),
+                None => self.decider.set_threshold(n.threshold),
+            }
+        }
+        let event = Event::ThresholdRefresh {
+            time: now_rfc3339(),
+            t,
+            frame: index,
+            method,
+            window,
+            thresholds: new.to_vec(),
+        };
+        sink.emit(&event)
+    }
+
     /// The `anomaly_start` / `anomaly_update` report of frame `index`.
     fn report(&self, index: u64, d: &Decision) -> Result<AnomalyReport> {
         let r = self.analyser.result()?;
@@ -378,7 +424,7 @@ impl Loop<'_> {
             frame: index,
             method: self.cfg.method,
             score: d.score,
-            threshold: self.cfg.threshold,
+            threshold: self.decider.threshold(),
             ratio: d.ratio,
             peak_ratio: d.peak_ratio,
             cause: d.cause,

@@ -43,6 +43,11 @@ pub struct TruthSummary {
     pub normal_frames: u64,
     /// False alarms per 1000 normal frames.
     pub false_alarms_per_1000: f64,
+    /// Normal frames whose deciding score was above its threshold.
+    pub normal_above: u64,
+    /// Their share of the normal frames: the false-positive rate per frame
+    /// that the profile's `fpr` is set for.
+    pub normal_fpr: f64,
     /// Mean frames from an episode's first frame to its detection.
     pub mean_delay_frames: Option<f64>,
     /// (injected, detected) per anomaly kind.
@@ -57,6 +62,7 @@ pub struct Truth {
     episodes: Vec<TruthEpisode>,
     open: Option<usize>,
     normal_frames: u64,
+    normal_above: u64,
     false_alarms: usize,
     /// Frames after an episode's end during which an alarm still counts
     /// as its detection.
@@ -82,13 +88,14 @@ impl Truth {
     }
 
     /// Records the ground truth of frame `index` (nothing when the source
-    /// does not know it).
-    pub fn record(&mut self, index: u64, truth: Option<Option<AnomalyKind>>) {
+    /// does not know it), whose deciding score was `above` its threshold.
+    pub fn record(&mut self, index: u64, truth: Option<Option<AnomalyKind>>, above: bool) {
         let Some(t) = truth else { return };
         self.seen = true;
         match t {
             None => {
                 self.normal_frames += 1;
+                self.normal_above += above as u64;
                 self.open = None;
             }
             Some(kind) => match self.open {
@@ -164,6 +171,8 @@ impl Truth {
             } else {
                 0.0
             },
+            normal_above: self.normal_above,
+            normal_fpr: self.normal_above as f64 / self.normal_frames.max(1) as f64,
             mean_delay_frames: (!delays.is_empty())
                 .then(|| delays.iter().sum::<f64>() / delays.len() as f64),
             per_kind,
@@ -174,7 +183,9 @@ impl Truth {
 
 impl Observer for Truth {
     fn frame(&mut self, view: &FrameView<'_>, _sink: &mut dyn EventSink) -> Result<Control> {
-        self.record(view.index, view.truth);
+        // a frozen frame's ratio is set, not scored: only the score counts
+        let above = view.score > view.threshold;
+        self.record(view.index, view.truth, above);
         if view.transition == Transition::Start {
             self.alarm(view.index);
         }
@@ -183,7 +194,7 @@ impl Observer for Truth {
 
     fn failed(&mut self, info: &FrameInfo, _sink: &mut dyn EventSink) -> Result<()> {
         // The frame was shown to the detector; its truth counts.
-        self.record(info.index, info.truth);
+        self.record(info.index, info.truth, false);
         Ok(())
     }
 }
@@ -194,7 +205,7 @@ mod tests {
 
     fn run(truth: &mut Truth, frames: &[(u64, Option<AnomalyKind>)], alarms: &[u64]) {
         for &(i, t) in frames {
-            truth.record(i, Some(t));
+            truth.record(i, Some(t), alarms.contains(&i));
             if alarms.contains(&i) {
                 truth.alarm(i);
             }
@@ -217,6 +228,9 @@ mod tests {
         assert_eq!((s.injected, s.detected, s.false_alarms), (2, 2, 1));
         assert_eq!(s.normal_frames, 90);
         assert!((s.false_alarms_per_1000 - 1000.0 / 90.0).abs() < 1e-9);
+        // the frames alarmed at are above: 46 and 80 are normal ones
+        assert_eq!(s.normal_above, 2);
+        assert!((s.normal_fpr - 2.0 / 90.0).abs() < 1e-12);
         assert_eq!(s.mean_delay_frames, Some((3.0 + 6.0) / 2.0));
         assert_eq!(s.per_kind["occlusion"], (1, 1));
         assert_eq!(s.episodes[0].end_frame, 14);
@@ -225,7 +239,7 @@ mod tests {
     #[test]
     fn a_source_without_truth_gives_no_summary() {
         let mut t = Truth::new(5);
-        t.record(0, None);
+        t.record(0, None, true);
         t.alarm(0);
         assert_eq!(t.summary(), None);
     }
