@@ -1,7 +1,8 @@
 //! `--refresh`: the deciding score's threshold follows the slow drift of
 //! the frames the loop judges normal ([`crate::drift`]), the whole
 //! frame's or, with tiles, each tile's own, and every move is logged as a
-//! `threshold_refresh` event.
+//! `threshold_refresh` event (a refresh that leaves every threshold where
+//! it was logs nothing).
 //!
 //! A frame counts as normal when no episode runs and it is not frozen:
 //! the frames of an anomaly never move the threshold, so an object left
@@ -103,8 +104,9 @@ impl Refresher {
     }
 
     /// Adds a normal frame: `frame` its scores without tiles, `tiles` each
-    /// tile's own with tiles. Returns the new thresholds when a refresh
-    /// was due (one per tile, in tile order, with tiles).
+    /// tile's own with tiles. Returns the thresholds that a refresh due at
+    /// this frame moved (with tiles, those of the tiles it moved, in tile
+    /// order); none when it left them where they were.
     pub fn push(&mut self, frame: &Scores, tiles: Option<&[Scores]>) -> &[RefreshedThreshold] {
         self.out.clear();
         let m = self.method;
@@ -112,14 +114,14 @@ impl Refresher {
         match (self.tiled, tiles) {
             (true, Some(tiles)) => {
                 for (t, (d, s)) in self.units.iter_mut().zip(tiles).enumerate() {
-                    if let Some(r) = d.push(value(s)) {
+                    if let Some(r) = d.push(value(s)).filter(moved) {
                         self.out.push(refreshed(Some(t), d, r));
                     }
                 }
             }
             (false, _) => {
                 if let Some(d) = self.units.first_mut()
-                    && let Some(r) = d.push(value(frame))
+                    && let Some(r) = d.push(value(frame)).filter(moved)
                 {
                     self.out.push(refreshed(None, d, r));
                 }
@@ -128,6 +130,11 @@ impl Refresher {
         }
         &self.out
     }
+}
+
+/// Whether a refresh changed the threshold.
+fn moved(r: &crate::drift::Refresh) -> bool {
+    r.threshold != r.previous
 }
 
 fn refreshed(tile: Option<usize>, d: &Drift, r: crate::drift::Refresh) -> RefreshedThreshold {
