@@ -153,12 +153,23 @@ fn run_scripted(
     steps: Vec<Step>,
     frames: &[Frame],
 ) -> (bvae::live::Summary, Vec<Event>) {
+    run_scripted_with(m, p, steps, frames, &config(p))
+}
+
+/// Runs the loop on a scripted source with configuration `cfg`.
+fn run_scripted_with(
+    m: &Model,
+    p: &Profile,
+    steps: Vec<Step>,
+    frames: &[Frame],
+    cfg: &LiveConfig,
+) -> (bvae::live::Summary, Vec<Event>) {
     let mut events: Vec<Event> = vec![];
     let s = run(
         m,
         p,
         source(steps, frames),
-        &config(p),
+        cfg,
         &mut events,
         &AtomicBool::new(false),
     )
@@ -765,16 +776,7 @@ fn frame_errors_come_at_most_once_per_interval() {
     steps.extend((2..4).map(Step::Frame));
     let mut cfg = config(&p);
     cfg.frame_error_interval = Duration::from_millis(150);
-    let mut events: Vec<Event> = vec![];
-    let s = run(
-        &m,
-        &p,
-        source(steps, &frames),
-        &cfg,
-        &mut events,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let (s, events) = run_scripted_with(&m, &p, steps, &frames, &cfg);
     let errors = frame_errors(&events);
     assert!(errors.iter().all(|e| e.0 == "score"), "{errors:?}");
     // 120 frames of 5 ms or more: at least 600 ms, so several periods
@@ -865,16 +867,7 @@ fn the_threshold_follows_a_drift_but_not_an_anomaly() {
     cfg.update_interval = Duration::ZERO;
     cfg.refresh = Some(bvae::live::refresh::RefreshConfig::new(50).unwrap());
     assert_eq!(cfg.refresh.unwrap().every, 5);
-    let mut events: Vec<Event> = vec![];
-    run(
-        &m,
-        &p,
-        source(steps, &frames),
-        &cfg,
-        &mut events,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let (_, events) = run_scripted_with(&m, &p, steps, &frames, &cfg);
     let mut refreshes = vec![];
     let mut episodes = vec![];
     let mut threshold = cfg.threshold;

@@ -154,7 +154,8 @@ pub enum Event {
         method: Method,
         /// Normal frames the refresh was computed from.
         window: usize,
-        /// The whole frame's threshold, or one per tile.
+        /// The thresholds that moved: the whole frame's, or those of the
+        /// tiles whose threshold moved.
         thresholds: Vec<RefreshedThreshold>,
     },
     /// A snapshot of an anomalous frame was written (`--snapshots DIR`).

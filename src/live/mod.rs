@@ -388,7 +388,6 @@ impl Loop<'_> {
     /// recent normal frames, and applies and logs the thresholds a due
     /// refresh gives.
     fn refresh(&mut self, index: u64, scores: &Scores, sink: &mut dyn EventSink) -> Result<()> {
-        let t = self.t();
         let Some(r) = self.refresher.as_mut() else {
             return Ok(());
         };
@@ -403,13 +402,14 @@ impl Loop<'_> {
                 None => self.decider.set_threshold(n.threshold),
             }
         }
+        let thresholds = new.to_vec();
         let event = Event::ThresholdRefresh {
             time: now_rfc3339(),
-            t,
+            t: self.t(),
             frame: index,
             method,
             window,
-            thresholds: new.to_vec(),
+            thresholds,
         };
         sink.emit(&event)
     }

@@ -43,7 +43,7 @@ impl RefreshConfig {
 #[derive(Debug, Clone)]
 pub struct Refresher {
     method: Method,
-    tiled: bool,
+    /// The whole frame's, or one per tile.
     units: Vec<Drift>,
     out: Vec<RefreshedThreshold>,
 }
@@ -87,7 +87,6 @@ impl Refresher {
             .collect::<Result<Vec<_>>>()?;
         Ok(Refresher {
             method,
-            tiled: profile.tiles.is_some(),
             out: Vec::with_capacity(units.len()),
             units,
         })
@@ -104,29 +103,28 @@ impl Refresher {
     }
 
     /// Adds a normal frame: `frame` its scores without tiles, `tiles` each
-    /// tile's own with tiles. Returns the thresholds that a refresh due at
+    /// tile's own with tiles (the pipeline of the same profile gives them). Returns the thresholds that a refresh due at
     /// this frame moved (with tiles, those of the tiles it moved, in tile
     /// order); none when it left them where they were.
     pub fn push(&mut self, frame: &Scores, tiles: Option<&[Scores]>) -> &[RefreshedThreshold] {
         self.out.clear();
         let m = self.method;
         let value = |s: &Scores| s.get(m).unwrap_or(f32::NAN);
-        match (self.tiled, tiles) {
-            (true, Some(tiles)) => {
+        match tiles {
+            Some(tiles) => {
                 for (t, (d, s)) in self.units.iter_mut().zip(tiles).enumerate() {
                     if let Some(r) = d.push(value(s)).filter(moved) {
                         self.out.push(refreshed(Some(t), d, r));
                     }
                 }
             }
-            (false, _) => {
+            None => {
                 if let Some(d) = self.units.first_mut()
                     && let Some(r) = d.push(value(frame)).filter(moved)
                 {
                     self.out.push(refreshed(None, d, r));
                 }
             }
-            (true, None) => {}
         }
         &self.out
     }
