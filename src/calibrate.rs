@@ -260,6 +260,54 @@ pub struct Profile {
     /// scores as the calibration did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<Mask>,
+    /// The camera's sensor-noise check (absent in profiles of older
+    /// versions and when `--noise-factor 0` turned it off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseCalibration>,
+}
+
+/// The sensor-noise check of a profile ([`crate::noise`]): a frame whose
+/// noise is above `threshold` is anomalous whatever its score, as a frozen
+/// one is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseCalibration {
+    /// The noise σ (fraction of full scale) of the normal frames.
+    pub normal: Summary,
+    /// How many times the noisiest normal frame's σ a frame may reach.
+    pub factor: f64,
+    /// The σ above which a frame is too noisy: `factor` × the normal
+    /// frames' largest, and at least [`MIN_NOISE_THRESHOLD`].
+    pub threshold: f64,
+}
+
+/// Default of `calibrate --noise-factor`: a frame fails the noise check
+/// above twice the noise of the noisiest normal frame. Normal sensor noise
+/// varies little (on the photos scene every normal frame measured
+/// σ = 0.0078) and a failing or jammed sensor is far above it (a burst of
+/// σ = 0.15 measured 0.126–0.133).
+pub const DEFAULT_NOISE_FACTOR: f64 = 2.0;
+
+/// Lowest noise threshold, σ as a fraction of full scale (about 5 gray
+/// levels): a camera whose frames carry no measurable noise (a test
+/// pattern, strong compression) must not flag the first speck of it.
+pub const MIN_NOISE_THRESHOLD: f64 = 0.02;
+
+impl NoiseCalibration {
+    /// The check for the noise `sigmas` of normal frames, at `factor` (> 0).
+    pub fn new(sigmas: &[f64], factor: f64) -> Result<NoiseCalibration> {
+        ensure!(
+            factor.is_finite() && factor > 0.0,
+            "the noise factor must be a positive number, found {factor}"
+        );
+        let normal = Summary::of(sigmas).context("summarising the frames' noise")?;
+        let threshold = (factor * normal.max).max(MIN_NOISE_THRESHOLD);
+        Ok(NoiseCalibration {
+            normal,
+            factor,
+            threshold,
+        })
+    }
 }
 
 /// The tiles of a tiled profile.
@@ -286,6 +334,9 @@ pub struct ProbeDetection {
     pub count: usize,
     /// Fraction flagged, per score.
     pub detected: BTreeMap<Method, f64>,
+    /// Fraction the sensor-noise check flagged (absent without the check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_check: Option<f64>,
 }
 
 /// Most kinds of probe a profile may report.
@@ -469,6 +520,15 @@ impl Profile {
         }
         if let Err(e) = Mahalanobis::new(&p.latent.gaussian) {
             return Err(invalid(format!("latent covariance unusable: {e}")));
+        }
+        if let Some(n) = &p.noise
+            && !(n.threshold.is_finite() && n.threshold > 0.0)
+        {
+            return Err(invalid(format!(
+                "the noise threshold must be a positive number, found {}; run `bvae calibrate` \
+                 again for this model",
+                n.threshold
+            )));
         }
         if let Err(e) = p.reference() {
             return Err(invalid(format!(
@@ -887,6 +947,9 @@ pub struct CalibrateOptions {
     pub tiles: Option<Grid>,
     /// Leave these regions of the frame out of every score.
     pub mask: Option<Mask>,
+    /// The sensor-noise check's factor over the noisiest normal frame
+    /// ([`NoiseCalibration`]); 0 leaves the check out.
+    pub noise_factor: f64,
 }
 
 /// What part of each frame one calibration fits.
@@ -916,6 +979,7 @@ impl View {
             }
         };
         p.set_mask(opts.mask.clone());
+        p.measure_noise(opts.noise_factor > 0.0);
         Ok(p)
     }
 
@@ -987,8 +1051,10 @@ pub fn calibrate(
     let mut report = |done: usize, total: usize| progress(step.get() * total + done, views * total);
     let (mut shared, _) = calibrate_view(model, files, opts, View::Pooled(grid), &mut report)?;
     let method = opts.method.unwrap_or(shared.method);
+    // the frame's noise is checked once, by the shared profile
     let forced = CalibrateOptions {
         method: Some(method),
+        noise_factor: 0.0,
         ..opts.clone()
     };
     let mut tiles = Vec::with_capacity(grid.count());
@@ -1077,6 +1143,7 @@ fn calibrate_view(
     );
     let mut pixel_scores: BTreeMap<Method, Vec<f64>> = BTreeMap::new();
     let mut mus: Vec<Vec<f64>> = Vec::with_capacity(n);
+    let mut sigmas: Vec<f64> = Vec::with_capacity(n);
     let probe_every = n.div_ceil(n.min(MAX_PROBES));
     let mut probes: Vec<usize> = vec![];
     for (i, f) in files.iter().enumerate() {
@@ -1089,6 +1156,7 @@ fn calibrate_view(
             pixel_scores.entry(m).or_default().push(v as f64);
         }
         mus.push(pipe.mu()?.iter().map(|&v| v as f64).collect());
+        sigmas.extend(s.noise.map(f64::from));
         let (x, r) = (
             pipe.input()?,
             pipe.recon()?
@@ -1139,6 +1207,10 @@ fn calibrate_view(
     reference.pixel = Some(by_all);
     let thresholds = thresholds_of(&normal, opts.fpr);
     let held_out = held_out_fpr(&mus, &pixel_earlier, opts.fpr)?;
+    let noise = match sigmas.len() {
+        0 => None,
+        _ => Some(NoiseCalibration::new(&sigmas, opts.noise_factor)?),
+    };
 
     // Synthetic anomalies, made on the camera frame before preprocessing;
     // a CutPaste probe takes its patch from the previous probe's frame.
@@ -1146,6 +1218,7 @@ fn calibrate_view(
     let kinds = ProbeKind::ALL.len();
     let mut detected = vec![BTreeMap::<Method, usize>::new(); kinds];
     let mut counts = vec![0usize; kinds];
+    let mut noisy = vec![0usize; kinds];
     let mut pipe = view.pipeline(model, opts, Some(reference))?;
     let mut donor = crate::imageio::load_image(&files[probes[probes.len() - 1]])?;
     for (k, &i) in probes.iter().enumerate() {
@@ -1166,6 +1239,9 @@ fn calibrate_view(
             .process(frame.as_ref())
             .with_context(|| format!("scoring a probe made of {}", files[i].display()))?;
         counts[kind] += 1;
+        if let (Some(sigma), Some(n)) = (s.noise, &noise) {
+            noisy[kind] += (sigma as f64 > n.threshold) as usize;
+        }
         for m in Method::ALL {
             if let (Some(v), Some(t)) = (s.get(m), thresholds.get(&m))
                 && v as f64 > *t
@@ -1193,8 +1269,9 @@ fn calibrate_view(
         .iter()
         .zip(&counts)
         .zip(&detected)
-        .filter(|((_, c), _)| **c > 0)
-        .map(|((kind, &count), d)| ProbeDetection {
+        .zip(&noisy)
+        .filter(|(((_, c), _), _)| **c > 0)
+        .map(|(((kind, &count), d), &noisy)| ProbeDetection {
             kind: kind.name().to_string(),
             count,
             detected: Method::ALL
@@ -1202,6 +1279,7 @@ fn calibrate_view(
                 .filter(|m| normal.contains_key(m))
                 .map(|&m| (m, *d.get(&m).unwrap_or(&0) as f64 / count as f64))
                 .collect(),
+            noise_check: noise.as_ref().map(|_| noisy as f64 / count as f64),
         })
         .collect();
     let table: Vec<String> = Method::ALL
@@ -1264,6 +1342,7 @@ fn calibrate_view(
         warnings,
         tiles: None,
         mask: opts.mask.clone(),
+        noise,
     };
     Ok((profile, normal))
 }
@@ -1271,6 +1350,20 @@ fn calibrate_view(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_noise_threshold_is_a_factor_over_the_noisiest_normal_frame_with_a_floor() {
+        let n = NoiseCalibration::new(&[0.010, 0.012, 0.011], 2.0).unwrap();
+        assert!((n.threshold - 0.024).abs() < 1e-12, "{}", n.threshold);
+        assert_eq!(n.normal.count, 3);
+        // frames without measurable noise: the floor
+        let quiet = NoiseCalibration::new(&[0.0, 0.001], 2.0).unwrap();
+        assert_eq!(quiet.threshold, MIN_NOISE_THRESHOLD);
+        assert!(NoiseCalibration::new(&[0.01], 0.0).is_err());
+        assert!(NoiseCalibration::new(&[0.01], f64::NAN).is_err());
+        assert!(NoiseCalibration::new(&[], 2.0).is_err());
+        assert!(NoiseCalibration::new(&[f64::INFINITY], 2.0).is_err());
+    }
 
     #[test]
     fn the_combined_score_is_the_default_while_its_threshold_holds_later() {

@@ -21,6 +21,7 @@ pub mod live;
 pub mod mask;
 pub mod meta;
 pub mod model;
+pub mod noise;
 pub mod pipeline;
 pub mod preprocess;
 pub mod probe;

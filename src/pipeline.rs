@@ -7,6 +7,7 @@ use crate::frame::FrameRef;
 use crate::mask::{MASK_FILL, Mask};
 use crate::meta::ModelSpec;
 use crate::model::{Model, PlanKind, Session};
+use crate::noise::NoiseMeter;
 use crate::preprocess::{Fit, Preprocessor};
 use crate::reference::Reference;
 use crate::score::{Method, Scorer, Scores, pixel_map};
@@ -29,6 +30,8 @@ pub struct Pipeline {
     map_current: bool,
     tiles: Option<Tiles>,
     mask: Option<Masking>,
+    /// Measures each frame's sensor noise into [`Scores::noise`], when on.
+    noise: Option<NoiseMeter>,
 }
 
 /// The mask side of a pipeline: the mask, its pixels in the preprocessed
@@ -94,6 +97,7 @@ impl Pipeline {
             map_current: false,
             tiles: None,
             mask: None,
+            noise: None,
         })
     }
 
@@ -174,7 +178,15 @@ impl Pipeline {
             }
         };
         pipe.set_mask(profile.mask.clone());
+        pipe.measure_noise(profile.noise.is_some());
         Ok(pipe)
+    }
+
+    /// Whether [`Pipeline::process`] measures each frame's sensor noise
+    /// into [`Scores::noise`] ([`crate::noise`]; the profile's noise check
+    /// turns it on).
+    pub fn measure_noise(&mut self, on: bool) {
+        self.noise = on.then(NoiseMeter::new);
     }
 
     /// Chooses the tile a [`Pipeline::tile_view`] sees (ignored by other
@@ -192,8 +204,16 @@ impl Pipeline {
         self.tiles.as_ref().map(|t| t.cutter.grid())
     }
 
-    /// Preprocesses, encodes and scores one frame.
+    /// Preprocesses, encodes and scores one frame (and measures its sensor
+    /// noise, when [`Pipeline::measure_noise`] is on).
     pub fn process(&mut self, frame: FrameRef<'_>) -> Result<Scores> {
+        let mut s = self.encode_and_score(frame)?;
+        s.noise = self.noise.as_mut().map(|m| m.measure(frame));
+        Ok(s)
+    }
+
+    /// [`Pipeline::process`] but for the noise.
+    fn encode_and_score(&mut self, frame: FrameRef<'_>) -> Result<Scores> {
         self.map_current = false;
         let image = {
             let s = self.image_spec();

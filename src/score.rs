@@ -270,6 +270,12 @@ pub struct Scores {
     pub pixel: Option<f32>,
     /// Sum of standardised scores.
     pub combined: Option<f32>,
+    /// The camera frame's sensor noise, σ as a fraction of full scale
+    /// ([`crate::noise`]): not a score of the model, a check of the camera,
+    /// measured when the pipeline's profile has a noise threshold (or
+    /// calibration asks for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<f32>,
 }
 
 impl Scores {
@@ -345,6 +351,7 @@ impl Scorer {
             knn: None,
             pixel: None,
             combined: None,
+            noise: None,
         };
         if let Some(r) = &mut self.reference {
             r.score(x, mu, recon, &mut s);

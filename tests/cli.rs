@@ -2,6 +2,7 @@
 
 mod common;
 
+use bvae::imageio::{encode_png, load_image};
 use common::{bvae, data, model, s};
 use serde_json::Value;
 
@@ -192,6 +193,54 @@ fn score_without_calibration_reports_every_score_but_latent() {
     assert!(v["scores"]["kl"].as_f64().unwrap() >= 0.0);
     assert!(v["scores"]["latent"].is_null());
     assert!(v["decision"].is_null());
+}
+
+/// `bvae score` applies the profile's sensor-noise check to the image as
+/// it was read: a normal sprite passes it, the same sprite under heavy
+/// noise is anomalous by it, with the noise in the decision.
+#[test]
+fn score_applies_the_noise_check_of_the_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = load_image(&data("dsprites_normal").join("0000.png")).unwrap();
+    let mut noisy = clean.clone();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for v in noisy.data.iter_mut() {
+        // ±48 gray levels, uniform (σ ≈ 28, 11% of full scale)
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *v = (*v as i32 + (state % 97) as i32 - 48).clamp(0, 255) as u8;
+    }
+    let png = encode_png(
+        noisy.width as u32,
+        noisy.height as u32,
+        noisy.format,
+        &noisy.data,
+    )
+    .unwrap();
+    let noisy_path = dir.path().join("noisy.png");
+    std::fs::write(&noisy_path, png).unwrap();
+    let decide = |img: &std::path::Path| -> Value {
+        let run = bvae(
+            dir.path(),
+            &[
+                "score",
+                s(&model("dsprites.onnx")),
+                s(img),
+                "-c",
+                s(&model("dsprites.calibration.json")),
+                "--json",
+            ],
+        );
+        let v: Value = serde_json::from_str(run.ok().trim()).unwrap();
+        v["decision"].clone()
+    };
+    let calm = decide(&data("dsprites_normal").join("0000.png"));
+    let loud = decide(&noisy_path);
+    let sigma = |d: &Value| d["noise"]["sigma"].as_f64().unwrap();
+    let limit = calm["noise"]["threshold"].as_f64().unwrap();
+    assert!(sigma(&calm) < limit, "{calm}");
+    assert!(sigma(&loud) > limit && loud["anomalous"] == true, "{loud}");
 }
 
 #[test]

@@ -80,6 +80,7 @@ fn tiled_profile(m: &Model, files: &[PathBuf]) -> Profile {
         seed: 0,
         tiles: Some("2x1".parse().unwrap()),
         mask: None,
+        noise_factor: bvae::calibrate::DEFAULT_NOISE_FACTOR,
     };
     calibrate(m, files, &opts, |_, _| {}).unwrap()
 }
@@ -93,10 +94,13 @@ fn each_tile_is_scored_by_its_own_calibration_and_the_frame_by_the_worst() {
     let t = p.tiles.as_ref().expect("a tiled profile");
     assert_eq!(t.grid.to_string(), "2x1");
     assert_eq!(t.tiles.len(), 2);
+    // the frame's sensor noise is checked once, by the shared profile
+    assert!(p.noise.is_some());
     for tile in &t.tiles {
         assert_eq!(tile.frames, 60);
         assert_eq!(tile.method, p.method);
         assert!(tile.tiles.is_none());
+        assert!(tile.noise.is_none());
     }
     for (m, f) in &t.frame_factor {
         assert!(*f >= 1.0 && f.is_finite(), "{m}: {f}");
@@ -372,6 +376,7 @@ fn what_happens_under_the_mask_changes_no_score_and_no_heat() {
             seed: 0,
             tiles,
             mask: Some(mask.clone()),
+            noise_factor: bvae::calibrate::DEFAULT_NOISE_FACTOR,
         };
         let p = calibrate(&m, &files, &opts, |_, _| {}).unwrap();
         assert_eq!(p.mask.as_ref(), Some(&mask));

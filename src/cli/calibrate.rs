@@ -44,6 +44,12 @@ pub struct Args {
     /// width and height. The profile keeps it.
     #[arg(long)]
     pub mask: Option<PathBuf>,
+    /// The sensor-noise check: a frame whose noise (measured on the camera
+    /// frame, before it is shrunk for the model) exceeds this many times
+    /// that of the noisiest normal frame is anomalous, whatever its score;
+    /// 0 leaves the check out.
+    #[arg(long, default_value_t = crate::calibrate::DEFAULT_NOISE_FACTOR)]
+    pub noise_factor: f64,
     /// Seed of the synthetic anomalies whose detection the profile reports.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -67,6 +73,7 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
         tiles: args.tiles.or(model.meta().tiles),
         mask: args.mask.as_deref().map(Mask::load).transpose()?,
+        noise_factor: args.noise_factor,
     };
     let profile = calibrate(&model, &files, &opts, |done, total| {
         pb.set_length(total as u64);
@@ -109,19 +116,37 @@ pub fn run(args: Args) -> Result<()> {
             100.0 * c.held_out_fpr.unwrap_or(f64::NAN)
         );
     }
+    if let Some(n) = &profile.noise {
+        println!(
+            "sensor noise: σ {:.4} to {:.4} of full scale on the normal frames; a frame above \
+             {:.4} is anomalous (×{} the noisiest, at least {})",
+            n.normal.min,
+            n.normal.max,
+            n.threshold,
+            n.factor,
+            crate::calibrate::MIN_NOISE_THRESHOLD
+        );
+    }
     if let Some(probes) = profile.probes.as_ref().filter(|p| !p.is_empty()) {
         let methods: Vec<_> = profile.scores.keys().copied().collect();
         println!("synthetic anomalies made on the camera frame, flagged per kind:");
-        let head: Vec<String> = methods.iter().map(|m| format!("{:>9}", m.name())).collect();
+        let mut head: Vec<String> = methods.iter().map(|m| format!("{:>9}", m.name())).collect();
+        if profile.noise.is_some() {
+            head.push(format!("{:>9}", "noise σ"));
+        }
         println!("{:<10} {:>6} {}", "kind", "probes", head.join(""));
+        let cell = |v: Option<f64>| match v {
+            Some(v) => format!("{:>8.0}%", 100.0 * v),
+            None => format!("{:>9}", "-"),
+        };
         for p in probes {
-            let cells: Vec<String> = methods
+            let mut cells: Vec<String> = methods
                 .iter()
-                .map(|m| match p.detected.get(m) {
-                    Some(v) => format!("{:>8.0}%", 100.0 * v),
-                    None => format!("{:>9}", "-"),
-                })
+                .map(|m| cell(p.detected.get(m).copied()))
                 .collect();
+            if profile.noise.is_some() {
+                cells.push(cell(p.noise_check));
+            }
             println!("{:<10} {:>6} {}", p.kind, p.count, cells.join(""));
         }
     }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::explain::deviations;
 use crate::imageio::expand_inputs;
+use crate::live::events::NoiseReport;
 use crate::model::PlanKind;
 use crate::pipeline::Pipeline;
 use crate::preprocess::Fit;
@@ -37,7 +38,8 @@ pub struct Args {
     pub fit: Option<Fit>,
     /// JSON Lines output: {"file", "scores": {recon, kl, elbo, latent, knn,
     /// pixel, combined},
-    /// "decision": {method, score, threshold, ratio, anomalous} | null,
+    /// "decision": {method, score, threshold, ratio, anomalous, tile?,
+    /// noise?: {sigma, threshold}} | null,
     /// "latents": [{latent, value, z | kl}]}.
     #[arg(long)]
     pub json: bool,
@@ -54,8 +56,12 @@ pub struct Decision {
     pub threshold: f64,
     /// score / threshold.
     pub ratio: f64,
-    /// score > threshold.
+    /// score > threshold, or the camera frame's sensor noise above the
+    /// profile's limit.
     pub anomalous: bool,
+    /// With the profile's noise check: the frame's noise σ and its limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseReport>,
     /// With a tiled profile: the tile with the highest ratio (numbered
     /// row by row); `score` is then that ratio and `threshold` 1.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,6 +92,7 @@ pub fn run(args: Args) -> Result<()> {
             let reference = profile.as_ref().map(|p| p.reference()).transpose()?;
             let mut pipe = Pipeline::new(&model, PlanKind::Full, fit, reference)?;
             pipe.set_mask(profile.as_ref().and_then(|p| p.mask.clone()));
+            pipe.measure_noise(profile.as_ref().is_some_and(|p| p.noise.is_some()));
             pipe
         }
     };
@@ -100,13 +107,19 @@ pub fn run(args: Args) -> Result<()> {
             Some(p) => {
                 let m = args.method.unwrap_or(p.method);
                 let threshold = p.decision_threshold(m).unwrap_or(p.threshold);
+                let noise = p.noise.as_ref().zip(s.noise).map(|(n, sigma)| NoiseReport {
+                    sigma: sigma as f64,
+                    threshold: n.threshold,
+                });
+                let noisy = noise.is_some_and(|n| n.sigma > n.threshold);
                 s.get(m).map(|v| Decision {
                     method: m,
                     tile: pipe.worst_tile(),
                     score: v as f64,
                     threshold,
                     ratio: v as f64 / threshold,
-                    anomalous: v as f64 > threshold,
+                    anomalous: v as f64 > threshold || noisy,
+                    noise,
                 })
             }
             None => None,
@@ -128,6 +141,13 @@ pub fn run(args: Args) -> Result<()> {
         } else {
             let opt = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
             let verdict = match &decision {
+                Some(d) if d.anomalous && d.ratio <= 1.0 => match d.noise {
+                    Some(n) => format!(
+                        "  ANOMALY (sensor noise σ {:.4} > {:.4}; {} {:.2}× threshold)",
+                        n.sigma, n.threshold, d.method, d.ratio
+                    ),
+                    None => format!("  ANOMALY ({} {:.2}× threshold)", d.method, d.ratio),
+                },
                 Some(d) if d.anomalous => match d.tile {
                     Some(t) => format!(
                         "  ANOMALY ({} {:.2}× threshold, tile {t})",

@@ -3,8 +3,9 @@
 //! consecutive frames below it, so one noisy frame raises no alarm.
 //!
 //! [`Decider`] wraps [`Hysteresis`] with the rest of a frame's decision:
-//! the ratio of the deciding score to its threshold, a frozen camera
-//! (many identical frames) counted as anomalous, and which frames get an
+//! the ratio of the deciding score to its threshold, a noisy camera
+//! (sensor noise above the profile's limit, [`crate::noise`]) and a frozen
+//! one (many identical frames) counted as anomalous, and which frames get an
 //! `anomaly_start` or `anomaly_update` report (at most one update per
 //! update interval).
 
@@ -144,7 +145,9 @@ pub enum Report {
 pub struct Decision {
     /// The deciding score (NaN if missing).
     pub score: f64,
-    /// score / threshold, or [`FROZEN_RATIO`] for a frozen frame.
+    /// score / threshold; for a frame anomalous only by the camera's
+    /// checks, its noise / the noise threshold, or [`FROZEN_RATIO`] when
+    /// frozen.
     pub ratio: f64,
     /// Why the frame counts as anomalous (when it does).
     pub cause: Cause,
@@ -162,6 +165,7 @@ pub struct Decider {
     method: Method,
     threshold: f64,
     freeze_frames: u32,
+    noise_threshold: Option<f64>,
     update_interval: Duration,
     hysteresis: Hysteresis,
     last_report: Instant,
@@ -174,6 +178,7 @@ impl Decider {
             method: cfg.method,
             threshold: cfg.threshold,
             freeze_frames: cfg.freeze_frames,
+            noise_threshold: cfg.noise_threshold,
             update_interval: cfg.update_interval,
             hysteresis: Hysteresis::new(cfg.enter_after, cfg.leave_after),
             last_report: start,
@@ -192,10 +197,14 @@ impl Decider {
         let score = scores.get(self.method).map_or(f64::NAN, |v| v as f64);
         let mut ratio = score / self.threshold;
         let mut cause = Cause::Score;
-        if self.freeze_frames > 0
-            && identical_run >= self.freeze_frames
-            && ratio.partial_cmp(&1.0) != Some(std::cmp::Ordering::Greater)
+        let above = |ratio: f64| ratio.partial_cmp(&1.0) == Some(std::cmp::Ordering::Greater);
+        if let (Some(limit), Some(sigma)) = (self.noise_threshold, scores.noise)
+            && !above(ratio)
+            && above(sigma as f64 / limit)
         {
+            ratio = sigma as f64 / limit;
+            cause = Cause::SensorNoise;
+        } else if self.freeze_frames > 0 && identical_run >= self.freeze_frames && !above(ratio) {
             ratio = FROZEN_RATIO;
             cause = Cause::FrozenFrame;
         }
@@ -256,6 +265,7 @@ mod tests {
             method: Method::Kl,
             threshold: 10.0,
             freeze_frames,
+            noise_threshold: None,
             update_interval: Duration::from_millis(update_ms),
             hysteresis: Hysteresis::new(2, 2),
             last_report: t0,
@@ -317,6 +327,34 @@ mod tests {
         let missing = m.decide(0, &kl(1.0), 0, t0);
         assert!(missing.score.is_nan() && missing.ratio.is_nan());
         assert_eq!(missing.transition, Transition::None);
+    }
+
+    #[test]
+    fn a_noisy_camera_counts_as_anomalous_whatever_the_score() {
+        let t0 = Instant::now();
+        let mut d = decider(3, 0, t0);
+        let noisy = |score: f32, sigma: f32| Scores {
+            noise: Some(sigma),
+            ..kl(score)
+        };
+        // no check in the profile: the noise is not looked at
+        let off = d.decide(0, &noisy(5.0, 0.5), 0, t0);
+        assert_eq!((off.ratio, off.cause), (0.5, Cause::Score));
+        d.noise_threshold = Some(0.02);
+        let quiet = d.decide(1, &noisy(5.0, 0.01), 0, t0);
+        assert_eq!((quiet.ratio, quiet.cause), (0.5, Cause::Score));
+        let loud = d.decide(2, &noisy(5.0, 0.13), 0, t0);
+        assert!((loud.ratio - 6.5).abs() < 1e-6, "{}", loud.ratio);
+        assert_eq!(loud.cause, Cause::SensorNoise);
+        // noisy and frozen: the noise is the cause (the sensor still sends)
+        let both = d.decide(3, &noisy(5.0, 0.13), 5, t0);
+        assert_eq!(both.cause, Cause::SensorNoise);
+        // a score above its threshold keeps its own ratio and cause
+        let high = d.decide(4, &noisy(30.0, 0.13), 0, t0);
+        assert_eq!((high.ratio, high.cause), (3.0, Cause::Score));
+        // a frame without a measurement is decided by its score
+        let unmeasured = d.decide(5, &kl(5.0), 0, t0);
+        assert_eq!((unmeasured.ratio, unmeasured.cause), (0.5, Cause::Score));
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub enum Cause {
     Score,
     /// The frame has not changed for many frames (a stuck camera).
     FrozenFrame,
+    /// The camera frame's sensor noise is above the profile's limit (a
+    /// failing or jammed sensor), whatever the score says.
+    SensorNoise,
 }
 
 /// Where a frame failed (`frame_error`).
@@ -61,6 +64,19 @@ pub struct AnomalyReport {
     /// `threshold` 1.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tiles: Vec<TileReport>,
+    /// With the profile's noise check: the frame's sensor noise (σ as a
+    /// fraction of full scale) and the limit it is held to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseReport>,
+}
+
+/// A frame's sensor noise against the profile's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct NoiseReport {
+    /// The frame's noise σ, fraction of full scale.
+    pub sigma: f64,
+    /// The σ above which a frame is anomalous.
+    pub threshold: f64,
 }
 
 /// One anomalous tile of a frame.

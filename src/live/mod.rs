@@ -43,7 +43,7 @@ use crate::source::{FrameInfo, FrameSource};
 use analyse::{Analyser, Analysis};
 use capture::{Backoff, spawn_capture};
 use decide::{Decider, Decision, Episode, Report, Transition};
-use events::{AnomalyReport, Cause, Event, EventSink, TileReport, now_rfc3339};
+use events::{AnomalyReport, Cause, Event, EventSink, NoiseReport, TileReport, now_rfc3339};
 use failures::{FrameError, FrameFailures};
 use observe::{Control, FrameView, Observer};
 use refresh::{RefreshConfig, Refresher};
@@ -75,6 +75,9 @@ pub struct LiveConfig {
     pub leave_after: u32,
     /// Identical consecutive frames that count as a frozen camera (0 = off).
     pub freeze_frames: u32,
+    /// Sensor noise (σ, fraction of full scale) above which a frame counts
+    /// as anomalous whatever its score (`None` = no noise check).
+    pub noise_threshold: Option<f64>,
     /// No frame for this long means the camera is lost.
     pub stall_timeout: Duration,
     /// Period of `stats` events.
@@ -98,8 +101,8 @@ pub struct LiveConfig {
 }
 
 impl LiveConfig {
-    /// Defaults for a profile: its method and threshold, enter after 3
-    /// frames, leave after 5, frozen after 15 identical frames, camera lost
+    /// Defaults for a profile: its method and threshold, its noise check,
+    /// enter after 3 frames, leave after 5, frozen after 15 identical frames, camera lost
     /// after 2 s, stats every 5 s, updates at most every second, frame
     /// errors at most every 5 s per stage, no threshold refresh.
     pub fn for_profile(profile: &Profile) -> LiveConfig {
@@ -111,6 +114,7 @@ impl LiveConfig {
             enter_after: 3,
             leave_after: 5,
             freeze_frames: 15,
+            noise_threshold: profile.noise.as_ref().map(|n| n.threshold),
             stall_timeout: Duration::from_secs(2),
             stats_interval: Duration::from_secs(5),
             update_interval: Duration::from_secs(1),
@@ -436,6 +440,14 @@ impl Loop<'_> {
                 self.cfg.top_latents,
             ),
             tiles: self.tile_reports(),
+            noise: self
+                .cfg
+                .noise_threshold
+                .zip(r.scores.noise)
+                .map(|(threshold, sigma)| NoiseReport {
+                    sigma: sigma as f64,
+                    threshold,
+                }),
         })
     }
 

@@ -1,0 +1,199 @@
+//! The camera's sensor noise, measured on the frame as the camera sent it.
+//!
+//! A model input of 64×64 cannot see sensor noise: shrinking a 640×480
+//! frame averages about a hundred samples into each input value, so a
+//! burst of σ = 15% of full scale reaches the model at about 1.5% (on the
+//! photos scene no score caught one, README "Real photographs as a
+//! camera"). A noisy frame is a camera failure (a failing sensor,
+//! interference, gain run wild in the dark), like a frozen one, so it is
+//! checked the same way: on the full-resolution frame, against the levels
+//! seen in the normal calibration frames.
+//!
+//! The estimate is Immerkær's (1996, "Fast noise variance estimation",
+//! Computer Vision and Image Understanding 64(2)): the 3×3 mask
+//! `[1 −2 1; −2 4 −2; 1 −2 1]` cancels every plane and most smooth image
+//! content, and leaves Gaussian noise of σ as noise of 6σ. Where the paper
+//! averages the absolute response, [`NoiseMeter`] takes its median
+//! (σ = median / (6 · 0.6745) for Gaussian noise), so that edges and
+//! texture, which cover a minority of a frame, do not count. It reads the
+//! green channel of an RGB frame (the largest share of luma, and its own
+//! noise), every [`STRIDE`]th sample of every [`STRIDE`]th row: a quarter
+//! of the frame, about 77,000 responses at 640×480, with a fixed histogram
+//! and no allocation per frame.
+
+use crate::frame::{FrameRef, PixelFormat};
+
+/// Rows and columns between the samples the estimate reads.
+pub const STRIDE: usize = 2;
+
+/// Largest absolute response of the mask to 8-bit samples (16 · 255).
+const MAX_RESPONSE: usize = 16 * 255;
+
+/// The median absolute deviation of a unit Gaussian (Φ⁻¹(0.75)).
+const MAD_GAUSSIAN: f64 = 0.674_489_75;
+
+/// Measures the sensor noise of frames, reusing one histogram.
+#[derive(Debug, Clone)]
+pub struct NoiseMeter {
+    histogram: Vec<u32>,
+}
+
+impl Default for NoiseMeter {
+    fn default() -> Self {
+        NoiseMeter::new()
+    }
+}
+
+impl NoiseMeter {
+    /// A meter (allocates its histogram once).
+    pub fn new() -> NoiseMeter {
+        NoiseMeter {
+            histogram: vec![0; MAX_RESPONSE + 1],
+        }
+    }
+
+    /// The noise standard deviation of `frame`, as a fraction of full scale
+    /// (0.01 ≈ 2.5 gray levels). 0 for a frame smaller than 3×3 or one
+    /// whose buffer is too short for its size.
+    pub fn measure(&mut self, frame: FrameRef<'_>) -> f32 {
+        let (w, h) = (frame.width, frame.height);
+        let (bpp, channel) = match frame.format {
+            PixelFormat::Gray8 => (1, 0),
+            PixelFormat::Rgb8 => (3, 1),
+        };
+        if w < 3 || h < 3 || frame.data.len() < w * h * bpp {
+            return 0.0;
+        }
+        self.histogram.fill(0);
+        let row = w * bpp;
+        let at = |y: usize, x: usize| frame.data[y * row + x * bpp + channel] as i32;
+        let mut count = 0u32;
+        for y in (1..h - 1).step_by(STRIDE) {
+            for x in (1..w - 1).step_by(STRIDE) {
+                let corners =
+                    at(y - 1, x - 1) + at(y - 1, x + 1) + at(y + 1, x - 1) + at(y + 1, x + 1);
+                let edges = at(y - 1, x) + at(y, x - 1) + at(y, x + 1) + at(y + 1, x);
+                let r = (corners - 2 * edges + 4 * at(y, x)).unsigned_abs() as usize;
+                self.histogram[r.min(MAX_RESPONSE)] += 1;
+                count += 1;
+            }
+        }
+        let median = interpolated_median(&self.histogram, count);
+        (median / (6.0 * MAD_GAUSSIAN) / 255.0) as f32
+    }
+}
+
+/// The median of `count` integer values given by their histogram, with the
+/// values of a bin taken as spread evenly over `[v − 0.5, v + 0.5)` (so that
+/// the estimate moves smoothly rather than by whole gray levels). A median
+/// in the bin of 0 is 0: a frame without noise measures none.
+fn interpolated_median(histogram: &[u32], count: u32) -> f64 {
+    if count == 0 {
+        return 0.0;
+    }
+    let half = count as f64 / 2.0;
+    let mut below = 0.0;
+    for (v, &n) in histogram.iter().enumerate() {
+        let n = n as f64;
+        if n > 0.0 && below + n >= half {
+            if v == 0 {
+                return 0.0;
+            }
+            return v as f64 - 0.5 + (half - below) / n;
+        }
+        below += n;
+    }
+    (histogram.len() - 1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    /// A frame of `f(x, y)` plus Gaussian noise of `sigma` gray levels,
+    /// rounded and clamped to 8 bits; RGB frames carry the same content in
+    /// every channel, each with its own noise.
+    fn frame(
+        w: usize,
+        h: usize,
+        format: PixelFormat,
+        sigma: f64,
+        f: impl Fn(usize, usize) -> f64,
+    ) -> Vec<u8> {
+        let mut rng = SplitMix64::new(7);
+        let bpp = format.bytes_per_pixel();
+        let mut data = vec![0u8; w * h * bpp];
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..bpp {
+                    // Box–Muller: a true Gaussian, whose MAD the estimate assumes
+                    let (u1, u2) = (1.0 - rng.unit_f32() as f64, rng.unit_f32() as f64);
+                    let g = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                    let v = f(x, y) + sigma * g;
+                    data[(y * w + x) * bpp + c] = v.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        data
+    }
+
+    fn measure(w: usize, h: usize, format: PixelFormat, data: &[u8]) -> f32 {
+        let f = FrameRef::new(w, h, format, data).unwrap();
+        NoiseMeter::new().measure(f)
+    }
+
+    #[test]
+    fn recovers_the_noise_of_a_flat_frame() {
+        for sigma in [2.0, 5.0, 12.0, 38.0] {
+            let d = frame(320, 240, PixelFormat::Gray8, sigma, |_, _| 128.0);
+            let got = measure(320, 240, PixelFormat::Gray8, &d) as f64 * 255.0;
+            assert!((got - sigma).abs() < 0.1 * sigma, "σ {sigma}: {got}");
+        }
+        let d = frame(64, 48, PixelFormat::Gray8, 0.0, |_, _| 90.0);
+        assert_eq!(measure(64, 48, PixelFormat::Gray8, &d), 0.0);
+    }
+
+    #[test]
+    fn smooth_content_and_sparse_edges_do_not_count() {
+        // a ramp, a parabola and hard-edged stripes every 16 columns
+        let scene = |x: usize, y: usize| {
+            let stripe = if (x / 16).is_multiple_of(2) {
+                60.0
+            } else {
+                0.0
+            };
+            40.0 + 0.3 * x as f64 + 0.002 * (y as f64 - 120.0).powi(2) + stripe
+        };
+        let d = frame(320, 240, PixelFormat::Rgb8, 3.0, scene);
+        let got = measure(320, 240, PixelFormat::Rgb8, &d) as f64 * 255.0;
+        assert!((got - 3.0).abs() < 0.45, "{got}");
+        // a noise burst stands far above the normal level
+        let burst = frame(320, 240, PixelFormat::Rgb8, 38.0, scene);
+        let loud = measure(320, 240, PixelFormat::Rgb8, &burst) as f64 * 255.0;
+        assert!(loud > 8.0 * got, "{loud} against {got}");
+    }
+
+    #[test]
+    fn tiny_or_short_frames_measure_zero() {
+        assert_eq!(measure(2, 2, PixelFormat::Gray8, &[0, 255, 255, 0]), 0.0);
+        let f = FrameRef {
+            width: 10,
+            height: 10,
+            format: PixelFormat::Gray8,
+            data: &[0u8; 50],
+        };
+        assert_eq!(NoiseMeter::new().measure(f), 0.0);
+    }
+
+    #[test]
+    fn the_median_is_interpolated_within_its_bin() {
+        // values 0, 1, 1, 1: the median is half-way into bin 1's [0.5, 1.5)
+        assert!((interpolated_median(&[1, 3, 0], 4) - (0.5 + 1.0 / 3.0)).abs() < 1e-12);
+        // mostly zeros: none
+        assert_eq!(interpolated_median(&[3, 1], 4), 0.0);
+        // all in bin 3: spread over [2.5, 3.5)
+        assert!((interpolated_median(&[0, 0, 0, 4], 4) - 3.0).abs() < 1e-12);
+        assert_eq!(interpolated_median(&[0, 0], 0), 0.0);
+    }
+}
