@@ -17,14 +17,16 @@
 //! (σ = median / (6 · 0.6745) for Gaussian noise), so that edges and
 //! texture, which cover a minority of a frame, do not count. It reads the
 //! green channel of an RGB frame (the largest share of luma, and its own
-//! noise), every [`STRIDE`]th sample of every [`STRIDE`]th row: a quarter
-//! of the frame, about 77,000 responses at 640×480, with a fixed histogram
+//! noise), at least [`SAMPLES`] responses spread evenly over the frame
+//! (every 4th sample of every 4th row at 640×480), with a fixed histogram
 //! and no allocation per frame.
 
 use crate::frame::{FrameRef, PixelFormat};
 
-/// Rows and columns between the samples the estimate reads.
-pub const STRIDE: usize = 2;
+/// Responses the estimate reads at least, where the frame has them: rows
+/// and columns are sampled with the largest common stride that leaves this
+/// many (every 4th row and column at 640×480, every pixel at 128×128).
+pub const SAMPLES: usize = 16_384;
 
 /// Largest absolute response of the mask to 8-bit samples (16 · 255).
 const MAX_RESPONSE: usize = 16 * 255;
@@ -65,22 +67,40 @@ impl NoiseMeter {
             return 0.0;
         }
         self.histogram.fill(0);
+        let stride = stride(w - 2, h - 2);
         let row = w * bpp;
-        let at = |y: usize, x: usize| frame.data[y * row + x * bpp + channel] as i32;
         let mut count = 0u32;
-        for y in (1..h - 1).step_by(STRIDE) {
-            for x in (1..w - 1).step_by(STRIDE) {
-                let corners =
-                    at(y - 1, x - 1) + at(y - 1, x + 1) + at(y + 1, x - 1) + at(y + 1, x + 1);
-                let edges = at(y - 1, x) + at(y, x - 1) + at(y, x + 1) + at(y + 1, x);
-                let r = (corners - 2 * edges + 4 * at(y, x)).unsigned_abs() as usize;
-                self.histogram[r.min(MAX_RESPONSE)] += 1;
+        for y in (1..h - 1).step_by(stride) {
+            let rows = &frame.data[(y - 1) * row..(y + 2) * row];
+            let (up, rest) = rows.split_at(row);
+            let (mid, down) = rest.split_at(row);
+            for x in (1..w - 1).step_by(stride) {
+                let (l, c, r) = (
+                    (x - 1) * bpp + channel,
+                    x * bpp + channel,
+                    (x + 1) * bpp + channel,
+                );
+                let v = |line: &[u8], i: usize| line[i] as i32;
+                let corners = v(up, l) + v(up, r) + v(down, l) + v(down, r);
+                let edges = v(up, c) + v(mid, l) + v(mid, r) + v(down, c);
+                let response = (corners - 2 * edges + 4 * v(mid, c)).unsigned_abs() as usize;
+                self.histogram[response.min(MAX_RESPONSE)] += 1;
                 count += 1;
             }
         }
         let median = interpolated_median(&self.histogram, count);
         (median / (6.0 * MAD_GAUSSIAN) / 255.0) as f32
     }
+}
+
+/// The largest stride over `w`×`h` responses that leaves at least
+/// [`SAMPLES`] of them (1 when there are fewer).
+fn stride(w: usize, h: usize) -> usize {
+    let mut s = 1;
+    while w.div_ceil(s + 1) * h.div_ceil(s + 1) >= SAMPLES {
+        s += 1;
+    }
+    s
 }
 
 /// The median of `count` integer values given by their histogram, with the
@@ -184,6 +204,20 @@ mod tests {
             data: &[0u8; 50],
         };
         assert_eq!(NoiseMeter::new().measure(f), 0.0);
+    }
+
+    #[test]
+    fn the_stride_leaves_enough_samples() {
+        assert_eq!(stride(638, 478), 4);
+        assert_eq!(stride(126, 126), 1);
+        for (w, h) in [(638, 478), (1918, 1078), (318, 238), (3838, 2158)] {
+            let s = stride(w, h);
+            assert!(w.div_ceil(s) * h.div_ceil(s) >= SAMPLES, "{w}x{h}: {s}");
+            assert!(
+                w.div_ceil(s + 1) * h.div_ceil(s + 1) < SAMPLES,
+                "{w}x{h}: {s}"
+            );
+        }
     }
 
     #[test]

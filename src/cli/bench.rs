@@ -241,6 +241,18 @@ pub fn run(args: Args) -> Result<()> {
         std::hint::black_box(scorer.score(&input, &mu, &lv, recon.as_deref()));
         Ok(())
     })?);
+    let mut meter = crate::noise::NoiseMeter::new();
+    stages.push(time_stage(
+        "noise",
+        &format!("sensor noise check ({w}x{h} frame)"),
+        wu,
+        n,
+        1,
+        || {
+            std::hint::black_box(meter.measure(frame));
+            Ok(())
+        },
+    )?);
     let e2e_name = match pipe.grid() {
         Some(g) => format!(
             "end to end ({w}x{h} RGB as {g} tiles → {method} score; per tile: ÷{})",
