@@ -1039,6 +1039,11 @@ pub fn calibrate(
         "--fpr must be in (0, 0.5], found {} (0.01 means one false alarm per 100 normal frames)",
         opts.fpr
     );
+    ensure!(
+        opts.noise_factor.is_finite() && opts.noise_factor >= 0.0,
+        "--noise-factor must be 0 (no noise check) or a positive number, found {}",
+        opts.noise_factor
+    );
     let n = files.len();
     if n < MIN_FRAMES {
         bail!("calibration needs at least {MIN_FRAMES} normal images, found {n}");

@@ -279,6 +279,16 @@ fn bad_options() {
     .fails_with(&["--fpr must be in (0, 0.5]"]);
     bvae(
         dir.path(),
+        &[
+            "calibrate",
+            s(&model("dsprites.onnx")),
+            s(&data("dsprites_normal")),
+            "--noise-factor=-1",
+        ],
+    )
+    .fails_with(&["--noise-factor must be 0 (no noise check) or a positive number"]);
+    bvae(
+        dir.path(),
         &["traverse", s(&model("dsprites.onnx")), "--steps", "1"],
     )
     .fails_with(&["--steps"]);
