@@ -26,7 +26,9 @@ pub struct Args {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Use this score as the default instead of choosing it (`combined`, unless
-    /// its threshold fails on the later half of the frames).
+    /// its threshold fails on frames of another stretch of time: each
+    /// quarter of the frames, in file-name order, against thresholds fitted
+    /// on the other three).
     #[arg(long, value_enum)]
     pub method: Option<Method>,
     /// How frames with another aspect ratio are fitted to the model
@@ -96,7 +98,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!(
         "{:<8} {:>12} {:>12} {:>12} {:>10} {:>10}",
-        "score", "median", "p99", "threshold", "synthetic", "later fpr"
+        "score", "median", "p99", "threshold", "synthetic", "held-out"
     );
     for (m, c) in &profile.scores {
         let q = |q: f64| {
@@ -160,7 +162,7 @@ pub fn run(args: Args) -> Result<()> {
         let m = profile.method;
         println!(
             "tiles {}: {m} threshold per tile (raised ×{:.3} so that any tile above it keeps \
-             the frame's rate), later fpr per tile:",
+             the frame's rate), held-out fpr per tile:",
             t.grid,
             t.frame_factor.get(&m).copied().unwrap_or(1.0)
         );

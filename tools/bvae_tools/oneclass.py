@@ -171,7 +171,9 @@ def one_class(args, c: int, images, labels, test_images, test_labels, bvae: str)
     ordered = [by_name[n] for n in names]
     default = json.loads(profile.read_text())["method"]
     result = {"class": c, "default": default, "train_s": round(t_train, 1), "auroc": {}}
-    methods = [m for m, v in ordered[0]["scores"].items() if v is not None]
+    # "noise" is the sensor-noise check's measurement of the image, not a
+    # score of the model
+    methods = [m for m, v in ordered[0]["scores"].items() if v is not None and m != "noise"]
     for m in methods:
         s = np.array([r["scores"][m] for r in ordered], dtype=float)
         result["auroc"][m] = 100.0 * auroc(s[eval_normal], s[~eval_normal])
