@@ -202,7 +202,8 @@ pub struct Scene<'a> {
     pub score: f64,
     /// Its threshold.
     pub threshold: f64,
-    /// score / threshold, or the frozen-frame ratio.
+    /// score / threshold; for a frame anomalous only by the camera checks,
+    /// its noise / the noise threshold or the frozen-frame ratio.
     pub ratio: f64,
     /// Whether an anomaly episode is running.
     pub in_episode: bool,

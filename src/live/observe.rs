@@ -66,7 +66,8 @@ pub struct FrameView<'a> {
     pub score: f64,
     /// The threshold of the deciding score.
     pub threshold: f64,
-    /// score / threshold, or the frozen-frame ratio.
+    /// score / threshold; for a frame anomalous only by the camera checks,
+    /// its noise / the noise threshold or the frozen-frame ratio.
     pub ratio: f64,
     /// What this frame changed in the decision.
     pub transition: Transition,
