@@ -22,6 +22,7 @@
 //! and no allocation per frame.
 
 use crate::frame::{FrameRef, PixelFormat};
+use crate::mask::Mask;
 
 /// Responses the estimate reads at least, where the frame has them: rows
 /// and columns are sampled with the largest common stride that leaves this
@@ -38,6 +39,13 @@ const MAD_GAUSSIAN: f64 = 0.674_489_75;
 #[derive(Debug, Clone)]
 pub struct NoiseMeter {
     histogram: Vec<u32>,
+    /// Regions left out (the profile's mask: a screen showing static or a
+    /// window to the street must not fail the check).
+    mask: Option<Mask>,
+    /// Per sample of the last frame size, row by row: masked.
+    skip: Vec<bool>,
+    /// Frame width and height `skip` was drawn for.
+    key: Option<(usize, usize)>,
 }
 
 impl Default for NoiseMeter {
@@ -51,12 +59,41 @@ impl NoiseMeter {
     pub fn new() -> NoiseMeter {
         NoiseMeter {
             histogram: vec![0; MAX_RESPONSE + 1],
+            mask: None,
+            skip: vec![],
+            key: None,
         }
     }
 
+    /// Leaves the regions of `mask` out of the estimate from the next frame
+    /// on (`None`: the whole frame counts).
+    pub fn set_mask(&mut self, mask: Option<Mask>) {
+        self.mask = mask;
+        self.key = None;
+    }
+
+    /// Draws which samples of a `w`×`h` frame the mask leaves out
+    /// (allocates only when the frame size changes).
+    fn prepare(&mut self, w: usize, h: usize, stride: usize) {
+        if self.key == Some((w, h)) {
+            return;
+        }
+        self.skip.clear();
+        if let Some(mask) = &self.mask {
+            for y in (1..h - 1).step_by(stride) {
+                for x in (1..w - 1).step_by(stride) {
+                    let (u, v) = ((x as f64 + 0.5) / w as f64, (y as f64 + 0.5) / h as f64);
+                    self.skip.push(mask.masked_at(u, v));
+                }
+            }
+        }
+        self.key = Some((w, h));
+    }
+
     /// The noise standard deviation of `frame`, as a fraction of full scale
-    /// (0.01 ≈ 2.5 gray levels). 0 for a frame smaller than 3×3 or one
-    /// whose buffer is too short for its size.
+    /// (0.01 ≈ 2.5 gray levels), outside the mask. 0 for a frame smaller
+    /// than 3×3, one whose buffer is too short for its size, or one the
+    /// mask covers.
     pub fn measure(&mut self, frame: FrameRef<'_>) -> f32 {
         let (w, h) = (frame.width, frame.height);
         let (bpp, channel) = match frame.format {
@@ -68,6 +105,8 @@ impl NoiseMeter {
         }
         self.histogram.fill(0);
         let stride = stride(w - 2, h - 2);
+        self.prepare(w, h, stride);
+        let mut skip = self.skip.iter();
         let row = w * bpp;
         let mut count = 0u32;
         for y in (1..h - 1).step_by(stride) {
@@ -75,6 +114,9 @@ impl NoiseMeter {
             let (up, rest) = rows.split_at(row);
             let (mid, down) = rest.split_at(row);
             for x in (1..w - 1).step_by(stride) {
+                if skip.next() == Some(&true) {
+                    continue;
+                }
                 let (l, c, r) = (
                     (x - 1) * bpp + channel,
                     x * bpp + channel,
@@ -192,6 +234,30 @@ mod tests {
         let burst = frame(320, 240, PixelFormat::Rgb8, 38.0, scene);
         let loud = measure(320, 240, PixelFormat::Rgb8, &burst) as f64 * 255.0;
         assert!(loud > 8.0 * got, "{loud} against {got}");
+    }
+
+    #[test]
+    fn masked_regions_do_not_count() {
+        // static on the left three quarters (a screen), sensor noise in the rest
+        let (w, h) = (320, 240);
+        let calm = frame(w, h, PixelFormat::Gray8, 2.0, |_, _| 100.0);
+        let loud = frame(w, h, PixelFormat::Gray8, 40.0, |_, _| 100.0);
+        let mut d = calm.clone();
+        for y in 0..h {
+            d[y * w..y * w + 3 * w / 4].copy_from_slice(&loud[y * w..y * w + 3 * w / 4]);
+        }
+        let f = FrameRef::new(w, h, PixelFormat::Gray8, &d).unwrap();
+        let mut meter = NoiseMeter::new();
+        let unmasked = meter.measure(f) as f64 * 255.0;
+        assert!(unmasked > 10.0, "{unmasked}");
+        let left = vec![vec![[0.0, 0.0], [0.77, 0.0], [0.77, 1.0], [0.0, 1.0]]];
+        meter.set_mask(Some(Mask::from_polygons(&left).unwrap()));
+        let masked = meter.measure(f) as f64 * 255.0;
+        assert!((masked - 2.0).abs() < 0.4, "{masked}");
+        // a mask over everything leaves nothing to measure
+        let all = vec![vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]];
+        meter.set_mask(Some(Mask::from_polygons(&all).unwrap()));
+        assert_eq!(meter.measure(f), 0.0);
     }
 
     #[test]

@@ -186,7 +186,11 @@ impl Pipeline {
     /// into [`Scores::noise`] ([`crate::noise`]; the profile's noise check
     /// turns it on).
     pub fn measure_noise(&mut self, on: bool) {
-        self.noise = on.then(NoiseMeter::new);
+        self.noise = on.then(|| {
+            let mut meter = NoiseMeter::new();
+            meter.set_mask(self.mask.as_ref().map(|m| m.mask.clone()));
+            meter
+        });
     }
 
     /// Chooses the tile a [`Pipeline::tile_view`] sees (ignored by other
@@ -302,6 +306,9 @@ impl Pipeline {
     /// Leaves the pixels of `mask` out of every score and heatmap from the
     /// next frame on (see [`crate::mask`]); `None` removes it.
     pub fn set_mask(&mut self, mask: Option<Mask>) {
+        if let Some(meter) = &mut self.noise {
+            meter.set_mask(mask.clone());
+        }
         self.mask = mask.map(|mask| Masking {
             mask,
             key: None,
