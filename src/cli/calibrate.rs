@@ -48,8 +48,8 @@ pub struct Args {
     pub mask: Option<PathBuf>,
     /// The sensor-noise check: a frame whose noise (measured on the camera
     /// frame, before it is shrunk for the model) exceeds this many times
-    /// that of the noisiest normal frame is anomalous, whatever its score;
-    /// 0 leaves the check out.
+    /// that of the noisiest normal frame (and at least σ 0.02 of full
+    /// scale) is anomalous, whatever its score; 0 leaves the check out.
     #[arg(long, default_value_t = crate::calibrate::DEFAULT_NOISE_FACTOR)]
     pub noise_factor: f64,
     /// Seed of the synthetic anomalies whose detection the profile reports.
