@@ -7,8 +7,6 @@
 
 pub mod calibrate;
 pub mod cli;
-pub mod conv;
-pub mod dense;
 #[cfg(feature = "display")]
 pub mod display;
 pub mod drift;
@@ -17,6 +15,7 @@ pub mod explain;
 pub mod frame;
 pub mod heat;
 pub mod imageio;
+pub mod kernels;
 pub mod live;
 pub mod mask;
 pub mod meta;
@@ -30,7 +29,6 @@ pub mod rng;
 pub mod score;
 pub mod source;
 pub mod stats;
-pub mod team;
 pub mod tiles;
 pub mod tract_conv;
 pub mod traverse;

@@ -139,30 +139,17 @@ const LANES: usize = 16;
 /// reconstruction value of 0 or 1 (or one whose complement is subnormal)
 /// takes the exact scalar path, which clamps the logarithm like PyTorch.
 fn bce_sum(x: &[f32], r: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { bce_sum_avx512(x, r) };
-        }
+    match crate::kernels::Isa::detect() {
+        // SAFETY: `detect` only returns a variant this CPU runs.
+        Some(isa) => unsafe { crate::kernels::simd_bce_sum(isa, x, r) },
+        None => bce_sum_portable(x, r),
     }
-    bce_sum_portable(x, r)
 }
 
-/// [`bce_sum_portable`] compiled for AVX-512 (16 lanes a vector instead of
-/// SSE2's 4).
-///
-/// # Safety
-/// The CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn bce_sum_avx512(x: &[f32], r: &[f32]) -> f32 {
-    bce_sum_portable(x, r)
-}
-
-/// The body of [`bce_sum`], inlined into each instruction-set version.
+/// The body of [`bce_sum`], inlined into each kernel variant
+/// ([`crate::kernels`]).
 #[inline(always)]
-fn bce_sum_portable(x: &[f32], r: &[f32]) -> f32 {
+pub(crate) fn bce_sum_portable(x: &[f32], r: &[f32]) -> f32 {
     let n = x.len().min(r.len());
     let (x, r) = (&x[..n], &r[..n]);
     let mut acc = [0.0f32; LANES];

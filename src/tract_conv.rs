@@ -1,5 +1,5 @@
-//! Plugs bvae's convolution ([`crate::conv`]) and fully connected layer
-//! ([`crate::dense`]) into a tract plan.
+//! Plugs bvae's convolution ([`crate::kernels::conv`]) and fully connected
+//! layer ([`crate::kernels::dense`]) into a tract plan.
 //!
 //! [`substitute`] walks a decluttered typed model and replaces each 2-D
 //! float convolution it can run faster (group 1, no dilation, explicit
@@ -9,7 +9,7 @@
 //! one image (a float `EinSum` of the activations with a constant matrix,
 //! then the bias `Add` and the ReLU when they follow). Everything else stays
 //! with tract. Plans call it unless their runtime says otherwise
-//! ([`crate::model::RuntimeOptions::own_kernels`]; `bvae bench --tract-conv`
+//! ([`crate::model::RuntimeOptions::kernels`]; `bvae bench --tract-conv`
 //! compares the two).
 
 use std::sync::Arc;
@@ -24,8 +24,9 @@ use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec, 
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use crate::conv::{ConvShape, DeconvShape, PackedConv, PackedDeconv};
-use crate::dense::PackedDense;
+use crate::kernels::Isa;
+use crate::kernels::conv::{ConvShape, DeconvShape, PackedConv, PackedDeconv};
+use crate::kernels::dense::PackedDense;
 
 /// Fewest outputs of a dense layer that bvae's kernel takes: below a few
 /// dozen, the padding to a group of outputs would waste most of the work
@@ -115,7 +116,7 @@ impl BvaeConv {
             Kernel::Dense(..) => (0, 0),
         };
         // One padded input per member of the team that may take part.
-        let scratch_len = scratch_len * crate::team::threads();
+        let scratch_len = scratch_len * crate::kernels::team::threads();
         let fresh = state.scratch.len() < scratch_len;
         if fresh {
             state.scratch.resize(scratch_len, 0.0);
@@ -507,7 +508,7 @@ fn following_bias(
 
 /// Replaces the fully connected layer at `id` (with the bias and ReLU that
 /// follow it) by a [`BvaeConv`] node; whether it did.
-fn substitute_dense(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+fn substitute_dense(model: &mut TypedModel, id: usize, isa: Isa) -> TractResult<bool> {
     let node = model.node(id);
     let Some((k, n, matrix)) = dense_candidate(model, node)? else {
         return Ok(false);
@@ -538,7 +539,7 @@ fn substitute_dense(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     else {
         return Ok(false);
     };
-    let Some(dense) = PackedDense::new(k, n, &matrix, &bias, relu.is_some()) else {
+    let Some(dense) = PackedDense::with_isa(isa, k, n, &matrix, &bias, relu.is_some()) else {
         return Ok(false);
     };
     let mut patch = TypedModelPatch::new("bvae dense layer");
@@ -554,12 +555,12 @@ fn substitute_dense(model: &mut TypedModel, id: usize) -> TractResult<bool> {
 
 /// Replaces the convolutions and fully connected layers of `model`
 /// (decluttered, concrete shapes) that bvae's kernels run faster, with their
-/// following bias and ReLU. Returns how many
-/// were replaced; none when the CPU has no kernel.
-pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
+/// following bias and ReLU, with the kernels of variant `isa`. Returns how
+/// many were replaced; none when this CPU cannot run `isa`.
+pub fn substitute(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
-        if substitute_dense(model, id)? {
+        if substitute_dense(model, id, isa)? {
             replaced += 1;
             continue;
         }
@@ -583,10 +584,10 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         };
         let kernel = match candidate {
             Candidate::Conv(s, ..) => {
-                PackedConv::new(s, weights, Some(&bias), relu.is_some()).map(Kernel::Conv)
+                PackedConv::with_isa(isa, s, weights, Some(&bias), relu.is_some()).map(Kernel::Conv)
             }
             Candidate::Deconv(s, ..) => {
-                PackedDeconv::new(s, weights, &bias, relu.is_some()).map(Kernel::Deconv)
+                PackedDeconv::with_isa(isa, s, weights, &bias, relu.is_some()).map(Kernel::Deconv)
             }
         };
         let Some(kernel) = kernel else {

@@ -1,9 +1,12 @@
 //! Golden parity: every shipped model reproduces the PyTorch outputs its
 //! exporter recorded, within tract's "approximate" tolerance (atol 1e-4,
-//! rtol 5e-4), with full and encoder-only plans, batch 1 and batch N.
+//! rtol 5e-4), with full and encoder-only plans, batch 1 and batch N, once
+//! per kernel variant this CPU runs (and with tract's operators).
 
 use std::path::{Path, PathBuf};
 
+use bvae::kernels::{Isa, Kernels};
+use bvae::model::{Runtime, RuntimeOptions};
 use bvae::{Decoder, Model, PlanKind};
 use ndarray::{ArrayD, IxDyn};
 
@@ -114,14 +117,34 @@ fn check(what: &str, got: &[f32], want: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Every kernel choice this CPU runs: each of bvae's variants, then
+/// tract's operators.
+fn every_kernels() -> Vec<Kernels> {
+    let mut all: Vec<Kernels> = Isa::available().into_iter().map(Kernels::Own).collect();
+    all.push(Kernels::Tract);
+    all
+}
+
+/// A shipped model loaded to run with `kernels` on `threads` threads.
+fn load(name: &str, kernels: Kernels, threads: usize) -> Model {
+    let runtime = Runtime::new(RuntimeOptions { threads, kernels }).unwrap();
+    Model::load(models_dir().join(format!("{name}.onnx")))
+        .unwrap()
+        .with_runtime(runtime)
+}
+
 fn row(a: &ArrayD<f32>, i: usize) -> Vec<f32> {
     a.index_axis(ndarray::Axis(0), i).iter().copied().collect()
 }
 
 #[test]
 fn encoder_matches_pytorch_batch_1_and_n() {
-    for (name, dir) in fixtures() {
-        let model = Model::load(models_dir().join(format!("{name}.onnx"))).unwrap();
+    for (kernels, (name, dir)) in every_kernels()
+        .into_iter()
+        .flat_map(|k| fixtures().into_iter().map(move |f| (k, f)))
+    {
+        let model = load(&name, kernels, 1);
+        let name = format!("{name} ({kernels})");
         let image = npy(&dir, "image");
         let (mu, logvar, recon) = (npy(&dir, "mu"), npy(&dir, "logvar"), npy(&dir, "recon"));
         let n = image.shape()[0];
@@ -179,18 +202,16 @@ fn encoder_matches_pytorch_batch_1_and_n() {
 fn two_threads_compute_the_same_outputs_bit_for_bit() {
     // Each output value is computed by one member of the team with the same
     // kernel and order of sums as on one thread.
-    for (name, dir) in fixtures() {
-        let model = Model::load(models_dir().join(format!("{name}.onnx"))).unwrap();
+    for (isa, (name, dir)) in Isa::available()
+        .into_iter()
+        .flat_map(|i| fixtures().into_iter().map(move |f| (i, f)))
+    {
         let image = npy(&dir, "image");
         let recon = npy(&dir, "recon");
         let mut outputs = vec![];
+        let name = format!("{name} ({isa})");
         for threads in [1, 2, 1] {
-            let runtime = bvae::model::Runtime::new(bvae::model::RuntimeOptions {
-                threads,
-                own_kernels: true,
-            })
-            .unwrap();
-            let model = model.clone().with_runtime(runtime);
+            let model = load(name.split(' ').next().unwrap(), Kernels::Own(isa), threads);
             let mut s = model.plan(PlanKind::Full, 1).unwrap().session().unwrap();
             let mut got = vec![];
             for i in 0..image.shape()[0] {
@@ -217,8 +238,11 @@ fn two_threads_compute_the_same_outputs_bit_for_bit() {
 
 #[test]
 fn decoder_matches_pytorch() {
-    for (name, dir) in fixtures() {
-        let model = Model::load(models_dir().join(format!("{name}.onnx"))).unwrap();
+    for (kernels, (name, dir)) in every_kernels()
+        .into_iter()
+        .flat_map(|k| fixtures().into_iter().map(move |f| (k, f)))
+    {
+        let model = load(&name, kernels, 1);
         let z = npy(&dir, "z");
         let want = npy(&dir, "decoder_recon");
         let n = z.shape()[0];
@@ -226,7 +250,11 @@ fn decoder_matches_pytorch() {
             Decoder::load(models_dir().join(format!("{name}.decoder.onnx")), &model, n).unwrap();
         let mut out = vec![0.0; want.len()];
         dec.decode(z.as_slice().unwrap(), &mut out).unwrap();
-        let err = check(&format!("{name} decoder"), &out, want.as_slice().unwrap());
-        println!("{name}: decoder max abs error {err:.3e}");
+        let err = check(
+            &format!("{name} ({kernels}) decoder"),
+            &out,
+            want.as_slice().unwrap(),
+        );
+        println!("{name} ({kernels}): decoder max abs error {err:.3e}");
     }
 }

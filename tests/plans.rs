@@ -1,6 +1,6 @@
-//! What a plan is made of: on a CPU with bvae's kernels, every convolution,
-//! transposed convolution and dense layer of the shipped models is handed
-//! to bvae's kernel (with the ReLU after it fused in), the plan computes
+//! What a plan is made of: with each of bvae's kernel variants this CPU
+//! runs, every convolution, transposed convolution and dense layer of the
+//! shipped models is handed to bvae's kernel (with the ReLU after it fused in), the plan computes
 //! what tract's own plan computes, and a layer the kernels do not run
 //! stays with tract.
 
@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use bvae::kernels::{Isa, Kernels};
 use bvae::model::{Runtime, RuntimeOptions};
 use bvae::{Decoder, Model, PlanKind};
 use common::onnx::{node, tensor_type, weights};
@@ -18,16 +19,12 @@ use tract_onnx::prelude::*;
 /// The name bvae's op has in a tract plan.
 const BVAE_OP: &str = "BvaeConv";
 
-fn runtime(own_kernels: bool) -> Runtime {
+fn runtime(kernels: Kernels) -> Runtime {
     Runtime::new(RuntimeOptions {
         threads: 1,
-        own_kernels,
+        kernels,
     })
     .unwrap()
-}
-
-fn has_kernels() -> bool {
-    bvae::conv::Isa::detect().is_some()
 }
 
 /// What a file's graph holds: its ops by type, how many of its layers
@@ -100,7 +97,10 @@ fn images(len: usize, n: usize) -> Vec<Vec<f32>> {
 
 #[test]
 fn shipped_models_run_every_layer_on_bvae_kernels_and_match_tract() {
-    for name in ["dsprites", "synthetic", "tiny_rgb"] {
+    for (isa, name) in Isa::available()
+        .into_iter()
+        .flat_map(|i| ["dsprites", "synthetic", "tiny_rgb"].map(move |n| (i, n)))
+    {
         let path = common::model(&format!("{name}.onnx"));
         let (ops, into_relu, small_dense) = onnx_ops(&path);
         let layers = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
@@ -108,8 +108,11 @@ fn shipped_models_run_every_layer_on_bvae_kernels_and_match_tract() {
             .map(|op| ops.get(*op).copied().unwrap_or(0))
             .sum::<usize>();
         assert!(layers > 0, "{name}: no layer in {ops:?}");
-        let own = Model::load(&path).unwrap().with_runtime(runtime(true));
-        let tract = own.clone().with_runtime(runtime(false));
+        let own = Model::load(&path)
+            .unwrap()
+            .with_runtime(runtime(Kernels::Own(isa)));
+        let tract = own.clone().with_runtime(runtime(Kernels::Tract));
+        let name = format!("{name} ({isa})");
         let full = own.plan(PlanKind::Full, 1).unwrap();
         let nodes = bvae_nodes(full.runnable());
         let fused = nodes.iter().filter(|d| d.contains("relu true")).count();
@@ -120,25 +123,20 @@ fn shipped_models_run_every_layer_on_bvae_kernels_and_match_tract() {
         for d in &nodes {
             println!("  {d}");
         }
-        if has_kernels() {
-            assert_eq!(
-                nodes.len(),
-                layers - small_dense,
-                "{name}: every layer but the {small_dense} small dense ones is bvae's"
-            );
-            assert_eq!(fused, into_relu, "{name}: each ReLU after a layer is fused");
-        } else {
-            println!("  (no bvae kernel for this CPU: the plan is tract's alone)");
-            assert!(nodes.is_empty(), "{name}: {nodes:?}");
-        }
+        assert_eq!(
+            nodes.len(),
+            layers - small_dense,
+            "{name}: every layer but the {small_dense} small dense ones is bvae's"
+        );
+        assert_eq!(fused, into_relu, "{name}: each ReLU after a layer is fused");
         let reference = tract.plan(PlanKind::Full, 1).unwrap();
         assert!(
             bvae_nodes(reference.runnable()).is_empty(),
-            "{name}: own_kernels off still substituted"
+            "{name}: tract's kernels chosen, still substituted"
         );
         // The encoder-only plan keeps the encoder's layers only.
         let enc = bvae_nodes(own.plan(PlanKind::EncoderOnly, 1).unwrap().runnable());
-        assert!(enc.len() <= nodes.len() && (enc.len() < nodes.len() || !has_kernels()));
+        assert!(enc.len() < nodes.len(), "{name}: {enc:?}");
 
         let (mut a, mut b) = (full.session().unwrap(), reference.session().unwrap());
         let mut worst = 0.0f32;
@@ -154,14 +152,13 @@ fn shipped_models_run_every_layer_on_bvae_kernels_and_match_tract() {
         assert!(worst < 1e-4, "{name}: {worst}");
 
         // The decoder's plan too.
-        let dec_path = common::model(&format!("{name}.decoder.onnx"));
+        let dec_path = path.with_file_name(format!(
+            "{}.decoder.onnx",
+            name.split(' ').next().unwrap_or_default()
+        ));
         let dec = Decoder::load(&dec_path, &own, 1).unwrap();
         let dec_nodes = bvae_nodes(dec.runnable());
-        if has_kernels() {
-            assert!(!dec_nodes.is_empty(), "{name} decoder: {dec_nodes:?}");
-        } else {
-            assert!(dec_nodes.is_empty());
-        }
+        assert!(!dec_nodes.is_empty(), "{name} decoder: {dec_nodes:?}");
         let tract_dec = Decoder::load(&dec_path, &tract, 1).unwrap();
         assert!(bvae_nodes(tract_dec.runnable()).is_empty());
     }
@@ -242,13 +239,12 @@ fn layers_the_kernels_do_not_run_stay_with_tract() {
         let bytes = one_conv_model(&w_dims, extra);
         let own = Model::load_bytes(&bytes, &path)
             .unwrap()
-            .with_runtime(runtime(true));
-        let tract = own.clone().with_runtime(runtime(false));
+            .with_runtime(runtime(Kernels::Own(Isa::Scalar)));
+        let tract = own.clone().with_runtime(runtime(Kernels::Tract));
         let plan = own.plan(PlanKind::Full, 1).unwrap();
         let nodes = bvae_nodes(plan.runnable());
-        let want = if has_kernels() { replaced } else { 0 };
         println!("{what}: {nodes:?}");
-        assert_eq!(nodes.len(), want, "{what}: {nodes:?}");
+        assert_eq!(nodes.len(), replaced, "{what}: {nodes:?}");
         let (mut a, mut b) = (
             plan.session().unwrap(),
             tract.plan(PlanKind::Full, 1).unwrap().session().unwrap(),
@@ -267,11 +263,13 @@ fn tract_plans_on_a_thread_pool_compute_what_one_thread_does() {
     // Where bvae has no kernel (or they are off), `--threads N` gives
     // tract's matrix products a pool of its own runtime.
     let path = common::model("dsprites.onnx");
-    let one = Model::load(&path).unwrap().with_runtime(runtime(false));
+    let one = Model::load(&path)
+        .unwrap()
+        .with_runtime(runtime(Kernels::Tract));
     let pool = one.clone().with_runtime(
         Runtime::new(RuntimeOptions {
             threads: 2,
-            own_kernels: false,
+            kernels: Kernels::Tract,
         })
         .unwrap(),
     );

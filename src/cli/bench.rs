@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Run convolutions with tract's own operators instead of bvae's
-    /// kernels, to compare the two.
+    /// kernels, to compare the two (as `BVAE_KERNELS=tract` does).
     #[arg(long)]
     pub tract_conv: bool,
     /// Only the inference stages (encode, full pass, batched full pass) and
@@ -52,8 +52,9 @@ pub struct Args {
     /// with onnxruntime.
     #[arg(long)]
     pub inference_only: bool,
-    /// Also measure the core's peak GFLOP/s (a loop of independent fused
-    /// multiply-adds on the kernels' vector registers, one thread).
+    /// Also measure the core's peak GFLOP/s for the kernel variant in use
+    /// (a loop of independent multiply-adds on its vector registers, one
+    /// thread).
     #[arg(long)]
     pub peak: bool,
     /// Print one JSON object instead of a table.
@@ -135,7 +136,11 @@ pub fn test_frame(width: usize, height: usize) -> Vec<u8> {
 pub fn run(args: Args) -> Result<()> {
     let runtime = Runtime::new(RuntimeOptions {
         threads: super::threads_flag(args.threads as u64)?,
-        own_kernels: !args.tract_conv,
+        kernels: if args.tract_conv {
+            crate::kernels::Kernels::Tract
+        } else {
+            crate::kernels::Kernels::from_env()?
+        },
     })?;
     let (w, h) = (args.frame_width, args.frame_height);
     let data = test_frame(w, h);
@@ -270,15 +275,16 @@ pub fn run(args: Args) -> Result<()> {
 
 fn report(args: &Args, model: &Model, first_result_ms: f64, stages: &[StageTiming]) -> Result<()> {
     let spec = model.spec();
-    let peak = if args.peak {
-        crate::conv::peak_gflops()
-    } else {
-        None
+    let kernels = model.runtime().kernels();
+    let peak = match (args.peak, kernels.isa()) {
+        (true, Some(isa)) => crate::kernels::peak_gflops(isa),
+        _ => None,
     };
     if args.json {
         let out = serde_json::json!({
             "model": args.model,
             "threads": args.threads,
+            "kernels": kernels.to_string(),
             "load_ms": model.load_time().as_secs_f64() * 1e3,
             "load_to_first_result_ms": first_result_ms,
             "stages": stages,
@@ -288,7 +294,7 @@ fn report(args: &Args, model: &Model, first_result_ms: f64, stages: &[StageTimin
         return Ok(());
     }
     println!(
-        "model {} ({}×{}×{}, Z={}), {} thread{}",
+        "model {} ({}×{}×{}, Z={}), {} thread{}, {kernels} kernels",
         args.model.display(),
         spec.channels,
         spec.height,
@@ -313,8 +319,10 @@ fn report(args: &Args, model: &Model, first_result_ms: f64, stages: &[StageTimin
         );
     }
     match (args.peak, peak) {
-        (true, Some(p)) => println!("core peak (FMA loop, one thread): {p:.0} GFLOP/s"),
-        (true, None) => println!("core peak: no vector kernel for this CPU"),
+        (true, Some(p)) => {
+            println!("core peak ({kernels} multiply-add loop, one thread): {p:.0} GFLOP/s")
+        }
+        (true, None) => println!("core peak: not measured (tract's operators run, not bvae's)"),
         _ => {}
     }
     Ok(())

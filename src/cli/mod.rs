@@ -84,13 +84,14 @@ pub fn load_model(path: &Path) -> Result<Model> {
     Model::load(path).with_context(|| format!("loading model {}", path.display()))
 }
 
-/// The inference runtime of `threads` threads, with bvae's kernels where
-/// the CPU has them. It starts the threads: call it in a command's run
-/// step, not while resolving options.
+/// The inference runtime of `threads` threads, with the kernels
+/// `BVAE_KERNELS` names (by default the fastest variant of bvae's this CPU
+/// runs). It starts the threads: call it in a command's run step, not while
+/// resolving options.
 pub fn runtime(threads: usize) -> Result<crate::model::Runtime> {
     Ok(crate::model::Runtime::new(crate::model::RuntimeOptions {
         threads,
-        own_kernels: true,
+        kernels: crate::kernels::Kernels::from_env()?,
     })?)
 }
 

@@ -121,8 +121,8 @@ pub(super) fn optimize(
     runtime: &Runtime,
 ) -> TractResult<Arc<TypedRunnableModel>> {
     let mut typed = typed.into_decluttered()?;
-    if runtime.own_kernels() {
-        crate::tract_conv::substitute(&mut typed)?;
+    if let Some(isa) = runtime.kernels().isa() {
+        crate::tract_conv::substitute(&mut typed, isa)?;
     }
     typed.into_optimized()?.into_runnable()
 }

@@ -7,23 +7,25 @@ use tract_linalg::multithread::{Executor, multithread_tract_scope};
 
 use super::MAX_THREADS;
 use crate::error::ModelError;
+use crate::kernels::{Isa, Kernels};
 
 /// What a [`Runtime`] is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeOptions {
     /// Cores one frame's inference may use (1 = the calling thread only).
     pub threads: usize,
-    /// Whether plans run bvae's own convolution and dense kernels where
-    /// they apply (`true`, the default) or tract's everywhere
-    /// (`bvae bench --tract-conv` compares the two).
-    pub own_kernels: bool,
+    /// Which kernels plans run where they apply: a variant of bvae's own
+    /// convolution and dense kernels (the default: [`Isa::detect`]), or
+    /// tract's operators everywhere (`BVAE_KERNELS=tract`, or
+    /// `bvae bench --tract-conv` to compare the two).
+    pub kernels: Kernels,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             threads: 1,
-            own_kernels: true,
+            kernels: Isa::detect().map_or(Kernels::Tract, Kernels::Own),
         }
     }
 }
@@ -34,9 +36,9 @@ enum Threads {
     /// The calling thread alone.
     One,
     /// bvae's convolutions split across a spinning team
-    /// ([`crate::team`]); tract's own operators (small here) run on the
+    /// ([`crate::kernels::team`]); tract's own operators (small here) run on the
     /// frame's thread.
-    Team(crate::team::Team),
+    Team(crate::kernels::team::Team),
     /// No bvae kernel on this CPU (or they are turned off): tract's matrix
     /// products use a thread pool, scoped to the frame's thread.
     Pool {
@@ -77,7 +79,7 @@ impl Runtime {
     /// where bvae's convolution kernels run (see [`crate::tract_conv`]),
     /// each frame's convolutions are split across a team of threads that
     /// spin while the frame runs and sleep between frames
-    /// ([`crate::team`]); elsewhere tract's matrix products use a pool.
+    /// ([`crate::kernels::team`]); elsewhere tract's matrix products use a pool.
     pub fn new(options: RuntimeOptions) -> Result<Runtime, ModelError> {
         let n = options.threads;
         if !(1..=MAX_THREADS).contains(&n) {
@@ -89,8 +91,13 @@ impl Runtime {
             |e: &dyn std::fmt::Display| ModelError::Usage(format!("cannot start {n} threads: {e}"));
         let threads = if n == 1 {
             Threads::One
-        } else if options.own_kernels && crate::conv::Isa::detect().is_some() {
-            Threads::Team(crate::team::Team::new(n).map_err(|e| cannot(&e))?)
+        } else if let Kernels::Own(isa) = options.kernels {
+            if !isa.supported() {
+                return Err(ModelError::Usage(format!(
+                    "this CPU cannot run the {isa} kernels"
+                )));
+            }
+            Threads::Team(crate::kernels::team::Team::new(n).map_err(|e| cannot(&e))?)
         } else {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(n)
@@ -117,16 +124,16 @@ impl Runtime {
         self.inner.options.threads
     }
 
-    /// Whether plans get bvae's kernels substituted where they apply.
-    pub fn own_kernels(&self) -> bool {
-        self.inner.options.own_kernels
+    /// The kernels plans run where they apply.
+    pub fn kernels(&self) -> Kernels {
+        self.inner.options.kernels
     }
 
     /// Runs `f`, one frame's inference, with this runtime's threads.
     pub(crate) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.inner.threads {
             Threads::One => f(),
-            Threads::Team(team) => crate::team::frame(Some(team), f),
+            Threads::Team(team) => crate::kernels::team::frame(Some(team), f),
             Threads::Pool { pool, frame } => {
                 // The frame runs on this thread; only tract's matrix
                 // products inside it go to the pool (the executor is set
@@ -150,7 +157,7 @@ mod tests {
         for n in [0, MAX_THREADS + 1] {
             let e = Runtime::new(RuntimeOptions {
                 threads: n,
-                own_kernels: true,
+                kernels: Kernels::Own(Isa::Scalar),
             })
             .unwrap_err()
             .to_string();
@@ -162,12 +169,12 @@ mod tests {
     fn two_runtimes_keep_their_own_settings() {
         let a = Runtime::new(RuntimeOptions {
             threads: 2,
-            own_kernels: false,
+            kernels: Kernels::Tract,
         })
         .unwrap();
         let b = Runtime::default();
-        assert_eq!((a.threads(), a.own_kernels()), (2, false));
-        assert_eq!((b.threads(), b.own_kernels()), (1, true));
+        assert_eq!((a.threads(), a.kernels()), (2, Kernels::Tract));
+        assert_eq!((b.threads(), b.kernels().isa()), (1, Isa::detect()),);
         // A pool runtime runs the frame on the calling thread.
         let me = std::thread::current().id();
         assert_eq!(a.run(|| std::thread::current().id()), me);

@@ -12,10 +12,11 @@
 //! are shared by the members of the current [`team`] when the layer is large
 //! enough, each reading its own part of the weights.
 
-use crate::conv::{Isa, Out, PARALLEL_MACS};
-use crate::team;
+use super::simd::{self, Vector};
+use super::{Isa, Out, PARALLEL_MACS, team};
 
-/// Outputs computed together: four AVX-512 registers, sixteen NEON ones.
+/// Outputs computed together: four AVX-512 registers, eight AVX2 ones,
+/// sixteen NEON ones.
 pub const GROUP: usize = 64;
 
 /// A fully connected layer with its weights packed for one instruction
@@ -46,8 +47,8 @@ impl PackedDense {
         Self::with_isa(Isa::detect()?, k, n, weights, bias, relu)
     }
 
-    /// As [`PackedDense::new`] for a given instruction set (which must be
-    /// available on this CPU).
+    /// As [`PackedDense::new`] for a given variant; `None` also when this
+    /// CPU cannot run it.
     pub fn with_isa(
         isa: Isa,
         k: usize,
@@ -56,7 +57,12 @@ impl PackedDense {
         bias: &[f32],
         relu: bool,
     ) -> Option<PackedDense> {
-        if k == 0 || n == 0 || weights.len() != n.checked_mul(k)? || bias.len() != n {
+        if !isa.supported()
+            || k == 0
+            || n == 0
+            || weights.len() != n.checked_mul(k)?
+            || bias.len() != n
+        {
             return None;
         }
         let groups = n.div_ceil(GROUP);
@@ -113,18 +119,19 @@ impl PackedDense {
             for g in p * groups / parts..(p + 1) * groups / parts {
                 let w = &self.weights[g * self.k * GROUP..(g + 1) * self.k * GROUP];
                 let b = &self.bias[g * GROUP..(g + 1) * GROUP];
+                let x = &x[..self.k];
+                // SAFETY (each arm): a layer is only built for a variant this
+                // CPU runs; `w` holds k·GROUP values, `x` k.
                 match self.isa {
+                    Isa::Scalar => unsafe { simd::scalar::group(w, x, b, self.relu, &mut acc) },
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: an `Avx512` layer exists only where the CPU has
-                    // AVX-512F; `w` holds k·GROUP values, `x` k.
-                    Isa::Avx512 => unsafe {
-                        avx512::group(w, &x[..self.k], b, self.relu, &mut acc)
-                    },
+                    Isa::Avx2 => unsafe { simd::avx2::group(w, x, b, self.relu, &mut acc) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { simd::avx512::group(w, x, b, self.relu, &mut acc) },
                     #[cfg(target_arch = "aarch64")]
-                    // SAFETY: NEON is part of aarch64; sizes as above.
-                    Isa::Neon => unsafe { neon::group(w, &x[..self.k], b, self.relu, &mut acc) },
+                    Isa::Neon => unsafe { simd::neon::group(w, x, b, self.relu, &mut acc) },
                     #[allow(unreachable_patterns)]
-                    _ => group_reference(w, &x[..self.k], b, self.relu, &mut acc),
+                    _ => group_reference(w, x, b, self.relu, &mut acc),
                 }
                 let valid = GROUP.min(self.n - g * GROUP);
                 // SAFETY: outputs `g·GROUP ..+ valid` are below `n` (checked
@@ -148,102 +155,62 @@ fn group_reference(w: &[f32], x: &[f32], bias: &[f32], relu: bool, acc: &mut [f3
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::GROUP;
-    use std::arch::x86_64::*;
-
-    /// One group of 64 outputs: four accumulators, each weight row of the
-    /// group one 256-byte load.
-    ///
-    /// # Safety
-    /// AVX-512F must be available; `w` holds `x.len()·64` values, `bias`
-    /// 64.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn group(
-        w: &[f32],
-        x: &[f32],
-        bias: &[f32],
-        relu: bool,
-        acc: &mut [f32; GROUP],
-    ) {
-        debug_assert!(w.len() >= x.len() * GROUP && bias.len() >= GROUP);
-        // SAFETY: the caller's contract covers every pointer read here.
-        unsafe {
-            let (w, b) = (w.as_ptr(), bias.as_ptr());
-            // Two sets of accumulators over even and odd `k` halve the
-            // dependency chains.
-            let mut a = [[_mm512_setzero_ps(); 4]; 2];
-            for (j, v) in a[0].iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(b.add(16 * j));
-            }
-            let k = x.len();
-            let mut kk = 0;
-            while kk + 2 <= k {
-                for (s, set) in a.iter_mut().enumerate() {
-                    let xv = _mm512_set1_ps(*x.get_unchecked(kk + s));
-                    let row = w.add((kk + s) * GROUP);
-                    for (j, v) in set.iter_mut().enumerate() {
-                        *v = _mm512_fmadd_ps(_mm512_loadu_ps(row.add(16 * j)), xv, *v);
-                    }
-                }
-                kk += 2;
-            }
-            if kk < k {
-                let xv = _mm512_set1_ps(*x.get_unchecked(kk));
-                let row = w.add(kk * GROUP);
-                for (j, v) in a[0].iter_mut().enumerate() {
-                    *v = _mm512_fmadd_ps(_mm512_loadu_ps(row.add(16 * j)), xv, *v);
-                }
-            }
-            let zero = _mm512_setzero_ps();
-            for (j, (&even, &odd)) in a[0].iter().zip(&a[1]).enumerate() {
-                let mut v = _mm512_add_ps(even, odd);
-                if relu {
-                    v = _mm512_max_ps(v, zero);
-                }
-                _mm512_storeu_ps(acc.as_mut_ptr().add(16 * j), v);
-            }
+/// One group of [`GROUP`] outputs, written once: `VG` vectors of
+/// accumulators (`VG·V::LANES = GROUP`) in `SETS` sets that take turns over
+/// `k` (two sets halve the dependency chains where registers allow), each
+/// weight row of the group read once.
+///
+/// # Safety
+/// Called from a variant of `V`'s instruction set on a CPU that has it; `w`
+/// holds `x.len()·GROUP` values, `bias` `GROUP`.
+#[inline(always)]
+pub(crate) unsafe fn group<V: Vector, const VG: usize, const SETS: usize>(
+    w: &[f32],
+    x: &[f32],
+    bias: &[f32],
+    relu: bool,
+    acc: &mut [f32; GROUP],
+) {
+    debug_assert_eq!(VG * V::LANES, GROUP);
+    debug_assert!(w.len() >= x.len() * GROUP && bias.len() >= GROUP);
+    let l = V::LANES;
+    // SAFETY: the function's contract covers every pointer read here.
+    unsafe {
+        let (w, b) = (w.as_ptr(), bias.as_ptr());
+        let mut a = [[V::zero(); VG]; SETS];
+        for (j, v) in a[0].iter_mut().enumerate() {
+            *v = V::load(b.add(l * j));
         }
-    }
-}
-
-#[cfg(target_arch = "aarch64")]
-mod neon {
-    use super::GROUP;
-    use std::arch::aarch64::*;
-
-    /// One group of 64 outputs in sixteen q registers.
-    ///
-    /// # Safety
-    /// `w` holds `x.len()·64` values, `bias` 64.
-    pub(super) unsafe fn group(
-        w: &[f32],
-        x: &[f32],
-        bias: &[f32],
-        relu: bool,
-        acc: &mut [f32; GROUP],
-    ) {
-        debug_assert!(w.len() >= x.len() * GROUP && bias.len() >= GROUP);
-        // SAFETY: the caller's contract covers every pointer read here.
-        unsafe {
-            let (w, b) = (w.as_ptr(), bias.as_ptr());
-            let mut a = [vdupq_n_f32(0.0); 16];
-            for (j, v) in a.iter_mut().enumerate() {
-                *v = vld1q_f32(b.add(4 * j));
-            }
-            for (kk, &xs) in x.iter().enumerate() {
-                let xv = vdupq_n_f32(xs);
-                let row = w.add(kk * GROUP);
-                for (j, v) in a.iter_mut().enumerate() {
-                    *v = vfmaq_f32(*v, vld1q_f32(row.add(4 * j)), xv);
+        let k = x.len();
+        let mut kk = 0;
+        while kk + SETS <= k {
+            for (s, set) in a.iter_mut().enumerate() {
+                let xv = V::splat(*x.get_unchecked(kk + s));
+                let row = w.add((kk + s) * GROUP);
+                for (j, v) in set.iter_mut().enumerate() {
+                    *v = V::load(row.add(l * j)).mul_add(xv, *v);
                 }
             }
-            let zero = vdupq_n_f32(0.0);
-            for (j, v) in a.iter().enumerate() {
-                let v = if relu { vmaxq_f32(*v, zero) } else { *v };
-                vst1q_f32(acc.as_mut_ptr().add(4 * j), v);
+            kk += SETS;
+        }
+        while kk < k {
+            let xv = V::splat(*x.get_unchecked(kk));
+            let row = w.add(kk * GROUP);
+            for (j, v) in a[0].iter_mut().enumerate() {
+                *v = V::load(row.add(l * j)).mul_add(xv, *v);
             }
+            kk += 1;
+        }
+        let zero = V::zero();
+        for j in 0..VG {
+            let mut v = a[0][j];
+            for set in &a[1..] {
+                v = v.add(set[j]);
+            }
+            if relu {
+                v = v.max(zero);
+            }
+            v.store(acc.as_mut_ptr().add(l * j));
         }
     }
 }
@@ -251,7 +218,7 @@ mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::tests::values;
+    use crate::kernels::conv::tests::values;
 
     fn check(isa: Isa) {
         let teams = [
@@ -297,27 +264,22 @@ mod tests {
 
     #[test]
     fn matches_the_definition() {
-        match Isa::detect() {
-            Some(isa) => check(isa),
-            None => eprintln!("no kernel for this CPU: tract's matrix product is used"),
-        }
-        // The scalar form, through the same packing (NEON's tag is only a
-        // label for it off aarch64).
-        #[cfg(not(target_arch = "aarch64"))]
-        {
-            let d = PackedDense::with_isa(
-                Isa::Neon,
-                3,
-                2,
-                &[1., 2., 3., 4., 5., 6.],
-                &[1., -100.],
-                true,
-            )
-            .expect("packs");
+        for isa in Isa::available() {
+            check(isa);
+            let d = PackedDense::with_isa(isa, 3, 2, &[1., 2., 3., 4., 5., 6.], &[1., -100.], true)
+                .expect("packs");
             let mut out = [0.0; 2];
             d.run(&[1.0, 1.0, 1.0], &mut out);
-            assert_eq!(out, [7.0, 0.0]);
+            assert_eq!(out, [7.0, 0.0], "{isa}");
         }
+        for isa in Isa::ALL.into_iter().filter(|i| !i.supported()) {
+            assert!(PackedDense::with_isa(isa, 3, 2, &[0.0; 6], &[0.0; 2], false).is_none());
+        }
+        // The plain form the kernels are checked against.
+        let mut acc = [0.0; GROUP];
+        let w: Vec<f32> = (0..2 * GROUP).map(|i| i as f32).collect();
+        group_reference(&w, &[1.0, -1.0], &[0.5; GROUP], false, &mut acc);
+        assert!(acc.iter().all(|&a| a == 0.5 - GROUP as f32), "{acc:?}");
     }
 
     /// Random layer sizes (tails of a group, single outputs, long and
@@ -326,20 +288,18 @@ mod tests {
     #[test]
     fn random_layers_match_the_definition() {
         use proptest::prelude::*;
-        let Some(isa) = Isa::detect() else {
-            eprintln!("no dense kernel for this CPU: nothing to test");
-            return;
-        };
+        let isas = Isa::available();
         let teams = [
             None,
             Some(team::Team::new(2).expect("threads")),
             Some(team::Team::new(3).expect("threads")),
         ];
         let config = ProptestConfig {
-            cases: 128,
+            cases: 64 * isas.len() as u32,
             ..ProptestConfig::default()
         };
-        proptest!(config, |(k in 1usize..=1100, n in 1usize..=300, relu: bool, t in 0usize..3, seed: u32)| {
+        proptest!(config, |(k in 1usize..=1100, n in 1usize..=300, relu: bool, t in 0usize..3, v in 0..isas.len(), seed: u32)| {
+            let isa = isas[v];
             let w = values(n * k, seed);
             let b = values(n, seed ^ 0x55);
             let x = values(k, seed ^ 0xaa);
@@ -352,7 +312,7 @@ mod tests {
                 let s = b[o] as f64 + (0..k).map(|j| (w[o * k + j] * x[j]) as f64).sum::<f64>();
                 let want = if relu { s.max(0.0) } else { s } as f32;
                 let err = (out[o] - want).abs();
-                prop_assert!(err < 1e-4 * (k as f32 / 64.0).max(1.0), "k={} n={} {}: {}", k, n, o, err);
+                prop_assert!(err < 1e-4 * (k as f32 / 64.0).max(1.0), "{} k={} n={} {}: {}", isa, k, n, o, err);
             }
             prop_assert!(out[n..].iter().all(|v| v.is_nan()), "wrote past the end");
         });
@@ -360,7 +320,7 @@ mod tests {
 
     #[test]
     fn refuses_mismatched_sizes() {
-        let isa = Isa::Neon;
+        let isa = Isa::Scalar;
         assert!(PackedDense::with_isa(isa, 3, 2, &[0.0; 5], &[0.0; 2], false).is_none());
         assert!(PackedDense::with_isa(isa, 3, 2, &[0.0; 6], &[0.0; 1], false).is_none());
         assert!(PackedDense::with_isa(isa, 0, 2, &[], &[0.0; 2], false).is_none());

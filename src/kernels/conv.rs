@@ -13,15 +13,17 @@
 //! are applied before the tile is written, so the convolution is one pass
 //! over its output.
 //!
-//! The micro-kernels exist for AVX-512 (x86_64, detected at run time) and
-//! NEON (aarch64). Elsewhere [`PackedConv::new`] returns `None` and the
+//! The micro-kernels ([`tile`], [`small`]) are written once over
+//! [`Vector`] and compiled for each variant ([`super::Isa`]); where
+//! [`Isa::detect`] finds none, [`PackedConv::new`] returns `None` and the
 //! caller keeps tract's own convolution.
 //!
 //! Inside a [`team::frame`] with more than one thread, a convolution large
 //! enough to be worth it is split into parts (ranges of tiles) that the
 //! team's members compute at the same time.
 
-use crate::team;
+use super::simd::{self, Vector};
+use super::{Isa, Out, PARALLEL_MACS, team};
 
 /// Shape of one convolution (batch excluded), as in ONNX `Conv` with
 /// `group = 1` and no dilation.
@@ -81,49 +83,6 @@ impl ConvShape {
     }
 }
 
-/// The instruction set a [`PackedConv`] runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Isa {
-    /// x86_64 AVX-512F: 32 output channels × 8 pixels per tile.
-    Avx512,
-    /// aarch64 NEON: 16 output channels × 6 pixels per tile.
-    Neon,
-}
-
-impl Isa {
-    /// The fastest kernel this CPU can run, if any.
-    pub fn detect() -> Option<Isa> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Some(Isa::Avx512);
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            return Some(Isa::Neon);
-        }
-        #[allow(unreachable_code)]
-        None
-    }
-
-    /// Output channels per tile.
-    pub fn mr(self) -> usize {
-        match self {
-            Isa::Avx512 => 32,
-            Isa::Neon => 16,
-        }
-    }
-
-    /// Output pixels per tile.
-    pub fn nr(self) -> usize {
-        match self {
-            Isa::Avx512 => 8,
-            Isa::Neon => 6,
-        }
-    }
-}
-
 /// A convolution with its weights packed for one instruction set, ready to
 /// run on frames of one shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,8 +138,8 @@ impl PackedConv {
         Self::with_isa(Isa::detect()?, shape, weights, bias, relu)
     }
 
-    /// As [`PackedConv::new`], for a given instruction set (which must be
-    /// available on this CPU: [`Isa::detect`] or a feature check).
+    /// As [`PackedConv::new`], for a given variant; `None` also when this
+    /// CPU cannot run it.
     pub fn with_isa(
         isa: Isa,
         shape: ConvShape,
@@ -189,6 +148,9 @@ impl PackedConv {
         relu: bool,
     ) -> Option<PackedConv> {
         let s = shape;
+        if !isa.supported() {
+            return None;
+        }
         let (oh, ow) = (s.oh()?, s.ow()?);
         let k = s.ic * s.kh * s.kw;
         let mr = isa.mr();
@@ -331,23 +293,54 @@ impl PackedConv {
         }
         let input = &input[..s.input_len()];
         let scratch = Out(scratch.as_mut_ptr(), scratch.len());
+        // SAFETY (each arm): a PackedConv is only built for a variant this
+        // CPU runs (`with_isa`), and every offset was derived from the shape
+        // the slices were just checked against; `parts` shares of the
+        // scratch fit.
         match self.isa {
+            Isa::Scalar => unsafe {
+                self.tiles::<{ simd::scalar::MR }, { simd::scalar::NR }>(
+                    input,
+                    scratch,
+                    out,
+                    parts,
+                    simd::scalar::tile,
+                )
+            },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => {
-                // SAFETY: an `Avx512` PackedConv is only built where the CPU
-                // has AVX-512F (`Isa::detect`, or a caller that checked), and
-                // every offset was derived from the shape the slices were
-                // just checked against; `parts` shares of the scratch fit.
-                unsafe { self.tiles::<32, 8>(input, scratch, out, parts, avx512::tile) }
-            }
+            Isa::Avx2 => unsafe {
+                self.tiles::<{ simd::avx2::MR }, { simd::avx2::NR }>(
+                    input,
+                    scratch,
+                    out,
+                    parts,
+                    simd::avx2::tile,
+                )
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe {
+                self.tiles::<{ simd::avx512::MR }, { simd::avx512::NR }>(
+                    input,
+                    scratch,
+                    out,
+                    parts,
+                    simd::avx512::tile,
+                )
+            },
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => {
-                // SAFETY: NEON is part of aarch64; offsets as above.
-                unsafe { self.tiles::<16, 6>(input, scratch, out, parts, neon::tile) }
-            }
+            Isa::Neon => unsafe {
+                self.tiles::<{ simd::neon::MR }, { simd::neon::NR }>(
+                    input,
+                    scratch,
+                    out,
+                    parts,
+                    simd::neon::tile,
+                )
+            },
+            // Variants of another architecture are never built here
+            // (`with_isa` refuses them); the reference would serve.
             #[allow(unreachable_patterns)]
             _ => {
-                // The reference kernel runs alone.
                 let _ = parts;
                 let src = if padded {
                     // SAFETY: `scratch` holds at least `per` values (checked
@@ -574,7 +567,7 @@ pub struct SmallConv {
 
 impl SmallConv {
     /// Packs a stride-1 convolution (weights `[oc, ic, kh, kw]`); `None`
-    /// without a kernel for this instruction set or for another stride.
+    /// for another stride, or a variant this CPU cannot run.
     pub fn with_isa(
         isa: Isa,
         shape: ConvShape,
@@ -583,13 +576,16 @@ impl SmallConv {
         relu: bool,
     ) -> Option<SmallConv> {
         let s = shape;
+        if !isa.supported() {
+            return None;
+        }
         let (oh, ow) = (s.oh()?, s.ow()?);
         let k = s.ic * s.kh * s.kw;
         if s.sh != 1 || s.sw != 1 || k == 0 || weights.len() != s.oc * k || bias.len() != s.oc {
             return None;
         }
         let (hp, wp) = (s.padded_h(), s.padded_w());
-        let px = small_px(isa);
+        let px = simd::small_px(isa);
         let plane = (oh * wp).div_ceil(px) * px;
         if (s.ic * hp * wp + plane + wp) > u32::MAX as usize {
             return None;
@@ -616,7 +612,7 @@ impl SmallConv {
 
     /// Parts the convolution is split into on the current team.
     fn parts(&self) -> usize {
-        parts(self.plane / small_px(self.isa), self.shape.macs())
+        parts(self.plane / simd::small_px(self.isa), self.shape.macs())
     }
 
     /// Values per output plane and per output row of the wide output.
@@ -647,7 +643,7 @@ impl SmallConv {
         assert!(input.len() >= s.input_len(), "conv input too short");
         assert!(out.len() >= self.output_len(), "conv output too short");
         let k = self.koff.len();
-        let px = small_px(self.isa);
+        let px = simd::small_px(self.isa);
         let tiles = self.plane / px;
         let blocks = self.bias.len() / SMALL_MR;
         let parts = self.parts();
@@ -670,22 +666,28 @@ impl SmallConv {
                     from,
                     to,
                 };
+                let koff = &self.koff;
+                // SAFETY (each arm): a SmallConv is only built for a variant
+                // this CPU runs; the scratch is long enough for every tile's
+                // reads (`scratch_len`); `run` as above.
                 match self.isa {
+                    Isa::Scalar => unsafe {
+                        simd::scalar::small(w, koff, scratch, bias, self.relu, run)
+                    },
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: an `Avx512` conv exists only where the CPU has
-                    // AVX-512F; the scratch is long enough for every tile's
-                    // reads (`scratch_len`); `run` as above.
+                    Isa::Avx2 => unsafe {
+                        simd::avx2::small(w, koff, scratch, bias, self.relu, run)
+                    },
+                    #[cfg(target_arch = "x86_64")]
                     Isa::Avx512 => unsafe {
-                        avx512::small(w, &self.koff, scratch, bias, self.relu, run)
+                        simd::avx512::small(w, koff, scratch, bias, self.relu, run)
                     },
                     #[cfg(target_arch = "aarch64")]
-                    // SAFETY: NEON is part of aarch64; bounds as above.
                     Isa::Neon => unsafe {
-                        neon::small(w, &self.koff, scratch, bias, self.relu, run)
+                        simd::neon::small(w, koff, scratch, bias, self.relu, run)
                     },
                     #[allow(unreachable_patterns)]
-                    // SAFETY: bounds as above.
-                    _ => unsafe { small_reference(w, &self.koff, scratch, bias, self.relu, run) },
+                    _ => unsafe { small_reference(w, koff, scratch, bias, self.relu, run) },
                 }
             }
         });
@@ -695,7 +697,7 @@ impl SmallConv {
 /// Where a small-channel kernel writes: pixels `from..to` of `SMALL_MR`
 /// planes of `plane` values from `dst`.
 #[derive(Clone, Copy)]
-struct Span {
+pub(crate) struct Span {
     dst: *mut f32,
     plane: usize,
     from: usize,
@@ -711,47 +713,6 @@ fn parts(tiles: usize, macs: usize) -> usize {
         threads.min(tiles).max(1)
     } else {
         1
-    }
-}
-
-/// The core's measured peak in GFLOP/s (one thread): the best of a few
-/// runs of a loop of independent fused multiply-adds on every accumulator
-/// register the kernels use (12 AVX-512 or 16 NEON vectors: more than the
-/// FMA pipes × their latency, so every pipe is busy each cycle). `None`
-/// without a kernel for this CPU.
-pub fn peak_gflops() -> Option<f64> {
-    let isa = Isa::detect()?;
-    const ROUNDS: usize = 100_000;
-    let mut best = f64::INFINITY;
-    let mut flop = 0.0;
-    for _ in 0..5 {
-        let start = std::time::Instant::now();
-        let rounds = std::hint::black_box(ROUNDS);
-        let done: Option<(f64, f32)> = match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::detect` found AVX-512F.
-            Isa::Avx512 => Some(unsafe { avx512::fma_loop(rounds) }),
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: NEON is part of aarch64.
-            Isa::Neon => Some(unsafe { neon::fma_loop(rounds) }),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        };
-        let (f, sink) = done?;
-        // Used before the clock is read, so the loop cannot move past it.
-        std::hint::black_box(sink);
-        let took = start.elapsed().as_secs_f64();
-        best = best.min(took);
-        flop = f;
-    }
-    Some(flop / best / 1e9)
-}
-
-/// Pixels per tile of [`SmallConv`].
-fn small_px(isa: Isa) -> usize {
-    match isa {
-        Isa::Avx512 => 16 * 6,
-        Isa::Neon => 4 * 4,
     }
 }
 
@@ -1109,39 +1070,11 @@ impl PackedDeconv {
     }
 }
 
-/// Below this many multiply-adds a convolution runs on one thread: handing
-/// a part to another costs more than it saves.
-pub(crate) const PARALLEL_MACS: usize = 100_000;
-
 /// Below this many input values the padding copy runs on one thread.
 const PARALLEL_PAD: usize = 16_384;
 
-/// An output shared by the parts of one kernel call (a convolution's, a
-/// dense layer's) that fill disjoint pieces of it.
-#[derive(Clone, Copy)]
-pub(crate) struct Out(pub(crate) *mut f32, pub(crate) usize);
-
-impl Out {
-    /// The address of value `i`.
-    ///
-    /// # Safety
-    /// `i` is at most the output's length.
-    pub(crate) unsafe fn at(self, i: usize) -> *mut f32 {
-        debug_assert!(i <= self.1);
-        // SAFETY: the function's contract.
-        unsafe { self.0.add(i) }
-    }
-}
-
-// SAFETY: `Out` is only handed to the parts of one kernel call, which
-// write disjoint tiles, pixels or outputs.
-unsafe impl Send for Out {}
-// SAFETY: as above.
-unsafe impl Sync for Out {}
-
 /// A micro-kernel: `MR` output channels × `NR` pixels, accumulated over `k`
 /// and written (bias added, ReLU applied) to `acc[pixel][channel]`.
-#[allow(dead_code)]
 type Tile<const MR: usize, const NR: usize> = unsafe fn(
     w: *const f32,
     koff: *const u32,
@@ -1153,275 +1086,115 @@ type Tile<const MR: usize, const NR: usize> = unsafe fn(
     acc: &mut [[f32; MR]; NR],
 );
 
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    /// `rounds` × 12 independent 16-lane FMAs: the FLOP done and a value
-    /// to keep the work alive.
-    ///
-    /// # Safety
-    /// AVX-512F must be available.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn fma_loop(rounds: usize) -> (f64, f32) {
-        let m = _mm512_set1_ps(0.999_999);
-        let c = _mm512_set1_ps(1e-6);
-        // Different starting values: identical chains could be merged.
-        let mut a: [__m512; 12] = std::array::from_fn(|i| _mm512_set1_ps(1.0 + i as f32));
-        for _ in 0..rounds {
-            for v in a.iter_mut() {
-                *v = _mm512_fmadd_ps(*v, m, c);
+/// The convolution micro-kernel, written once: `MR = VM·V::LANES` output
+/// channels (`VM` vectors) × `NR` pixels, in `VM·NR` accumulators. For each
+/// `k` it loads the `VM` weight vectors once and broadcasts each pixel's
+/// input value; bias and ReLU are applied before `acc[pixel][channel]` is
+/// written.
+///
+/// # Safety
+/// Called from a variant of `V`'s instruction set on a CPU that has it;
+/// `w` holds `k·MR` values, `koff` `k` offsets, `bias` `MR` values, and
+/// `src[base[j] + koff[i]]` is in bounds for all `i`, `j`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile<V: Vector, const VM: usize, const NR: usize, const MR: usize>(
+    w: *const f32,
+    koff: *const u32,
+    k: usize,
+    src: *const f32,
+    base: &[usize; NR],
+    bias: *const f32,
+    relu: bool,
+    acc: &mut [[f32; MR]; NR],
+) {
+    debug_assert_eq!(VM * V::LANES, MR);
+    let l = V::LANES;
+    // SAFETY: the function's contract covers every pointer read here.
+    unsafe {
+        let mut b = [V::zero(); VM];
+        for (q, v) in b.iter_mut().enumerate() {
+            *v = V::load(bias.add(q * l));
+        }
+        let mut a = [b; NR];
+        let mut p = [src; NR];
+        for (j, pj) in p.iter_mut().enumerate() {
+            *pj = src.add(base[j]);
+        }
+        for i in 0..k {
+            let off = *koff.add(i) as usize;
+            let row = w.add(i * MR);
+            let mut wv = [V::zero(); VM];
+            for (q, v) in wv.iter_mut().enumerate() {
+                *v = V::load(row.add(q * l));
+            }
+            for j in 0..NR {
+                let x = V::splat(*p[j].add(off));
+                for q in 0..VM {
+                    a[j][q] = wv[q].mul_add(x, a[j][q]);
+                }
             }
         }
-        let sum = a
-            .iter()
-            .fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v));
-        ((rounds * 12 * 16 * 2) as f64, _mm512_reduce_add_ps(sum))
-    }
-
-    /// 32 output channels (two zmm registers) × 8 pixels.
-    ///
-    /// # Safety
-    /// AVX-512F must be available; `w` holds `k·32` values, `koff` `k`
-    /// offsets, and `src[base[j] + koff[i]]` is in bounds for all `i`, `j`.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn tile(
-        w: *const f32,
-        koff: *const u32,
-        k: usize,
-        src: *const f32,
-        base: &[usize; 8],
-        bias: *const f32,
-        relu: bool,
-        acc: &mut [[f32; 32]; 8],
-    ) {
-        // SAFETY: the caller's contract covers every pointer read here.
-        unsafe {
-            let b0 = _mm512_loadu_ps(bias);
-            let b1 = _mm512_loadu_ps(bias.add(16));
-            let mut a0 = [b0; 8];
-            let mut a1 = [b1; 8];
-            let p: [*const f32; 8] = [
-                src.add(base[0]),
-                src.add(base[1]),
-                src.add(base[2]),
-                src.add(base[3]),
-                src.add(base[4]),
-                src.add(base[5]),
-                src.add(base[6]),
-                src.add(base[7]),
-            ];
-            for i in 0..k {
-                let off = *koff.add(i) as usize;
-                let w0 = _mm512_loadu_ps(w.add(i * 32));
-                let w1 = _mm512_loadu_ps(w.add(i * 32 + 16));
-                for j in 0..8 {
-                    let x = _mm512_set1_ps(*p[j].add(off));
-                    a0[j] = _mm512_fmadd_ps(w0, x, a0[j]);
-                    a1[j] = _mm512_fmadd_ps(w1, x, a1[j]);
-                }
-            }
-            let zero = _mm512_setzero_ps();
-            for j in 0..8 {
-                if relu {
-                    a0[j] = _mm512_max_ps(a0[j], zero);
-                    a1[j] = _mm512_max_ps(a1[j], zero);
-                }
-                _mm512_storeu_ps(acc[j].as_mut_ptr(), a0[j]);
-                _mm512_storeu_ps(acc[j].as_mut_ptr().add(16), a1[j]);
-            }
-        }
-    }
-
-    /// Small-channel kernel: 4 output channels × 96 pixels (six zmm) per
-    /// tile, over whole planes.
-    ///
-    /// # Safety
-    /// AVX-512F must be available; `src` holds every `koff[i] + p` for `p`
-    /// below `run.to`; `run.dst` points to 4 planes of `run.plane` values,
-    /// `run.from` and `run.to` are multiples of 96 with `run.to <=
-    /// run.plane`; `w` holds `koff.len()·4` values, `bias` 4.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn small(
-        w: &[f32],
-        koff: &[u32],
-        src: &[f32],
-        bias: &[f32],
-        relu: bool,
-        run: super::Span,
-    ) {
-        const NV: usize = 6;
-        // SAFETY: the caller's contract covers every pointer read here.
-        unsafe {
-            let (w, s, d, plane) = (w.as_ptr(), src.as_ptr(), run.dst, run.plane);
-            let zero = _mm512_setzero_ps();
-            let mut p0 = run.from;
-            while p0 + 16 * NV <= run.to {
-                let mut acc = [[zero; NV]; 4];
-                for (c, row) in acc.iter_mut().enumerate() {
-                    *row = [_mm512_set1_ps(*bias.get_unchecked(c)); NV];
-                }
-                for (i, &off) in koff.iter().enumerate() {
-                    let at = s.add(off as usize + p0);
-                    let mut x = [zero; NV];
-                    for (v, xv) in x.iter_mut().enumerate() {
-                        *xv = _mm512_loadu_ps(at.add(16 * v));
-                    }
-                    for (c, row) in acc.iter_mut().enumerate() {
-                        let wv = _mm512_set1_ps(*w.add(i * 4 + c));
-                        for v in 0..NV {
-                            row[v] = _mm512_fmadd_ps(wv, x[v], row[v]);
-                        }
-                    }
-                }
-                for (c, row) in acc.iter().enumerate() {
-                    for (v, a) in row.iter().enumerate() {
-                        let a = if relu { _mm512_max_ps(*a, zero) } else { *a };
-                        _mm512_storeu_ps(d.add(c * plane + p0 + 16 * v), a);
-                    }
-                }
-                p0 += 16 * NV;
+        let zero = V::zero();
+        for (aj, out) in a.iter().zip(acc.iter_mut()) {
+            for (q, &v) in aj.iter().enumerate() {
+                let v = if relu { v.max(zero) } else { v };
+                v.store(out.as_mut_ptr().add(q * l));
             }
         }
     }
 }
 
-#[cfg(target_arch = "aarch64")]
-mod neon {
-    use std::arch::aarch64::*;
-
-    /// `rounds` × 16 independent 4-lane FMAs: the FLOP done and a value to
-    /// keep the work alive.
-    ///
-    /// # Safety
-    /// None beyond aarch64 (NEON is part of it).
-    pub(super) unsafe fn fma_loop(rounds: usize) -> (f64, f32) {
-        // SAFETY: NEON is part of aarch64.
-        unsafe {
-            let m = vdupq_n_f32(0.999_999);
-            let c = vdupq_n_f32(1e-6);
-            // Different starting values: identical chains could be merged.
-            let mut a: [float32x4_t; 16] = std::array::from_fn(|i| vdupq_n_f32(1.0 + i as f32));
-            for _ in 0..rounds {
-                for v in a.iter_mut() {
-                    *v = vfmaq_f32(c, *v, m);
-                }
+/// The small-channel kernel, written once: [`SMALL_MR`] output channels ×
+/// `NV` vectors of consecutive pixels per tile, over pixels `run.from ..
+/// run.to` of whole planes.
+///
+/// # Safety
+/// Called from a variant of `V`'s instruction set on a CPU that has it;
+/// `src` holds every `koff[i] + p` for `p` below `run.to`; `run.dst` points
+/// to `SMALL_MR` planes of `run.plane` values; `run.from` and `run.to` are
+/// multiples of `NV·V::LANES` with `run.to <= run.plane`; `w` holds
+/// `koff.len()·SMALL_MR` values, `bias` `SMALL_MR`.
+#[inline(always)]
+pub(crate) unsafe fn small<V: Vector, const NV: usize>(
+    w: &[f32],
+    koff: &[u32],
+    src: &[f32],
+    bias: &[f32],
+    relu: bool,
+    run: Span,
+) {
+    let l = V::LANES;
+    // SAFETY: the function's contract covers every pointer read here.
+    unsafe {
+        let (w, s, d, plane) = (w.as_ptr(), src.as_ptr(), run.dst, run.plane);
+        let zero = V::zero();
+        let mut p0 = run.from;
+        while p0 + l * NV <= run.to {
+            let mut acc = [[zero; NV]; SMALL_MR];
+            for (c, row) in acc.iter_mut().enumerate() {
+                *row = [V::splat(*bias.get_unchecked(c)); NV];
             }
-            let sum = a.iter().fold(vdupq_n_f32(0.0), |s, &v| vaddq_f32(s, v));
-            ((rounds * 16 * 4 * 2) as f64, vaddvq_f32(sum))
-        }
-    }
-
-    /// 16 output channels (four q registers) × 6 pixels.
-    ///
-    /// # Safety
-    /// `w` holds `k·16` values, `koff` `k` offsets, and
-    /// `src[base[j] + koff[i]]` is in bounds for all `i`, `j`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn tile(
-        w: *const f32,
-        koff: *const u32,
-        k: usize,
-        src: *const f32,
-        base: &[usize; 6],
-        bias: *const f32,
-        relu: bool,
-        acc: &mut [[f32; 16]; 6],
-    ) {
-        // SAFETY: the caller's contract covers every pointer read here.
-        unsafe {
-            let bv = [
-                vld1q_f32(bias),
-                vld1q_f32(bias.add(4)),
-                vld1q_f32(bias.add(8)),
-                vld1q_f32(bias.add(12)),
-            ];
-            let mut a = [bv; 6];
-            let p: [*const f32; 6] = [
-                src.add(base[0]),
-                src.add(base[1]),
-                src.add(base[2]),
-                src.add(base[3]),
-                src.add(base[4]),
-                src.add(base[5]),
-            ];
-            for i in 0..k {
-                let off = *koff.add(i) as usize;
-                let wp = w.add(i * 16);
-                let wv = [
-                    vld1q_f32(wp),
-                    vld1q_f32(wp.add(4)),
-                    vld1q_f32(wp.add(8)),
-                    vld1q_f32(wp.add(12)),
-                ];
-                for j in 0..6 {
-                    let x = vld1q_dup_f32(p[j].add(off));
-                    for q in 0..4 {
-                        a[j][q] = vfmaq_f32(a[j][q], wv[q], x);
-                    }
+            for (i, &off) in koff.iter().enumerate() {
+                let at = s.add(off as usize + p0);
+                let mut x = [zero; NV];
+                for (v, xv) in x.iter_mut().enumerate() {
+                    *xv = V::load(at.add(l * v));
                 }
-            }
-            let zero = vdupq_n_f32(0.0);
-            for j in 0..6 {
-                for q in 0..4 {
-                    let v = if relu {
-                        vmaxq_f32(a[j][q], zero)
-                    } else {
-                        a[j][q]
-                    };
-                    vst1q_f32(acc[j].as_mut_ptr().add(q * 4), v);
-                }
-            }
-        }
-    }
-
-    /// Small-channel kernel: 4 output channels × 16 pixels (four q
-    /// registers) per tile, over whole planes.
-    ///
-    /// # Safety
-    /// As for the AVX-512 form, with `run.from` and `run.to` multiples of 16.
-    pub(super) unsafe fn small(
-        w: &[f32],
-        koff: &[u32],
-        src: &[f32],
-        bias: &[f32],
-        relu: bool,
-        run: super::Span,
-    ) {
-        const NV: usize = 4;
-        // SAFETY: the caller's contract covers every pointer read here.
-        unsafe {
-            let (w, s, d, plane) = (w.as_ptr(), src.as_ptr(), run.dst, run.plane);
-            let zero = vdupq_n_f32(0.0);
-            let mut p0 = run.from;
-            while p0 + 4 * NV <= run.to {
-                let mut acc = [[zero; NV]; 4];
                 for (c, row) in acc.iter_mut().enumerate() {
-                    *row = [vdupq_n_f32(*bias.get_unchecked(c)); NV];
-                }
-                for (i, &off) in koff.iter().enumerate() {
-                    let at = s.add(off as usize + p0);
-                    let mut x = [zero; NV];
-                    for (v, xv) in x.iter_mut().enumerate() {
-                        *xv = vld1q_f32(at.add(4 * v));
-                    }
-                    let wv = vld1q_f32(w.add(i * 4));
+                    let wv = V::splat(*w.add(i * SMALL_MR + c));
                     for v in 0..NV {
-                        acc[0][v] = vfmaq_laneq_f32::<0>(acc[0][v], x[v], wv);
-                        acc[1][v] = vfmaq_laneq_f32::<1>(acc[1][v], x[v], wv);
-                        acc[2][v] = vfmaq_laneq_f32::<2>(acc[2][v], x[v], wv);
-                        acc[3][v] = vfmaq_laneq_f32::<3>(acc[3][v], x[v], wv);
+                        row[v] = wv.mul_add(x[v], row[v]);
                     }
                 }
-                for (c, row) in acc.iter().enumerate() {
-                    for (v, a) in row.iter().enumerate() {
-                        let a = if relu { vmaxq_f32(*a, zero) } else { *a };
-                        vst1q_f32(d.add(c * plane + p0 + 4 * v), a);
-                    }
-                }
-                p0 += 4 * NV;
             }
+            for (c, row) in acc.iter().enumerate() {
+                for (v, a) in row.iter().enumerate() {
+                    let a = if relu { a.max(zero) } else { *a };
+                    a.store(d.add(c * plane + p0 + l * v));
+                }
+            }
+            p0 += l * NV;
         }
     }
 }
@@ -1571,9 +1344,8 @@ pub(crate) mod tests {
 
     #[test]
     fn kernels_match_the_definition_of_a_convolution() {
-        match Isa::detect() {
-            Some(isa) => check(isa),
-            None => eprintln!("no convolution kernel for this CPU: tract's is used"),
+        for isa in Isa::available() {
+            check(isa);
         }
     }
 
@@ -1667,9 +1439,8 @@ pub(crate) mod tests {
 
     #[test]
     fn transposed_convolutions_match_their_definition() {
-        match Isa::detect() {
-            Some(isa) => check_deconv(isa),
-            None => eprintln!("no convolution kernel for this CPU: tract's is used"),
+        for isa in Isa::available() {
+            check_deconv(isa);
         }
     }
 
@@ -1691,7 +1462,7 @@ pub(crate) mod tests {
         let w = values(3 * 3 * 6, 5);
         let b = values(3, 6);
         let x = values(s.input_len(), 8);
-        let c = SmallConv::with_isa(Isa::Neon, s, &w, &b, true).unwrap();
+        let c = SmallConv::with_isa(Isa::Scalar, s, &w, &b, true).unwrap();
         let mut scratch = vec![0.0; c.scratch_len()];
         pad_into(&s, &x, &mut scratch, true, 1);
         let mut wide = vec![0.0; c.output_len()];
@@ -1717,15 +1488,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// This CPU's kernel and the teams to run it on; `None` (said on
-    /// stderr) where there is no kernel.
-    fn kernel_and_teams() -> Option<(Isa, Vec<Option<team::Team>>)> {
-        let isa = Isa::detect();
-        if isa.is_none() {
-            eprintln!("no convolution kernel for this CPU: nothing to test");
-        }
-        Some((isa?, teams()))
-    }
+    /// Random cases per variant this CPU runs.
+    const CASES: u32 = 64;
 
     /// Tolerance of a sum of `k` products of values in [-1, 1], in f32
     /// against the f64 definition.
@@ -1743,9 +1507,7 @@ pub(crate) mod tests {
     #[test]
     fn random_convolutions_match_the_definition() {
         use proptest::prelude::*;
-        let Some((isa, teams)) = kernel_and_teams() else {
-            return;
-        };
+        let teams = teams();
         let shape = (
             1usize..=9,
             1usize..=20,
@@ -1775,16 +1537,18 @@ pub(crate) mod tests {
             })
             .prop_filter("an output", |s| s.oh().is_some() && s.ow().is_some());
         let config = ProptestConfig {
-            cases: 96,
+            cases: CASES * Isa::available().len() as u32,
             ..ProptestConfig::default()
         };
-        proptest!(config, |(s in shape, relu: bool, t in 0usize..3, seed: u32)| {
+        let isas = Isa::available();
+        proptest!(config, |(s in shape, relu: bool, t in 0usize..3, v in 0..isas.len(), seed: u32)| {
+            let isa = isas[v];
             let k = s.ic * s.kh * s.kw;
             let w = values(s.oc * k, seed);
             let b = values(s.oc, seed ^ 0x55);
             let x = values(s.input_len(), seed ^ 0xaa);
             let Some(p) = PackedConv::with_isa(isa, s, &w, Some(&b), relu) else {
-                prop_assert!(s.oc < isa.mr() / 2, "{:?} refused", s);
+                prop_assert!(s.oc < isa.mr() / 2, "{:?} refused by {}", s, isa);
                 return Ok(());
             };
             let want = naive(&s, &w, &b, relu, &x);
@@ -1793,7 +1557,7 @@ pub(crate) mod tests {
             for fresh in [true, false] {
                 team::frame(teams[t].as_ref(), || p.run(&x, &mut scratch, fresh, &mut out));
                 let err = max_error(&want, &out);
-                prop_assert!(err < tolerance(k), "{:?} relu={} team {}: {}", s, relu, t, err);
+                prop_assert!(err < tolerance(k), "{} {:?} relu={} team {}: {}", isa, s, relu, t, err);
             }
         });
     }
@@ -1804,9 +1568,7 @@ pub(crate) mod tests {
     #[test]
     fn random_transposed_convolutions_match_the_definition() {
         use proptest::prelude::*;
-        let Some((isa, teams)) = kernel_and_teams() else {
-            return;
-        };
+        let teams = teams();
         let shape = (
             1usize..=8,
             1usize..=9,
@@ -1854,15 +1616,17 @@ pub(crate) mod tests {
                 },
             );
         let config = ProptestConfig {
-            cases: 96,
+            cases: CASES * Isa::available().len() as u32,
             ..ProptestConfig::default()
         };
-        proptest!(config, |(d in shape, relu: bool, t in 0usize..3, seed: u32)| {
+        let isas = Isa::available();
+        proptest!(config, |(d in shape, relu: bool, t in 0usize..3, v in 0..isas.len(), seed: u32)| {
+            let isa = isas[v];
             let w = values(d.oc * d.ic * d.kh * d.kw, seed);
             let b = values(d.oc, seed ^ 0x55);
             let x = values(d.ic * d.ih * d.iw, seed ^ 0xaa);
             let p = PackedDeconv::with_isa(isa, d, &w, &b, relu);
-            prop_assert!(p.is_some(), "{:?} refused", d);
+            prop_assert!(p.is_some(), "{:?} refused by {}", d, isa);
             let Some(p) = p else { return Ok(()) };
             let want = naive_deconv(&d, &w, &b, relu, &x);
             let mut scratch = vec![f32::NAN; p.scratch_len() * 3];
@@ -1873,7 +1637,7 @@ pub(crate) mod tests {
                     p.run(&x, &mut scratch, fresh, &mut phases, &mut out)
                 });
                 let err = max_error(&want, &out);
-                prop_assert!(err < tolerance(d.ic * d.kh * d.kw), "{:?} relu={} team {}: {}", d, relu, t, err);
+                prop_assert!(err < tolerance(d.ic * d.kh * d.kw), "{} {:?} relu={} team {}: {}", isa, d, relu, t, err);
             }
         });
     }
@@ -1892,12 +1656,33 @@ pub(crate) mod tests {
             pads: [1; 4],
         };
         let w = vec![0.0; 32 * 16];
-        for isa in [Isa::Avx512, Isa::Neon] {
+        for isa in Isa::ALL {
             assert!(PackedConv::with_isa(isa, s, &w, None, false).is_none());
             let wrong = ConvShape { oc: 32, ..s };
             assert!(PackedConv::with_isa(isa, wrong, &w, None, false).is_none());
             let too_big = ConvShape { kh: 40, ..wrong };
             assert!(PackedConv::with_isa(isa, too_big, &w, None, false).is_none());
+        }
+    }
+
+    #[test]
+    fn refuses_a_variant_this_cpu_cannot_run() {
+        let s = ConvShape {
+            ic: 2,
+            ih: 8,
+            iw: 8,
+            oc: 32,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            pads: [1; 4],
+        };
+        let w = vec![0.5; 32 * 18];
+        for isa in Isa::ALL {
+            let packed = PackedConv::with_isa(isa, s, &w, None, false).is_some();
+            let small = SmallConv::with_isa(isa, s, &w, &[0.0; 32], false).is_some();
+            assert_eq!((packed, small), (isa.supported(), isa.supported()), "{isa}");
         }
     }
 }

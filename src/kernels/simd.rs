@@ -1,0 +1,406 @@
+//! The small vector type every kernel body is written over, and the
+//! variants: each kernel body instantiated for one instruction set under
+//! `#[target_feature]`.
+//!
+//! A kernel body is an `#[inline(always)]` generic function over
+//! [`Vector`]. Each variant's module (made by `variant!`) holds one
+//! `#[target_feature]` function per kernel that calls the body with that
+//! instruction set's vector type and tile shape; the body and the vector
+//! methods are inlined into it, so the whole kernel is compiled for that
+//! instruction set, whatever the binary's baseline.
+
+use super::Isa;
+
+/// A vector of `f32` lanes: the operations the kernels are written with.
+///
+/// # Safety
+/// The methods use instructions of the vector's instruction set: call them
+/// only from code compiled for it (a variant's `#[target_feature]`
+/// function), on a CPU that has it.
+pub(crate) trait Vector: Copy {
+    /// Lanes per vector.
+    const LANES: usize;
+    /// All lanes zero.
+    unsafe fn zero() -> Self;
+    /// All lanes `v`.
+    unsafe fn splat(v: f32) -> Self;
+    /// `LANES` values from `p` (any alignment).
+    unsafe fn load(p: *const f32) -> Self;
+    /// Stores the lanes at `p` (any alignment).
+    unsafe fn store(self, p: *mut f32);
+    /// `self · b + c` (fused where the instruction set fuses).
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+    /// Lane-wise `self + b`.
+    unsafe fn add(self, b: Self) -> Self;
+    /// Lane-wise maximum.
+    unsafe fn max(self, b: Self) -> Self;
+    /// The first lane.
+    unsafe fn first(self) -> f32;
+}
+
+/// The scalar variant: one lane, a separate multiply and add (a fused one
+/// without FMA hardware is a slow library call).
+impl Vector for f32 {
+    const LANES: usize = 1;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        v
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller's contract.
+        unsafe { p.read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { p.write_unaligned(self) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        self * b + c
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        self + b
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        self.max(b)
+    }
+    #[inline(always)]
+    unsafe fn first(self) -> f32 {
+        self
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Vector;
+    use std::arch::x86_64::*;
+
+    // SAFETY (every method below): the trait's contract, AVX and FMA.
+    impl Vector for __m256 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { _mm256_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm256_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            unsafe { _mm256_fmadd_ps(self, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            unsafe { _mm256_add_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn max(self, b: Self) -> Self {
+            unsafe { _mm256_max_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn first(self) -> f32 {
+            unsafe { _mm256_cvtss_f32(self) }
+        }
+    }
+
+    // SAFETY (every method below): the trait's contract, AVX-512F.
+    impl Vector for __m512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { _mm512_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm512_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            unsafe { _mm512_fmadd_ps(self, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            unsafe { _mm512_add_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn max(self, b: Self) -> Self {
+            unsafe { _mm512_max_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn first(self) -> f32 {
+            unsafe { _mm512_cvtss_f32(self) }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm64 {
+    use super::Vector;
+    use std::arch::aarch64::*;
+
+    // SAFETY (every method below): the trait's contract; NEON is part of
+    // aarch64.
+    impl Vector for float32x4_t {
+        const LANES: usize = 4;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { vdupq_n_f32(0.0) }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { vdupq_n_f32(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { vld1q_f32(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { vst1q_f32(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            unsafe { vfmaq_f32(c, self, b) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            unsafe { vaddq_f32(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn max(self, b: Self) -> Self {
+            unsafe { vmaxq_f32(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn first(self) -> f32 {
+            unsafe { vgetq_lane_f32::<0>(self) }
+        }
+    }
+}
+
+/// Vectors in flight in [`fma_body`]: more than FMA pipes × latency on the
+/// cores we know (2 × 4), within every variant's register file.
+const FMA_CHAINS: usize = 12;
+
+/// `rounds` × [`FMA_CHAINS`] independent multiply-adds of `V`: the FLOP
+/// done and a value to keep the work alive.
+#[inline(always)]
+unsafe fn fma_body<V: Vector>(rounds: usize) -> (f64, f32) {
+    // SAFETY: the caller's contract (a variant's function).
+    unsafe {
+        let m = V::splat(0.999_999);
+        let c = V::splat(1e-6);
+        // Different starting values: identical chains could be merged.
+        let mut a = [V::zero(); FMA_CHAINS];
+        for (i, v) in a.iter_mut().enumerate() {
+            *v = V::splat(1.0 + i as f32);
+        }
+        for _ in 0..rounds {
+            for v in a.iter_mut() {
+                *v = v.mul_add(m, c);
+            }
+        }
+        let mut sum = V::zero();
+        for v in a {
+            sum = sum.add(v);
+        }
+        ((rounds * FMA_CHAINS * V::LANES * 2) as f64, sum.first())
+    }
+}
+
+/// Makes one variant's module: every kernel body instantiated with vector
+/// type `$v` and the variant's tile shapes, each function compiled with the
+/// attributes `$attr` (its `#[target_feature]`).
+macro_rules! variant {
+    (
+        $(#[$cfg:meta])*
+        mod $name:ident($(#[$attr:meta])*): $v:ty,
+        conv $vm:literal x $nr:literal,
+        small $nv:literal,
+        dense $vg:literal x $sets:literal
+    ) => {
+        $(#[$cfg])*
+        pub(crate) mod $name {
+            use super::super::{conv, dense};
+            /// Output channels × pixels of the convolution tile.
+            pub(crate) const MR: usize = $vm * <$v as super::Vector>::LANES;
+            /// Pixels of the convolution tile.
+            pub(crate) const NR: usize = $nr;
+            /// Pixels per tile of the small-channel convolution.
+            pub(crate) const SMALL_PX: usize = $nv * <$v as super::Vector>::LANES;
+
+            /// The convolution tile ([`conv::tile`]).
+            ///
+            /// # Safety
+            /// As [`conv::tile`]; the CPU runs this variant.
+            $(#[$attr])*
+            #[allow(clippy::too_many_arguments)]
+            pub(crate) unsafe fn tile(
+                w: *const f32,
+                koff: *const u32,
+                k: usize,
+                src: *const f32,
+                base: &[usize; NR],
+                bias: *const f32,
+                relu: bool,
+                acc: &mut [[f32; MR]; NR],
+            ) {
+                // SAFETY: the function's contract.
+                unsafe { conv::tile::<$v, $vm, NR, MR>(w, koff, k, src, base, bias, relu, acc) }
+            }
+
+            /// The small-channel convolution ([`conv::small`]).
+            ///
+            /// # Safety
+            /// As [`conv::small`]; the CPU runs this variant.
+            $(#[$attr])*
+            pub(crate) unsafe fn small(
+                w: &[f32],
+                koff: &[u32],
+                src: &[f32],
+                bias: &[f32],
+                relu: bool,
+                run: conv::Span,
+            ) {
+                // SAFETY: the function's contract.
+                unsafe { conv::small::<$v, $nv>(w, koff, src, bias, relu, run) }
+            }
+
+            /// One group of the dense layer ([`dense::group`]).
+            ///
+            /// # Safety
+            /// As [`dense::group`]; the CPU runs this variant.
+            $(#[$attr])*
+            pub(crate) unsafe fn group(
+                w: &[f32],
+                x: &[f32],
+                bias: &[f32],
+                relu: bool,
+                acc: &mut [f32; dense::GROUP],
+            ) {
+                // SAFETY: the function's contract.
+                unsafe { dense::group::<$v, $vg, $sets>(w, x, bias, relu, acc) }
+            }
+
+            /// The peak loop ([`super::fma_body`]).
+            ///
+            /// # Safety
+            /// The CPU runs this variant.
+            $(#[$attr])*
+            pub(crate) unsafe fn fma_loop(rounds: usize) -> (f64, f32) {
+                // SAFETY: the function's contract.
+                unsafe { super::fma_body::<$v>(rounds) }
+            }
+
+            /// The summed binary cross-entropy ([`crate::score`]).
+            ///
+            /// # Safety
+            /// The CPU runs this variant.
+            $(#[$attr])*
+            pub(crate) unsafe fn bce_sum(x: &[f32], r: &[f32]) -> f32 {
+                crate::score::bce_sum_portable(x, r)
+            }
+        }
+    };
+}
+
+variant! {
+    mod scalar(): f32, conv 8 x 4, small 8, dense 64 x 1
+}
+
+variant! {
+    #[cfg(target_arch = "x86_64")]
+    mod avx2(#[target_feature(enable = "avx2,fma")]): std::arch::x86_64::__m256,
+    conv 2 x 6, small 3, dense 8 x 1
+}
+
+variant! {
+    #[cfg(target_arch = "x86_64")]
+    mod avx512(#[target_feature(enable = "avx512f")]): std::arch::x86_64::__m512,
+    conv 2 x 8, small 6, dense 4 x 2
+}
+
+variant! {
+    #[cfg(target_arch = "aarch64")]
+    mod neon(#[target_feature(enable = "neon")]): std::arch::aarch64::float32x4_t,
+    conv 4 x 6, small 4, dense 16 x 1
+}
+
+/// Pixels per tile of the small-channel convolution of `isa`.
+pub(crate) fn small_px(isa: Isa) -> usize {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::SMALL_PX,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::SMALL_PX,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => neon::SMALL_PX,
+        // Variants of other architectures are never built here.
+        #[allow(unreachable_patterns)]
+        _ => scalar::SMALL_PX,
+    }
+}
+
+/// [`fma_body`] of variant `isa`.
+///
+/// # Safety
+/// The CPU runs `isa`.
+pub(crate) unsafe fn fma_loop(isa: Isa, rounds: usize) -> (f64, f32) {
+    // SAFETY (each arm): the function's contract.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::fma_loop(rounds),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::fma_loop(rounds),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => neon::fma_loop(rounds),
+            #[allow(unreachable_patterns)]
+            _ => scalar::fma_loop(rounds),
+        }
+    }
+}
+
+/// [`crate::score`]'s binary cross-entropy compiled for `isa`.
+///
+/// # Safety
+/// The CPU runs `isa`.
+pub(crate) unsafe fn bce_sum(isa: Isa, x: &[f32], r: &[f32]) -> f32 {
+    // SAFETY (each arm): the function's contract.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::bce_sum(x, r),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::bce_sum(x, r),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => neon::bce_sum(x, r),
+            #[allow(unreachable_patterns)]
+            _ => scalar::bce_sum(x, r),
+        }
+    }
+}
