@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::frame::{FrameRef, PixelFormat};
-use crate::model::{Decoder, Model, PlanKind, Runtime, RuntimeOptions, Session};
+use crate::model::{Decoder, Model, OpTime, PlanKind, Runtime, RuntimeOptions, Session};
 use crate::pipeline::Pipeline;
 use crate::preprocess::{Fit, Preprocessor};
 use crate::score::{Method, Scorer};
@@ -57,6 +57,10 @@ pub struct Args {
     /// thread).
     #[arg(long)]
     pub peak: bool,
+    /// Also time each operator of the full pass (median over the runs):
+    /// where the time goes, layer by layer.
+    #[arg(long)]
+    pub layers: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -218,8 +222,13 @@ pub fn run(args: Args) -> Result<()> {
             )?);
         }
     }
+    let layers = if args.layers {
+        full.profile(n.max(1))?
+    } else {
+        vec![]
+    };
     if args.inference_only {
-        return report(&args, &model, first_result_ms, &stages);
+        return report(&args, &model, first_result_ms, &stages, &layers);
     }
     if let Some(dp) = args
         .decoder
@@ -270,10 +279,16 @@ pub fn run(args: Args) -> Result<()> {
         Ok(())
     })?);
 
-    report(&args, &model, first_result_ms, &stages)
+    report(&args, &model, first_result_ms, &stages, &layers)
 }
 
-fn report(args: &Args, model: &Model, first_result_ms: f64, stages: &[StageTiming]) -> Result<()> {
+fn report(
+    args: &Args,
+    model: &Model,
+    first_result_ms: f64,
+    stages: &[StageTiming],
+    layers: &[OpTime],
+) -> Result<()> {
     let spec = model.spec();
     let kernels = model.runtime().kernels();
     let peak = match (args.peak, kernels.isa()) {
@@ -289,6 +304,12 @@ fn report(args: &Args, model: &Model, first_result_ms: f64, stages: &[StageTimin
             "load_to_first_result_ms": first_result_ms,
             "stages": stages,
             "peak_gflops": peak,
+            "layers": layers.iter().map(|l| serde_json::json!({
+                "name": l.name,
+                "op": l.op,
+                "info": l.info,
+                "median_ms": l.median.as_secs_f64() * 1e3,
+            })).collect::<Vec<_>>(),
         });
         println!("{out}");
         return Ok(());
@@ -317,6 +338,23 @@ fn report(args: &Args, model: &Model, first_result_ms: f64, stages: &[StageTimin
             "{:<44} {:>9.3} {:>9.3} {:>9.3} {:>9.0}",
             s.stage, s.min_ms, s.median_ms, s.p99_ms, s.fps
         );
+    }
+    if !layers.is_empty() {
+        let total: f64 = layers.iter().map(|l| l.median.as_secs_f64()).sum();
+        println!(
+            "full pass by operator (median µs, share of their sum {:.3} ms):",
+            total * 1e3
+        );
+        for l in layers {
+            let us = l.median.as_secs_f64() * 1e6;
+            println!(
+                "{:>9.1} {:>5.1}%  {:<12} {}",
+                us,
+                100.0 * l.median.as_secs_f64() / total.max(1e-12),
+                l.op,
+                if l.info.is_empty() { &l.name } else { &l.info }
+            );
+        }
     }
     match (args.peak, peak) {
         (true, Some(p)) => {

@@ -41,7 +41,7 @@ pub use encoder::Model;
 pub use onnx::{Dim, Port, hex};
 pub use plan::Plan;
 pub use runtime::{Runtime, RuntimeOptions};
-pub use session::Session;
+pub use session::{OpTime, Session};
 
 /// Name of the encoder's input tensor.
 pub const INPUT_IMAGE: &str = "image";

@@ -9,6 +9,19 @@ use super::graph::tract_err;
 use super::{OUTPUT_LOGVAR, OUTPUT_MU, OUTPUT_RECON, Plan, PlanKind};
 use crate::error::ModelError;
 
+/// The time one operator of a plan took ([`Session::profile`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpTime {
+    /// The node's name in the plan.
+    pub name: String,
+    /// The operator's name (`BvaeConv` for bvae's kernels).
+    pub op: String,
+    /// What the operator says of itself (shapes, fused ReLU, variant).
+    pub info: String,
+    /// Median time over the runs.
+    pub median: std::time::Duration,
+}
+
 /// One stream's reusable inference state.
 #[derive(Debug)]
 pub struct Session {
@@ -185,6 +198,57 @@ impl Session {
         t.try_as_plain_ram()
             .and_then(|v| v.as_slice::<f32>())
             .map_err(tract_err(format!("output `{name}` is not float32")))
+    }
+
+    /// Runs the plan `runs` times on the current input (batch-1 plans) and
+    /// times each of its operators: the median per operator, in the plan's
+    /// order. For `bvae bench --layers`; the outputs are left unset.
+    pub fn profile(&mut self, runs: usize) -> Result<Vec<OpTime>, ModelError> {
+        if !self.gathered.is_empty() {
+            return Err(ModelError::Usage(
+                "operator timings are for batch-1 plans".into(),
+            ));
+        }
+        self.outputs.clear();
+        self.ran = false;
+        let nodes = self.plan.runnable.model().nodes().len();
+        let mut times = vec![Vec::with_capacity(runs); nodes];
+        for _ in 0..runs.max(1) {
+            let (state, input) = (&mut self.state, self.input.clone());
+            let times = &mut times;
+            self.plan
+                .runtime
+                .run(move || {
+                    state.run_plan_with_eval(
+                        tvec![TValue::from_const(input)],
+                        |ctx, op_state, node, inputs| {
+                            let start = std::time::Instant::now();
+                            let out =
+                                tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                            times[node.id].push(start.elapsed());
+                            out
+                        },
+                    )
+                })
+                .map_err(tract_err("inference failed"))?;
+        }
+        let model = self.plan.runnable.model();
+        let mut out = vec![];
+        for &id in self.plan.runnable.order_without_consts() {
+            let t = &mut times[id];
+            if t.is_empty() {
+                continue;
+            }
+            t.sort();
+            let node = model.node(id);
+            out.push(OpTime {
+                name: node.name.clone(),
+                op: node.op.name().to_string(),
+                info: node.op.info().unwrap_or_default().join(" "),
+                median: t[t.len() / 2],
+            });
+        }
+        Ok(out)
     }
 
     /// Latent means of the last run, `[batch, Z]` row-major.
