@@ -459,7 +459,7 @@ impl PackedConv {
         for g in &self.groups {
             let pixels = g.base.len();
             let per_block = pixels.div_ceil(NR);
-            let share = if by_block {
+            let tiles = if by_block {
                 0..per_block
             } else {
                 p * per_block / parts..(p + 1) * per_block / parts
@@ -474,7 +474,7 @@ impl PackedConv {
                 // Output channel of the block's first lane.
                 let ch0 = (b - g.blocks.start) * MR;
                 let channels = MR.min(self.out_channels - ch0);
-                for t in share.clone() {
+                for t in tiles.clone() {
                     let p0 = t * NR;
                     let n = NR.min(pixels - p0);
                     let mut base = [g.base[p0] as usize; NR];
@@ -495,26 +495,19 @@ impl PackedConv {
                             &mut acc,
                         )
                     };
-                    // Channel by channel: each channel's pixels are
-                    // neighbours in the output (2.5× faster than pixel by
-                    // pixel, measured).
-                    #[allow(clippy::needless_range_loop)]
-                    for l in 0..channels {
-                        let plane = (ch0 + l) * self.out_plane;
-                        for j in 0..n {
-                            let pixel = if g.dst.is_empty() {
-                                p0 + j
-                            } else {
-                                g.dst[p0 + j] as usize
-                            };
-                            let at = plane + pixel;
-                            debug_assert!(at < out.1);
-                            // SAFETY: `at` is inside the output (channel
-                            // below `out_channels`, pixel inside the plane),
-                            // and no other tile writes it.
-                            unsafe { *out.0.add(at) = acc[j][l] };
-                        }
+                    // Where each pixel of the tile goes in a plane.
+                    let mut dst = [0usize; NR];
+                    for (j, d) in dst.iter_mut().enumerate().take(n) {
+                        *d = if g.dst.is_empty() {
+                            p0 + j
+                        } else {
+                            g.dst[p0 + j] as usize
+                        };
                     }
+                    // SAFETY: each `plane + dst[j]` is inside the output
+                    // (channel below `out_channels`, pixel inside the
+                    // plane), and no other tile writes it.
+                    unsafe { store_tile(&acc, &dst, n, channels, ch0, self.out_plane, out) };
                 }
             }
         }
@@ -1056,13 +1049,20 @@ impl PackedDeconv {
                     let u = y + d.pads[0];
                     let (a, by) = (u / d.sh, u % d.sh);
                     let at = (o * d.oh + y) * d.ow;
+                    // The phase column and its position, stepped along the
+                    // row (no division per pixel: it cost more than the
+                    // copy).
+                    let (mut ax, mut bx) = (d.pads[1] / d.sw, d.pads[1] % d.sw);
                     for x in 0..d.ow {
-                        let u = x + d.pads[1];
-                        let (ax, bx) = (u / d.sw, u % d.sw);
                         let c = (by * d.sw + bx) * d.oc + o;
                         // SAFETY: `at + x` is inside the output (checked
                         // above), and only this part writes row `y`.
                         unsafe { *dst.at(at + x) = phases[c * plane + a * row + ax] };
+                        bx += 1;
+                        if bx == d.sw {
+                            bx = 0;
+                            ax += 1;
+                        }
                     }
                 }
             }
@@ -1085,6 +1085,38 @@ type Tile<const MR: usize, const NR: usize> = unsafe fn(
     relu: bool,
     acc: &mut [[f32; MR]; NR],
 );
+
+/// Writes a tile's `acc[pixel][channel]` to the output planes, channel by
+/// channel (each channel's pixels are neighbours in the output: 2.5×
+/// faster than pixel by pixel, measured): channels `ch0 ..+ channels`,
+/// pixel `j < n` at `dst[j]` of each plane of `plane` values.
+///
+/// # Safety
+/// Every `(ch0 + l)·plane + dst[j]` is inside `out`, and nothing else
+/// writes those values meanwhile.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `l` indexes the inner arrays
+unsafe fn store_tile<const MR: usize, const NR: usize>(
+    acc: &[[f32; MR]; NR],
+    dst: &[usize; NR],
+    n: usize,
+    channels: usize,
+    ch0: usize,
+    plane: usize,
+    out: Out,
+) {
+    for l in 0..channels {
+        // SAFETY: the function's contract.
+        let base = unsafe { out.at((ch0 + l) * plane) };
+        // A whole tile's stores unroll; a partial one's loop.
+        let n = if n == NR { NR } else { n };
+        for j in 0..n {
+            debug_assert!((ch0 + l) * plane + dst[j] < out.1);
+            // SAFETY: the function's contract.
+            unsafe { *base.add(dst[j]) = acc[j][l] };
+        }
+    }
+}
 
 /// The convolution micro-kernel, written once: `MR = VM·V::LANES` output
 /// channels (`VM` vectors) × `NR` pixels, in `VM·NR` accumulators. For each
