@@ -335,7 +335,7 @@ variant! {
 variant! {
     #[cfg(target_arch = "x86_64")]
     mod avx2(#[target_feature(enable = "avx2,fma")]): std::arch::x86_64::__m256,
-    conv 2 x 6, small 3, dense 8 x 1
+    conv 2 x 6, small 2, dense 8 x 1
 }
 
 variant! {
