@@ -885,3 +885,66 @@ fn convolution_windows_out_of_range() {
         ],
     );
 }
+
+/// `BVAE_KERNELS` forces a kernel variant: an unknown name, or a variant
+/// this CPU cannot run, is refused by name; each variant it runs is named
+/// by `bvae info`, and scores are the same whichever runs.
+#[test]
+fn kernel_variants_are_forced_by_name_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model("dsprites.onnx");
+    let run = |kernels: &str, args: &[&str]| {
+        let out = common::bvae_command()
+            .args(args)
+            .env("BVAE_KERNELS", kernels)
+            .current_dir(dir.path())
+            .output()
+            .expect("the bvae binary runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run("sse9", &["info", s(&m)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("BVAE_KERNELS=\"sse9\": expected one of"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let available = bvae::kernels::Isa::available();
+    for isa in bvae::kernels::Isa::ALL {
+        let (code, out, err) = run(isa.name(), &["info", s(&m)]);
+        if available.contains(&isa) {
+            assert_eq!(code, 0, "{isa}: {err}");
+            assert!(out.contains(&format!("kernels    {isa} ")), "{isa}: {out}");
+        } else {
+            assert_eq!(code, 1, "{isa}: {out}");
+            assert!(err.contains("this CPU cannot run it"), "{isa}: {err}");
+        }
+    }
+    let images = data("dsprites_anomalous");
+    let scores = |kernels: &str| {
+        let (code, out, err) = run(kernels, &["score", s(&m), s(&images), "--json"]);
+        assert_eq!(code, 0, "{kernels}: {err}");
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["scores"]["kl"].as_f64().unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let tract = scores("tract");
+    assert!(!tract.is_empty());
+    for isa in available {
+        let own = scores(isa.name());
+        assert_eq!(own.len(), tract.len());
+        for (a, b) in own.iter().zip(&tract) {
+            assert!(
+                (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                "{isa}: {a} vs tract {b}"
+            );
+        }
+    }
+}

@@ -20,6 +20,12 @@ pub struct Args {
 /// Runs `bvae info`.
 pub fn run(args: Args) -> Result<()> {
     let model = super::load_model(&args.model)?;
+    let kernels = crate::kernels::Kernels::from_env()?;
+    let runs: Vec<&str> = crate::kernels::Isa::available()
+        .into_iter()
+        .map(|i| i.name())
+        .chain(["tract"])
+        .collect();
     let s = model.spec();
     let m = model.meta();
     let active = s.active_latents();
@@ -53,6 +59,8 @@ pub fn run(args: Args) -> Result<()> {
             "max_batch": s.max_batch,
             "decoder": super::sibling_decoder(model.path()),
             "load_ms": model.load_time().as_secs_f64() * 1e3,
+            "kernels": kernels.to_string(),
+            "kernels_available": runs,
         });
         println!("{out}");
         return Ok(());
@@ -137,5 +145,10 @@ pub fn run(args: Args) -> Result<()> {
         _ => println!("  per-latent KL unknown (no bvae.latent_kl metadata)"),
     }
     println!("load time  {:.1} ms", model.load_time().as_secs_f64() * 1e3);
+    println!(
+        "kernels    {kernels} (this CPU runs: {}; {} forces one)",
+        runs.join(", "),
+        crate::kernels::KERNELS_ENV
+    );
     Ok(())
 }

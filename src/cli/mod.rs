@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Describe a model: inputs, outputs, latents (with per-latent KL and
-    /// which are active), likelihood, β, load time.
+    /// which are active), likelihood, β, load time, the kernel variant.
     Info(info::Args),
     /// Encode images to latent codes (JSON Lines, or CSV with --csv).
     Encode(encode::Args),
