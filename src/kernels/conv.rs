@@ -367,7 +367,6 @@ impl PackedConv {
     /// `scratch_len` values (when padding) that nothing else uses
     /// meanwhile, zero outside the rows copied into them; `out` holds at
     /// least `output_len` values; `kernel` must be runnable on this CPU.
-    #[allow(dead_code)]
     unsafe fn tiles<const MR: usize, const NR: usize>(
         &self,
         input: &[f32],
@@ -441,7 +440,6 @@ impl PackedConv {
     /// As [`PackedConv::tiles`]; `out` points to at least `output_len`
     /// values that nothing else reads or writes meanwhile except another
     /// part of the same call.
-    #[allow(dead_code)]
     unsafe fn part<const MR: usize, const NR: usize>(
         &self,
         src: &[f32],
