@@ -141,7 +141,7 @@ const LANES: usize = 16;
 fn bce_sum(x: &[f32], r: &[f32]) -> f32 {
     match crate::kernels::Isa::detect() {
         // SAFETY: `detect` only returns a variant this CPU runs.
-        Some(isa) => unsafe { crate::kernels::simd_bce_sum(isa, x, r) },
+        Some(isa) => unsafe { crate::kernels::simd::bce_sum(isa, x, r) },
         None => bce_sum_portable(x, r),
     }
 }

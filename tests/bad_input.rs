@@ -894,17 +894,8 @@ fn kernel_variants_are_forced_by_name_or_refused() {
     let dir = tempfile::tempdir().unwrap();
     let m = model("dsprites.onnx");
     let run = |kernels: &str, args: &[&str]| {
-        let out = common::bvae_command()
-            .args(args)
-            .env("BVAE_KERNELS", kernels)
-            .current_dir(dir.path())
-            .output()
-            .expect("the bvae binary runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let r = common::bvae_with_env(dir.path(), &[("BVAE_KERNELS", kernels)], args);
+        (r.code, r.stdout, r.stderr)
     };
     let (code, _, err) = run("sse9", &["info", s(&m)]);
     assert_eq!(code, 1, "{err}");

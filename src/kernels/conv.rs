@@ -293,67 +293,25 @@ impl PackedConv {
         }
         let input = &input[..s.input_len()];
         let scratch = Out(scratch.as_mut_ptr(), scratch.len());
-        // SAFETY (each arm): a PackedConv is only built for a variant this
-        // CPU runs (`with_isa`), and every offset was derived from the shape
-        // the slices were just checked against; `parts` shares of the
-        // scratch fit.
-        match self.isa {
-            Isa::Scalar => unsafe {
-                self.tiles::<{ simd::scalar::MR }, { simd::scalar::NR }>(
-                    input,
-                    scratch,
-                    out,
-                    parts,
-                    simd::scalar::tile,
-                )
-            },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe {
-                self.tiles::<{ simd::avx2::MR }, { simd::avx2::NR }>(
-                    input,
-                    scratch,
-                    out,
-                    parts,
-                    simd::avx2::tile,
-                )
-            },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe {
-                self.tiles::<{ simd::avx512::MR }, { simd::avx512::NR }>(
-                    input,
-                    scratch,
-                    out,
-                    parts,
-                    simd::avx512::tile,
-                )
-            },
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => unsafe {
-                self.tiles::<{ simd::neon::MR }, { simd::neon::NR }>(
-                    input,
-                    scratch,
-                    out,
-                    parts,
-                    simd::neon::tile,
-                )
-            },
-            // Variants of another architecture are never built here
-            // (`with_isa` refuses them); the reference would serve.
-            #[allow(unreachable_patterns)]
-            _ => {
-                let _ = parts;
-                let src = if padded {
-                    // SAFETY: `scratch` holds at least `per` values (checked
-                    // above) and nothing else uses it meanwhile.
-                    let buf = unsafe { std::slice::from_raw_parts_mut(scratch.0, per) };
-                    pad_into(s, input, buf, false, 1);
-                    &*buf
-                } else {
-                    input
-                };
-                self.reference(src, out)
-            }
-        }
+        // SAFETY: a PackedConv is only built for a variant this CPU runs
+        // (`with_isa`), and every offset was derived from the shape the
+        // slices were just checked against; `parts` shares of the scratch
+        // fit. (Variants of another architecture are refused by `with_isa`;
+        // the reference would serve.)
+        simd::on_variant!(self.isa, v => unsafe {
+            self.tiles::<{ v::MR }, { v::NR }>(input, scratch, out, parts, v::tile)
+        }, other => {
+            let src = if padded {
+                // SAFETY: `scratch` holds at least `per` values (checked
+                // above) and nothing else uses it meanwhile.
+                let buf = unsafe { std::slice::from_raw_parts_mut(scratch.0, per) };
+                pad_into(s, input, buf, false, 1);
+                &*buf
+            } else {
+                input
+            };
+            self.reference(src, out)
+        })
     }
 
     /// Runs the micro-kernel over every (channel block, pixel tile), in
@@ -658,28 +616,12 @@ impl SmallConv {
                     to,
                 };
                 let koff = &self.koff;
-                // SAFETY (each arm): a SmallConv is only built for a variant
+                // SAFETY: a SmallConv is only built for a variant
                 // this CPU runs; the scratch is long enough for every tile's
                 // reads (`scratch_len`); `run` as above.
-                match self.isa {
-                    Isa::Scalar => unsafe {
-                        simd::scalar::small(w, koff, scratch, bias, self.relu, run)
-                    },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe {
-                        simd::avx2::small(w, koff, scratch, bias, self.relu, run)
-                    },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe {
-                        simd::avx512::small(w, koff, scratch, bias, self.relu, run)
-                    },
-                    #[cfg(target_arch = "aarch64")]
-                    Isa::Neon => unsafe {
-                        simd::neon::small(w, koff, scratch, bias, self.relu, run)
-                    },
-                    #[allow(unreachable_patterns)]
-                    _ => unsafe { small_reference(w, koff, scratch, bias, self.relu, run) },
-                }
+                simd::on_variant!(self.isa, v => unsafe {
+                    v::small(w, koff, scratch, bias, self.relu, run)
+                }, other => unsafe { small_reference(w, koff, scratch, bias, self.relu, run) });
             }
         });
     }

@@ -120,19 +120,11 @@ impl PackedDense {
                 let w = &self.weights[g * self.k * GROUP..(g + 1) * self.k * GROUP];
                 let b = &self.bias[g * GROUP..(g + 1) * GROUP];
                 let x = &x[..self.k];
-                // SAFETY (each arm): a layer is only built for a variant this
+                // SAFETY: a layer is only built for a variant this
                 // CPU runs; `w` holds k·GROUP values, `x` k.
-                match self.isa {
-                    Isa::Scalar => unsafe { simd::scalar::group(w, x, b, self.relu, &mut acc) },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { simd::avx2::group(w, x, b, self.relu, &mut acc) },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { simd::avx512::group(w, x, b, self.relu, &mut acc) },
-                    #[cfg(target_arch = "aarch64")]
-                    Isa::Neon => unsafe { simd::neon::group(w, x, b, self.relu, &mut acc) },
-                    #[allow(unreachable_patterns)]
-                    _ => group_reference(w, x, b, self.relu, &mut acc),
-                }
+                simd::on_variant!(self.isa, v => unsafe {
+                    v::group(w, x, b, self.relu, &mut acc)
+                }, other => group_reference(w, x, b, self.relu, &mut acc));
                 let valid = GROUP.min(self.n - g * GROUP);
                 // SAFETY: outputs `g·GROUP ..+ valid` are below `n` (checked
                 // above), and only this part writes group `g`.

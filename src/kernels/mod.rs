@@ -21,7 +21,7 @@
 
 pub mod conv;
 pub mod dense;
-mod simd;
+pub(crate) mod simd;
 pub mod team;
 
 use std::fmt;
@@ -238,15 +238,6 @@ pub fn peak_gflops(isa: Isa) -> Option<f64> {
         flop = f;
     }
     Some(flop / best / 1e9)
-}
-
-/// [`crate::score`]'s binary cross-entropy compiled for variant `isa`.
-///
-/// # Safety
-/// The CPU runs `isa` ([`Isa::detect`] or [`Isa::supported`]).
-pub(crate) unsafe fn simd_bce_sum(isa: Isa, x: &[f32], r: &[f32]) -> f32 {
-    // SAFETY: the function's contract.
-    unsafe { simd::bce_sum(isa, x, r) }
 }
 
 /// An output shared by the parts of one kernel call (a convolution's, a

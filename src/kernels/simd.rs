@@ -350,19 +350,43 @@ variant! {
     conv 4 x 6, small 4, dense 16 x 1
 }
 
+/// Evaluates `$body` with `$v` naming the module of variant `$isa`
+/// (`scalar`, `avx2`, ...): the one place that maps a variant to its
+/// compiled kernels. `$other` serves variants of another architecture,
+/// which are never built here (every constructor refuses a variant the CPU
+/// cannot run).
+macro_rules! on_variant {
+    ($isa:expr, $v:ident => $body:expr, other => $other:expr) => {
+        match $isa {
+            $crate::kernels::Isa::Scalar => {
+                use $crate::kernels::simd::scalar as $v;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernels::Isa::Avx2 => {
+                use $crate::kernels::simd::avx2 as $v;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernels::Isa::Avx512 => {
+                use $crate::kernels::simd::avx512 as $v;
+                $body
+            }
+            #[cfg(target_arch = "aarch64")]
+            $crate::kernels::Isa::Neon => {
+                use $crate::kernels::simd::neon as $v;
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            _ => $other,
+        }
+    };
+}
+pub(crate) use on_variant;
+
 /// Pixels per tile of the small-channel convolution of `isa`.
 pub(crate) fn small_px(isa: Isa) -> usize {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => avx2::SMALL_PX,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => avx512::SMALL_PX,
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => neon::SMALL_PX,
-        // Variants of other architectures are never built here.
-        #[allow(unreachable_patterns)]
-        _ => scalar::SMALL_PX,
-    }
+    on_variant!(isa, v => v::SMALL_PX, other => scalar::SMALL_PX)
 }
 
 /// [`fma_body`] of variant `isa`.
@@ -370,37 +394,15 @@ pub(crate) fn small_px(isa: Isa) -> usize {
 /// # Safety
 /// The CPU runs `isa`.
 pub(crate) unsafe fn fma_loop(isa: Isa, rounds: usize) -> (f64, f32) {
-    // SAFETY (each arm): the function's contract.
-    unsafe {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::fma_loop(rounds),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::fma_loop(rounds),
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => neon::fma_loop(rounds),
-            #[allow(unreachable_patterns)]
-            _ => scalar::fma_loop(rounds),
-        }
-    }
+    // SAFETY: the function's contract.
+    unsafe { on_variant!(isa, v => v::fma_loop(rounds), other => scalar::fma_loop(rounds)) }
 }
 
 /// [`crate::score`]'s binary cross-entropy compiled for `isa`.
 ///
 /// # Safety
-/// The CPU runs `isa`.
+/// The CPU runs `isa` ([`Isa::detect`] or [`Isa::supported`]).
 pub(crate) unsafe fn bce_sum(isa: Isa, x: &[f32], r: &[f32]) -> f32 {
-    // SAFETY (each arm): the function's contract.
-    unsafe {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::bce_sum(x, r),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::bce_sum(x, r),
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => neon::bce_sum(x, r),
-            #[allow(unreachable_patterns)]
-            _ => scalar::bce_sum(x, r),
-        }
-    }
+    // SAFETY: the function's contract.
+    unsafe { on_variant!(isa, v => v::bce_sum(x, r), other => scalar::bce_sum(x, r)) }
 }

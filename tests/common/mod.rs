@@ -85,8 +85,14 @@ pub fn bvae_command() -> Command {
 
 /// Runs `bvae ARGS` in `dir`.
 pub fn bvae(dir: &Path, args: &[&str]) -> Run {
+    bvae_with_env(dir, &[], args)
+}
+
+/// Runs `bvae ARGS` in `dir` with the environment variables `env` set.
+pub fn bvae_with_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
     let out: Output = bvae_command()
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .output()
         .expect("the bvae binary runs");
