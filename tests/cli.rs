@@ -295,10 +295,19 @@ fn bench_prints_every_stage() {
             "1",
             "--batch",
             "4",
+            "--layers",
             "--json",
         ],
     );
     let v: Value = serde_json::from_str(run.ok().trim()).unwrap();
+    // --layers times every operator of the full pass, and the stages after
+    // it (score, end to end) still run on the session it profiled.
+    let layers = v["layers"].as_array().unwrap();
+    assert!(layers.len() >= 8, "{layers:?}");
+    assert!(
+        layers.iter().all(|l| l["median_ms"].as_f64().unwrap() >= 0.0),
+        "{layers:?}"
+    );
     let stages: Vec<&str> = v["stages"]
         .as_array()
         .unwrap()

@@ -202,7 +202,8 @@ impl Session {
 
     /// Runs the plan `runs` times on the current input (batch-1 plans) and
     /// times each of its operators: the median per operator, in the plan's
-    /// order. For `bvae bench --layers`; the outputs are left unset.
+    /// order. For `bvae bench --layers`. Ends with one plain run, so the
+    /// outputs are those of the current input, as after [`Session::run`].
     pub fn profile(&mut self, runs: usize) -> Result<Vec<OpTime>, ModelError> {
         if !self.gathered.is_empty() {
             return Err(ModelError::Usage(
@@ -248,6 +249,7 @@ impl Session {
                 median: t[t.len() / 2],
             });
         }
+        self.run()?;
         Ok(out)
     }
 
