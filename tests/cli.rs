@@ -305,7 +305,9 @@ fn bench_prints_every_stage() {
     let layers = v["layers"].as_array().unwrap();
     assert!(layers.len() >= 8, "{layers:?}");
     assert!(
-        layers.iter().all(|l| l["median_ms"].as_f64().unwrap() >= 0.0),
+        layers
+            .iter()
+            .all(|l| l["median_ms"].as_f64().unwrap() >= 0.0),
         "{layers:?}"
     );
     let stages: Vec<&str> = v["stages"]

@@ -989,19 +989,20 @@ impl PackedDeconv {
                     let u = y + d.pads[0];
                     let (a, by) = (u / d.sh, u % d.sh);
                     let at = (o * d.oh + y) * d.ow;
-                    // The phase column and its position, stepped along the
-                    // row (no division per pixel: it cost more than the
-                    // copy).
-                    let (mut ax, mut bx) = (d.pads[1] / d.sw, d.pads[1] % d.sw);
-                    for x in 0..d.ow {
+                    // Phase column `bx` fills the output columns `x0, x0 +
+                    // sw, …` from consecutive values of its phase row: a
+                    // strided copy per phase, no division or branch per
+                    // pixel (that cost more than the copy).
+                    for bx in 0..d.sw {
+                        let x0 = (bx + d.sw - d.pads[1] % d.sw) % d.sw;
+                        let ax0 = (x0 + d.pads[1]) / d.sw;
                         let c = (by * d.sw + bx) * d.oc + o;
-                        // SAFETY: `at + x` is inside the output (checked
-                        // above), and only this part writes row `y`.
-                        unsafe { *dst.at(at + x) = phases[c * plane + a * row + ax] };
-                        bx += 1;
-                        if bx == d.sw {
-                            bx = 0;
-                            ax += 1;
+                        let from = c * plane + a * row + ax0;
+                        let src = &phases[from..from + d.ow.saturating_sub(x0).div_ceil(d.sw)];
+                        for (&v, x) in src.iter().zip((x0..d.ow).step_by(d.sw)) {
+                            // SAFETY: `at + x` is inside the output (checked
+                            // above), and only this part writes row `y`.
+                            unsafe { *dst.at(at + x) = v };
                         }
                     }
                 }
