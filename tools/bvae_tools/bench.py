@@ -53,6 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16, help="the batched pass's batch size")
     p.add_argument("-n", "--iterations", type=int, default=300, help="timed runs per stage")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each runtime")
+    p.add_argument(
+        "--layers",
+        action="store_true",
+        help="also time each layer of the full pass, batch 1, one thread, in both runtimes "
+        "(onnxruntime's profiler, `bvae bench --layers`), side by side",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -182,6 +188,148 @@ def compare(
     return {"model": str(model), "batch": batch, "rounds": rounds, "threads": results}
 
 
+#: Layer kind of an operator, by onnxruntime op type or bvae info prefix.
+_ORT_KIND = {
+    "Conv": "conv",
+    "ConvTranspose": "deconv",
+    "Gemm": "dense",
+    "FusedGemm": "dense",
+    "MatMul": "dense",
+    "FusedMatMul": "dense",
+}
+
+
+def ort_layers(model: Path, n: int) -> list[dict]:
+    """Median µs per operator of onnxruntime's full pass (batch 1, one thread), in run order.
+
+    From onnxruntime's own profiler (its ``*_kernel_time`` events): each
+    entry has ``name``, ``op`` and ``us``.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+        c, h, w = image_shape(model)
+        feed = {"image": np.random.default_rng(0).random((1, c, h, w), dtype=np.float32)}
+        for _ in range(max(1, n)):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    times: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+            key = name[: -len("_kernel_time")]
+            times.setdefault(key, []).append(float(e["dur"]))
+            ops[key] = e.get("args", {}).get("op_name", "?")
+    return [{"name": k, "op": ops[k], "us": float(np.median(v))} for k, v in times.items()]
+
+
+def bvae_layers(bvae: str, model: Path, n: int) -> list[dict]:
+    """Median µs per operator of bvae's full pass (``bvae bench --layers``), in run order.
+
+    The parts of one layer that tract split (``….split-over-…``: the mu and
+    logvar heads of one ``Gemm``) are summed into one entry.
+    """
+    cmd = [bvae, "bench", str(model), "--inference-only", "--layers", "--json", "-n", str(n)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise UserError(f"{bvae} not found: build it with `cargo build --release`") from None
+    if res.returncode != 0:
+        raise UserError(f"{' '.join(cmd)} failed:\n{res.stderr.strip()}")
+    out: list[dict] = []
+    for layer in json.loads(res.stdout)["layers"]:
+        name = layer["name"].split(".split-over-")[0]
+        if out and out[-1]["name"] == name:
+            out[-1]["us"] += layer["median_ms"] * 1e3
+            continue
+        out.append(
+            {"name": name, "op": layer["op"], "info": layer["info"], "us": layer["median_ms"] * 1e3}
+        )
+    return out
+
+
+def _bvae_kind(op: dict) -> str | None:
+    if op["op"] != "BvaeConv":
+        return {"Conv": "conv", "ConvTranspose": "deconv"}.get(
+            op["op"], "dense" if op["op"] in ("Gemm", "MatMul", "EinSum", "MatMatMul") else None
+        )
+    info = op["info"]
+    return (
+        "dense"
+        if info.startswith("dense")
+        else "deconv"
+        if info.startswith("transposed")
+        else "conv"
+    )
+
+
+def pair_layers(ort_ops: list[dict], bvae_ops: list[dict]) -> list[dict]:
+    """The layers (convolutions, transposed convolutions, dense) of both runtimes, paired in
+    run order by kind, then one ``other`` row with what the rest (activations, reshapes,
+    layout changes) costs in each. A layer one runtime has and the other lacks stands
+    alone (``None`` on the other side)."""
+    ort_l = [(o, _ORT_KIND[o["op"]]) for o in ort_ops if o["op"] in _ORT_KIND]
+    bvae_l = [(b, k) for b in bvae_ops if (k := _bvae_kind(b))]
+
+    def row(kind: str, layer: str, ort_us: float | None, bvae_us: float | None) -> dict:
+        return {"kind": kind, "layer": layer, "ort_us": ort_us, "bvae_us": bvae_us}
+
+    rows, i, j = [], 0, 0
+    while i < len(ort_l) or j < len(bvae_l):
+        o = ort_l[i] if i < len(ort_l) else None
+        b = bvae_l[j] if j < len(bvae_l) else None
+        if o and b and o[1] == b[1]:
+            rows.append(row(o[1], b[0]["info"], o[0]["us"], b[0]["us"]))
+            i, j = i + 1, j + 1
+        elif b and (not o or (j + 1 < len(bvae_l) and bvae_l[j + 1][1] == o[1])):
+            # bvae has a layer here that onnxruntime lacks
+            rows.append(row(b[1], b[0]["info"], None, b[0]["us"]))
+            j += 1
+        else:
+            rows.append(row(o[1], o[0]["name"], o[0]["us"], None))
+            i += 1
+    ort_other = sum(o["us"] for o in ort_ops if o["op"] not in _ORT_KIND)
+    bvae_other = sum(b["us"] for b in bvae_ops if not _bvae_kind(b))
+    rows.append(row("other", "activations, reshapes, layout changes", ort_other, bvae_other))
+    return rows
+
+
+def format_layers(rows: list[dict]) -> str:
+    """The paired layers as a table, with each runtime's sum and the ratio per layer."""
+    lines = [
+        "full pass by layer, batch 1, 1 thread (median µs per run; onnxruntime's profiler "
+        "and `bvae bench --layers` add a little per operator):"
+    ]
+    lines.append(
+        f"{'kind':<7} {'onnxruntime':>11} {'bvae':>9} {'bvae/ort':>9}  layer (bvae's shape)"
+    )
+
+    def us(v: float | None) -> str:
+        return f"{v:>9.1f}" if v is not None else f"{'-':>9}"
+
+    for r in rows:
+        ratio = (
+            f"{r['bvae_us'] / r['ort_us']:>9.2f}"
+            if r["ort_us"] and r["bvae_us"] is not None
+            else f"{'-':>9}"
+        )
+        lines.append(
+            f"{r['kind']:<7} {us(r['ort_us']):>11} {us(r['bvae_us'])} {ratio}  {r['layer'][:90]}"
+        )
+    tot_o = sum(r["ort_us"] or 0.0 for r in rows)
+    tot_b = sum(r["bvae_us"] or 0.0 for r in rows)
+    lines.append(f"{'sum':<7} {tot_o:>11.1f} {tot_b:>9.1f} {tot_b / tot_o if tot_o else 0:>9.2f}")
+    return "\n".join(lines)
+
+
 def format_table(res: dict) -> str:
     b = res["batch"]
     lines = [f"{res['model']}: median ms per frame over {res['rounds']} alternating rounds"]
@@ -212,5 +360,14 @@ def run(args: argparse.Namespace) -> int:
     if not model.is_file():
         raise UserError(f"no model at {model}")
     res = compare(model, args.bvae, args.bench_threads, args.batch, args.iterations, args.rounds)
-    print(json.dumps(res, indent=2) if args.json else format_table(res))
+    if args.layers:
+        res["layers"] = pair_layers(
+            ort_layers(model, args.iterations), bvae_layers(args.bvae, model, args.iterations)
+        )
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(format_table(res))
+        if args.layers:
+            print(format_layers(res["layers"]))
     return 0

@@ -83,3 +83,40 @@ def test_cli_json(model, monkeypatch, capsys):
     )
     out = json.loads(capsys.readouterr().out)
     assert set(out["threads"]) == {"1"}
+
+
+def test_layers_pair_up_by_kind_in_run_order(model):
+    from bvae_tools.bench import format_layers, ort_layers, pair_layers
+
+    ort_ops = ort_layers(model, 3)
+    kinds = [o["op"] for o in ort_ops]
+    assert "Conv" in kinds and "ConvTranspose" in kinds, kinds
+    assert all(o["us"] >= 0 for o in ort_ops)
+    # bvae's side as `bvae bench --layers` reports it: one layer onnxruntime
+    # lacks (a second dense layer: it stands alone, after the first pair),
+    # a reshape, a sigmoid
+    bvae_ops = [
+        {"name": "image", "op": "Source", "info": "", "us": 0.0},
+        {"name": "c1", "op": "BvaeConv", "info": "ConvShape { ic: 1 }", "us": 10.0},
+        {"name": "d1", "op": "BvaeConv", "info": "dense 8 -> 4, relu true", "us": 2.0},
+        {"name": "d2", "op": "BvaeConv", "info": "dense 8 -> 4, relu false", "us": 1.0},
+        {"name": "r", "op": "IntoShape", "info": "", "us": 0.5},
+        {"name": "t1", "op": "BvaeConv", "info": "transposed DeconvShape { ic: 4 }", "us": 20.0},
+        {"name": "s", "op": "Sigmoid", "info": "", "us": 1.5},
+    ]
+    ort_side = [
+        {"name": "conv", "op": "Conv", "us": 12.0},
+        {"name": "gemm", "op": "FusedGemm", "us": 4.0},
+        {"name": "relu", "op": "Relu", "us": 1.0},
+        {"name": "deconv", "op": "ConvTranspose", "us": 30.0},
+    ]
+    rows = pair_layers(ort_side, bvae_ops)
+    assert [(r["kind"], r["ort_us"], r["bvae_us"]) for r in rows] == [
+        ("conv", 12.0, 10.0),
+        ("dense", 4.0, 2.0),
+        ("dense", None, 1.0),
+        ("deconv", 30.0, 20.0),
+        ("other", 1.0, 2.0),
+    ]
+    text = format_layers(rows)
+    assert "0.83" in text and "sum" in text  # conv 10/12, and the totals
