@@ -57,20 +57,36 @@ impl PackedDense {
         bias: &[f32],
         relu: bool,
     ) -> Option<PackedDense> {
-        if !isa.supported()
-            || k == 0
-            || n == 0
-            || weights.len() != n.checked_mul(k)?
-            || bias.len() != n
-        {
+        if weights.len() != n.checked_mul(k)? {
+            return None;
+        }
+        Self::from_fn(isa, k, n, |o, kk| weights[o * k + kk], bias, relu)
+    }
+
+    /// As [`PackedDense::with_isa`], with the weight of output `o` and input
+    /// `kk` given by `weight(o, kk)` (called for every `o < n`, `kk < k`), so
+    /// that a weight matrix stored in another layout is packed straight from
+    /// it. The calls run in packed order (for each input, `GROUP` outputs in
+    /// a row): a matrix stored `[k, n]` is read in order.
+    pub fn from_fn(
+        isa: Isa,
+        k: usize,
+        n: usize,
+        weight: impl Fn(usize, usize) -> f32,
+        bias: &[f32],
+        relu: bool,
+    ) -> Option<PackedDense> {
+        if !isa.supported() || k == 0 || n == 0 || bias.len() != n {
             return None;
         }
         let groups = n.div_ceil(GROUP);
-        let mut packed = vec![0.0f32; groups * k * GROUP];
-        for o in 0..n {
-            let (g, l) = (o / GROUP, o % GROUP);
+        let mut packed = Vec::with_capacity(groups.checked_mul(k)?.checked_mul(GROUP)?);
+        for g in 0..groups {
             for kk in 0..k {
-                packed[(g * k + kk) * GROUP + l] = weights[o * k + kk];
+                for l in 0..GROUP {
+                    let o = g * GROUP + l;
+                    packed.push(if o < n { weight(o, kk) } else { 0.0 });
+                }
             }
         }
         let mut padded = vec![0.0f32; groups * GROUP];
