@@ -128,6 +128,17 @@ def ort_round(
     return out
 
 
+def _bvae_json(cmd: list[str]) -> dict:
+    """Runs ``cmd`` (the bvae binary and a ``--json`` command) and parses what it prints."""
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise UserError(f"{cmd[0]} not found: build it with `cargo build --release`") from None
+    if res.returncode != 0:
+        raise UserError(f"{' '.join(cmd)} failed:\n{res.stderr.strip()}")
+    return json.loads(res.stdout)
+
+
 def bvae_round(bvae: str, model: Path, threads: int, batch: int, n: int) -> dict:
     """``bvae bench --inference-only --json``: ms per frame per stage and load times."""
     cmd = [
@@ -143,13 +154,7 @@ def bvae_round(bvae: str, model: Path, threads: int, batch: int, n: int) -> dict
         "-n",
         str(n),
     ]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise UserError(f"{bvae} not found: build it with `cargo build --release`") from None
-    if res.returncode != 0:
-        raise UserError(f"{' '.join(cmd)} failed:\n{res.stderr.strip()}")
-    data = json.loads(res.stdout)
+    data = _bvae_json(cmd)
     out = {s["key"]: s["median_ms"] for s in data["stages"]}
     out["load_to_first_result"] = data["load_to_first_result_ms"]
     return out
@@ -238,14 +243,8 @@ def bvae_layers(bvae: str, model: Path, n: int) -> list[dict]:
     logvar heads of one ``Gemm``) are summed into one entry.
     """
     cmd = [bvae, "bench", str(model), "--inference-only", "--layers", "--json", "-n", str(n)]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise UserError(f"{bvae} not found: build it with `cargo build --release`") from None
-    if res.returncode != 0:
-        raise UserError(f"{' '.join(cmd)} failed:\n{res.stderr.strip()}")
     out: list[dict] = []
-    for layer in json.loads(res.stdout)["layers"]:
+    for layer in _bvae_json(cmd)["layers"]:
         name = layer["name"].split(".split-over-")[0]
         if out and out[-1]["name"] == name:
             out[-1]["us"] += layer["median_ms"] * 1e3
