@@ -355,38 +355,49 @@ impl PackedConv {
             planes.fill(0.0);
         }
         let (hq, wq) = (q.ih, q.iw);
-        for c in 0..s.ic {
-            for py in 0..s.sh {
-                for px in 0..s.sw {
-                    let plane = ((c * s.sh + py) * s.sw + px) * hq * wq;
-                    for r in 0..hq {
-                        let row = &mut planes[plane + r * wq..plane + (r + 1) * wq];
-                        // Padded row `r·sh + py` is input row `y`, if any.
-                        let y = (r * s.sh + py).checked_sub(s.pads[0]).filter(|&y| y < s.ih);
-                        let Some(y) = y else {
-                            row.fill(0.0);
-                            continue;
-                        };
-                        let src = &input[(c * s.ih + y) * s.iw..(c * s.ih + y + 1) * s.iw];
-                        for (qx, v) in row.iter_mut().enumerate() {
-                            let x = (qx * s.sw + px).checked_sub(s.pads[1]);
-                            *v = x.and_then(|x| src.get(x)).copied().unwrap_or(0.0);
-                        }
-                    }
+        // Rearranging and copying out are shared by the team like the
+        // convolution between them: by rows of the planes, then by output
+        // rows.
+        let parts = inner.parts();
+        let rows = s.ic * s.sh * s.sw * hq;
+        let dst = Out(planes.as_mut_ptr(), planes.len());
+        team::split(parts, &|p| {
+            for i in p * rows / parts..(p + 1) * rows / parts {
+                let (phase, r) = (i / hq, i % hq);
+                let (c, py, px) = (phase / (s.sh * s.sw), phase / s.sw % s.sh, phase % s.sw);
+                // SAFETY: row `i` of the planes lies inside `planes` (`rows ·
+                // wq` values, within the SmallConv's scratch), and only
+                // this part writes it.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.at(i * wq), wq) };
+                // Padded row `r·sh + py` is input row `y`, if any.
+                let y = (r * s.sh + py).checked_sub(s.pads[0]).filter(|&y| y < s.ih);
+                let Some(y) = y else {
+                    row.fill(0.0);
+                    continue;
+                };
+                let src = &input[(c * s.ih + y) * s.iw..(c * s.ih + y + 1) * s.iw];
+                for (qx, v) in row.iter_mut().enumerate() {
+                    let x = (qx * s.sw + px).checked_sub(s.pads[1]);
+                    *v = x.and_then(|x| src.get(x)).copied().unwrap_or(0.0);
                 }
             }
-        }
+        });
         inner.run_padded(planes, wide);
         let (plane, row) = inner.planes();
-        for (o, dst) in out[..s.oc * self.oh * self.ow]
-            .chunks_exact_mut(self.oh * self.ow)
-            .enumerate()
-        {
-            for (y, d) in dst.chunks_exact_mut(self.ow).enumerate() {
+        let wide = &*wide;
+        let out_rows = s.oc * self.oh;
+        let dst = Out(out.as_mut_ptr(), out.len());
+        team::split(parts, &|p| {
+            for i in p * out_rows / parts..(p + 1) * out_rows / parts {
+                let (o, y) = (i / self.oh, i % self.oh);
                 let from = o * plane + y * row;
+                // SAFETY: output row `i` (of `oc·oh`, `ow` values each) lies
+                // inside `out` (checked by `run`), and only this part writes
+                // it.
+                let d = unsafe { std::slice::from_raw_parts_mut(dst.at(i * self.ow), self.ow) };
                 d.copy_from_slice(&wide[from..from + self.ow]);
             }
-        }
+        });
     }
 
     /// Runs the micro-kernel over every (channel block, pixel tile), in
