@@ -301,11 +301,25 @@ def pair_layers(ort_ops: list[dict], bvae_ops: list[dict]) -> list[dict]:
     return rows
 
 
+def layer_rounds(model: Path, bvae: str, n: int, rounds: int) -> list[dict]:
+    """:func:`pair_layers` over ``rounds`` alternating rounds of the two runtimes' layer
+    timings (``n`` runs each): per layer, the median over rounds of each runtime's time."""
+    tables = []
+    for _ in range(max(1, rounds)):
+        tables.append(pair_layers(ort_layers(model, n), bvae_layers(bvae, model, n)))
+    rows = tables[0]
+    for i, r in enumerate(rows):
+        for key in ("ort_us", "bvae_us"):
+            vals = [t[i][key] for t in tables if t[i][key] is not None]
+            r[key] = statistics.median(vals) if vals else None
+    return rows
+
+
 def format_layers(rows: list[dict]) -> str:
     """The paired layers as a table, with each runtime's sum and the ratio per layer."""
     lines = [
-        "full pass by layer, batch 1, 1 thread (median µs per run; onnxruntime's profiler "
-        "and `bvae bench --layers` add a little per operator):"
+        "full pass by layer, batch 1, 1 thread (µs per run, median over the rounds; "
+        "onnxruntime's profiler and `bvae bench --layers` add a little per operator):"
     ]
     lines.append(
         f"{'kind':<7} {'onnxruntime':>11} {'bvae':>9} {'bvae/ort':>9}  layer (bvae's shape)"
@@ -360,9 +374,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"no model at {model}")
     res = compare(model, args.bvae, args.bench_threads, args.batch, args.iterations, args.rounds)
     if args.layers:
-        res["layers"] = pair_layers(
-            ort_layers(model, args.iterations), bvae_layers(args.bvae, model, args.iterations)
-        )
+        res["layers"] = layer_rounds(model, args.bvae, args.iterations, args.rounds)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

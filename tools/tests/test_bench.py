@@ -120,3 +120,20 @@ def test_layers_pair_up_by_kind_in_run_order(model):
     ]
     text = format_layers(rows)
     assert "0.83" in text and "sum" in text  # conv 10/12, and the totals
+
+
+def test_layer_rounds_take_the_median_of_each_layer(model, monkeypatch):
+    import bvae_tools.bench as bench
+
+    times = iter([10.0, 30.0, 20.0])
+    monkeypatch.setattr(
+        bench,
+        "bvae_layers",
+        lambda *a: [{"name": "c", "op": "BvaeConv", "info": "ConvShape {}", "us": next(times)}],
+    )
+    rows = bench.layer_rounds(model, "unused", 2, 3)
+    conv = [r for r in rows if r["kind"] == "conv"]
+    # the test model's first convolution pairs with bvae's; its further
+    # layers stand alone, timed by onnxruntime only
+    assert conv[0]["bvae_us"] == 20.0 and conv[0]["ort_us"] > 0
+    assert all(r["bvae_us"] is None for r in conv[1:])
