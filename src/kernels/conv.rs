@@ -1253,7 +1253,7 @@ pub(crate) unsafe fn tile<V: Vector, const VM: usize, const NR: usize, const MR:
                 *v = V::load(row.add(q * l));
             }
             for j in 0..NR {
-                let x = V::splat(*p[j].add(off));
+                let x = V::load_splat(p[j].add(off));
                 for q in 0..VM {
                     a[j][q] = wv[q].mul_add(x, a[j][q]);
                 }
@@ -1306,7 +1306,7 @@ pub(crate) unsafe fn small<V: Vector, const NV: usize>(
                     *xv = V::load(at.add(l * v));
                 }
                 for (c, row) in acc.iter_mut().enumerate() {
-                    let wv = V::splat(*w.add(i * SMALL_MR + c));
+                    let wv = V::load_splat(w.add(i * SMALL_MR + c));
                     for v in 0..NV {
                         row[v] = wv.mul_add(x[v], row[v]);
                     }

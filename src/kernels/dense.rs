@@ -193,7 +193,7 @@ pub(crate) unsafe fn group<V: Vector, const VG: usize, const SETS: usize>(
         let mut kk = 0;
         while kk + SETS <= k {
             for (s, set) in a.iter_mut().enumerate() {
-                let xv = V::splat(*x.get_unchecked(kk + s));
+                let xv = V::load_splat(x.as_ptr().add(kk + s));
                 let row = w.add((kk + s) * GROUP);
                 for (j, v) in set.iter_mut().enumerate() {
                     *v = V::load(row.add(l * j)).mul_add(xv, *v);
@@ -202,7 +202,7 @@ pub(crate) unsafe fn group<V: Vector, const VG: usize, const SETS: usize>(
             kk += SETS;
         }
         while kk < k {
-            let xv = V::splat(*x.get_unchecked(kk));
+            let xv = V::load_splat(x.as_ptr().add(kk));
             let row = w.add(kk * GROUP);
             for (j, v) in a[0].iter_mut().enumerate() {
                 *v = V::load(row.add(l * j)).mul_add(xv, *v);

@@ -14,6 +14,7 @@
 //! | `avx512` | 32 × 16 lanes | 32 × 8 |
 //! | `avx2` (with FMA) | 16 × 8 lanes | 16 × 6 |
 //! | `neon` (aarch64) | 32 × 4 lanes | 16 × 6 |
+//! | `neon` (armv7) | 32 × 2 lanes (D registers, `asm!`) | 8 × 4 |
 //! | `scalar` | the compiler's | 8 × 4 |
 //!
 //! The scalar variant is the reference the others are tested against, and
@@ -44,7 +45,8 @@ pub enum Isa {
     Avx2,
     /// x86_64 AVX-512F: 32 output channels × 8 pixels per tile.
     Avx512,
-    /// aarch64 NEON: 16 output channels × 6 pixels per tile.
+    /// NEON: on aarch64 16 output channels × 6 pixels per tile; on 32-bit
+    /// ARM (built with NEON) 8 × 4, on D registers.
     Neon,
 }
 
@@ -73,7 +75,7 @@ impl Isa {
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "aarch64")]
+            #[cfg(any(target_arch = "aarch64", bvae_arm_neon))]
             Isa::Neon => true,
             #[allow(unreachable_patterns)]
             _ => false,
@@ -87,8 +89,16 @@ impl Isa {
 
     /// The fastest vector variant this CPU runs, if any (the scalar one is
     /// not counted: where it is all there is, tract's operators run by
-    /// default).
+    /// default). On 32-bit ARM none is: its `neon` variant runs on D
+    /// registers (stable Rust has no Q-register type there), and llvm-mca
+    /// puts its tile's inner loop at 2.3× the cycles per multiply-add of a
+    /// Q-register kernel like tract's on a Cortex-A72 (`tools/arm_mca.sh`);
+    /// until a board measures otherwise, tract stays the default there and
+    /// `BVAE_KERNELS=neon` runs the variant.
     pub fn best_vector() -> Option<Isa> {
+        if cfg!(target_arch = "arm") {
+            return None;
+        }
         [Isa::Avx512, Isa::Avx2, Isa::Neon]
             .into_iter()
             .find(|i| i.supported())
@@ -109,24 +119,16 @@ impl Isa {
         })
     }
 
-    /// Output channels per tile of the convolution kernel.
+    /// Output channels per tile of the convolution kernel (for a variant
+    /// of another architecture, the scalar one's).
     pub fn mr(self) -> usize {
-        match self {
-            Isa::Scalar => 8,
-            Isa::Avx2 => 16,
-            Isa::Avx512 => 32,
-            Isa::Neon => 16,
-        }
+        simd::on_variant!(self, v => v::MR, other => simd::scalar::MR)
     }
 
-    /// Output pixels per tile of the convolution kernel.
+    /// Output pixels per tile of the convolution kernel (for a variant of
+    /// another architecture, the scalar one's).
     pub fn nr(self) -> usize {
-        match self {
-            Isa::Scalar => 4,
-            Isa::Avx2 => 6,
-            Isa::Avx512 => 8,
-            Isa::Neon => 6,
-        }
+        simd::on_variant!(self, v => v::NR, other => simd::scalar::NR)
     }
 }
 

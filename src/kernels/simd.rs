@@ -24,6 +24,13 @@ pub(crate) trait Vector: Copy {
     unsafe fn zero() -> Self;
     /// All lanes `v`.
     unsafe fn splat(v: f32) -> Self;
+    /// All lanes the value at `p` (a broadcast from memory, one
+    /// instruction where the instruction set has one).
+    #[inline(always)]
+    unsafe fn load_splat(p: *const f32) -> Self {
+        // SAFETY: the caller's contract.
+        unsafe { Self::splat(p.read()) }
+    }
     /// `LANES` values from `p` (any alignment).
     unsafe fn load(p: *const f32) -> Self;
     /// Stores the lanes at `p` (any alignment).
@@ -202,6 +209,102 @@ mod arm64 {
     }
 }
 
+#[cfg(bvae_arm_neon)]
+mod arm32 {
+    use super::Vector;
+    use std::arch::asm;
+
+    /// Two `f32` lanes in one NEON D register, for 32-bit ARM. Stable Rust
+    /// has no NEON vector type there (`core::arch::arm` is unstable), but an
+    /// `f64` lives in a D register: its bits carry the two lanes, and each
+    /// operation is one NEON instruction in `asm!`. The D form loses nothing
+    /// on the Cortex-A7 and A53 (their NEON datapath is 64 bits wide: a Q
+    /// instruction issues as two) and issues twice as often as the Q form on
+    /// the Cortex-A72.
+    #[derive(Clone, Copy)]
+    #[repr(transparent)]
+    pub(crate) struct D2(f64);
+
+    // SAFETY (every method below): the trait's contract; the crate is built
+    // with NEON (`target_feature = "neon"`, the module's cfg). Every block
+    // is one instruction on its operands: `pure, nomem` where it touches no
+    // memory, `readonly` for loads.
+    impl Vector for D2 {
+        const LANES: usize = 2;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            let d: f64;
+            unsafe { asm!("vmov.i32 {0}, #0", out(dreg) d, options(pure, nomem, nostack)) };
+            D2(d)
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            let d: f64;
+            unsafe {
+                asm!("vdup.32 {0}, {1}", out(dreg) d, in(reg) v.to_bits(), options(pure, nomem, nostack))
+            };
+            D2(d)
+        }
+        #[inline(always)]
+        unsafe fn load_splat(p: *const f32) -> Self {
+            let d: f64;
+            unsafe {
+                asm!("vld1.32 {{{0}[]}}, [{1}]", out(dreg) d, in(reg) p, options(pure, readonly, nostack))
+            };
+            D2(d)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            let d: f64;
+            unsafe {
+                asm!("vld1.32 {{{0}}}, [{1}]", out(dreg) d, in(reg) p, options(pure, readonly, nostack))
+            };
+            D2(d)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { asm!("vst1.32 {{{0}}}, [{1}]", in(dreg) self.0, in(reg) p, options(nostack)) };
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            // Not fused: ARMv7 NEON has no fused multiply-add by vector
+            // before VFPv4, and VMLA is on every NEON core.
+            let mut acc = c.0;
+            unsafe {
+                asm!("vmla.f32 {0}, {1}, {2}", inout(dreg) acc, in(dreg) self.0, in(dreg) b.0,
+                     options(pure, nomem, nostack))
+            };
+            D2(acc)
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            let d: f64;
+            unsafe {
+                asm!("vadd.f32 {0}, {1}, {2}", out(dreg) d, in(dreg) self.0, in(dreg) b.0,
+                     options(pure, nomem, nostack))
+            };
+            D2(d)
+        }
+        #[inline(always)]
+        unsafe fn max(self, b: Self) -> Self {
+            let d: f64;
+            unsafe {
+                asm!("vmax.f32 {0}, {1}, {2}", out(dreg) d, in(dreg) self.0, in(dreg) b.0,
+                     options(pure, nomem, nostack))
+            };
+            D2(d)
+        }
+        #[inline(always)]
+        unsafe fn first(self) -> f32 {
+            let r: u32;
+            unsafe {
+                asm!("vmov.32 {0}, {1}[0]", out(reg) r, in(dreg) self.0, options(pure, nomem, nostack))
+            };
+            f32::from_bits(r)
+        }
+    }
+}
+
 /// Vectors in flight in [`fma_body`]: more than FMA pipes × latency on the
 /// cores we know (2 × 4), within every variant's register file.
 const FMA_CHAINS: usize = 12;
@@ -350,6 +453,17 @@ variant! {
     conv 4 x 6, small 4, dense 16 x 1
 }
 
+// 32-bit ARM: NEON on D registers (`arm32::D2`). `#[target_feature]` is
+// unstable there, so the variant exists where the whole crate is built with
+// NEON (.cargo/config.toml does for armv7; build.rs turns the flag into
+// `cfg(bvae_arm_neon)`). 32 D registers hold the 4×4 tile's 16
+// accumulators, its 4 weight vectors and the broadcasts.
+variant! {
+    #[cfg(bvae_arm_neon)]
+    mod neon(): super::arm32::D2,
+    conv 4 x 4, small 4, dense 32 x 1
+}
+
 /// Evaluates `$body` with `$v` naming the module of variant `$isa`
 /// (`scalar`, `avx2`, ...): the one place that maps a variant to its
 /// compiled kernels. `$other` serves variants of another architecture,
@@ -372,7 +486,7 @@ macro_rules! on_variant {
                 use $crate::kernels::simd::avx512 as $v;
                 $body
             }
-            #[cfg(target_arch = "aarch64")]
+            #[cfg(any(target_arch = "aarch64", bvae_arm_neon))]
             $crate::kernels::Isa::Neon => {
                 use $crate::kernels::simd::neon as $v;
                 $body
