@@ -904,6 +904,11 @@ fn kernel_variants_are_forced_by_name_or_refused() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+    // Every command refuses it, not only those that build their own
+    // runtime.
+    let (code, _, err) = run("sse9", &["score", s(&m), s(&data("dsprites_anomalous"))]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("expected one of"), "{err}");
     let available = bvae::kernels::Isa::available();
     for isa in bvae::kernels::Isa::ALL {
         let (code, out, err) = run(isa.name(), &["info", s(&m)]);

@@ -65,6 +65,10 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // Every command's plans read BVAE_KERNELS: a value this CPU cannot run
+    // (or no variant's name) is refused here, whatever the command, rather
+    // than ignored by the commands that plan with the default runtime.
+    crate::kernels::Kernels::from_env()?;
     match cli.command {
         Command::Info(a) => info::run(a),
         Command::Encode(a) => encode::run(a),
