@@ -269,6 +269,25 @@ unsafe impl Sync for Out {}
 mod tests {
     use super::*;
 
+    /// The ARM builds CI makes have their `neon` variant: on aarch64 always,
+    /// on armv7 when build.rs saw `+neon` (from .cargo/config.toml), and
+    /// there tract stays the default.
+    #[test]
+    #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+    fn arm_builds_have_the_neon_variant() {
+        assert!(
+            Isa::available().contains(&Isa::Neon),
+            "{:?}",
+            Isa::available()
+        );
+        let want = if cfg!(target_arch = "arm") {
+            None
+        } else {
+            Some(Isa::Neon)
+        };
+        assert_eq!(Isa::best_vector(), want);
+    }
+
     #[test]
     fn names_parse_back() {
         for isa in Isa::ALL {
