@@ -52,29 +52,40 @@ lines = open(sys.argv[1]).read().split("\n")
 out, mla, lanes = sys.argv[2], sys.argv[3], int(sys.argv[4])
 # kernel -> a piece of the mangled name of the function its loop is in
 kernels = {
-    "tile": "4simd4neon4tile",
-    "small": "9SmallConv",
-    "dense": "11PackedDense3run",
+    "tile": r"4simd4neon4tile|5arm324tile",
+    "small": r"9SmallConv",
+    "dense": r"11PackedDense3run",
 }
 kernels = {k: v for k, v in kernels.items() if k in sys.argv[5].split()}
 func = None
 labels = {}
 best = {}
-# a conditional branch back: `b.ne .LBB..` (aarch64), `bne .LBB..` (arm)
-branch = re.compile(r"\tb\.?(?:eq|ne|lo|hs|hi|ls|lt|ge|gt|le|mi|pl|cc|cs)\t(\.LBB\d+_\d+)$")
+# a conditional branch back: `b.ne .LBB..` (aarch64), `bne .LBB..` (arm),
+# to a compiler's label or one of an `asm!` block (`.Ltmp..`)
+label = r"(\.L(?:BB\d+_\d+|tmp\d+))"
+branch = re.compile(r"\tb\.?(?:eq|ne|lo|hs|hi|ls|lt|ge|gt|le|mi|pl|cc|cs)\t" + label + "$")
+
+
+def macs(instr: str) -> int:
+    """Multiply-adds of one MLA instruction: its lanes (a Q register: 4, a D: 2)."""
+    if instr.split()[0] != mla:
+        return 0
+    if mla == "vmla.f32":
+        return 4 if instr.split()[1].startswith("q") else 2
+    return lanes
 for i, line in enumerate(lines):
     if re.match(r"^_ZN\w+:", line):
         func, labels = line, {}
-    m = re.match(r"^(\.LBB\d+_\d+):", line)
+    m = re.match("^" + label + ":", line)
     if m:
         labels[m.group(1)] = i
     m = branch.search(line)
     if m and m.group(1) in labels and func:
         body = [x for x in lines[labels[m.group(1)] + 1 : i + 1]
                 if x.startswith("\t") and not x.startswith("\t.")]
-        n = sum(x.split()[0] == mla for x in body)
+        n = sum(macs(x) for x in body)
         for name, piece in kernels.items():
-            if piece in func and n > best.get(name, (0, None))[0]:
+            if re.search(piece, func) and n > best.get(name, (0, None))[0]:
                 best[name] = (n, body)
 for name in kernels:
     if name not in best:
@@ -82,7 +93,7 @@ for name in kernels:
     n, body = best[name]
     with open(f"{out}/{name}.s", "w") as f:
         f.write("\n".join(body) + "\n")
-    print(f"{name}: {n} {mla} ({lanes} lanes) = {lanes * n} multiply-adds per iteration")
+    print(f"{name}: {n} multiply-adds per iteration")
 PY
     for k in $wanted; do
         for cpu in "$@"; do
@@ -95,12 +106,13 @@ PY
 
 echo "== aarch64 (neon: 4 lanes, fmla)"
 estimate aarch64-unknown-linux-gnu aarch64-linux-gnu fmla 4 "tile small dense" cortex-a72 neoverse-n1
-# 32-bit ARM: the `neon` variant on D registers (2 lanes, vmla.f32), its
-# tile (the convolutions' kernel: 93% of a full pass's multiply-adds), on
-# the Cortex-A72 (a Pi 4 on a 32-bit OS; LLVM's ARM back end has no model
-# of the A53 or A7). Beside it, the inner loop of a Q-register 8×4 kernel
-# of the kind tract runs there (8 `vmla.f32` by scalar, 32 multiply-adds).
-echo "== armv7 (neon: 2 lanes, vmla.f32)"
+# 32-bit ARM: the `neon` variant's tile (its own `asm!` loop on Q
+# registers; the convolutions' kernel: 93% of a full pass's multiply-adds),
+# on the Cortex-A72 (a Pi 4 on a 32-bit OS; LLVM's ARM back end has no
+# model of the A53 or A7). Beside it, the inner loop of a Q-register 8×4
+# kernel over packed inputs, of the kind tract runs there (8 `vmla.f32` by
+# scalar, 32 multiply-adds, one load for the 4 inputs).
+echo "== armv7 (neon: vmla.f32)"
 estimate armv7-unknown-linux-gnueabihf armv7-linux-gnueabihf vmla.f32 2 "tile" cortex-a72
 q="$out/armv7-unknown-linux-gnueabihf/q8x4.s"
 {

@@ -14,7 +14,7 @@
 //! | `avx512` | 32 × 16 lanes | 32 × 8 |
 //! | `avx2` (with FMA) | 16 × 8 lanes | 16 × 6 |
 //! | `neon` (aarch64) | 32 × 4 lanes | 16 × 6 |
-//! | `neon` (armv7) | 32 × 2 lanes (D registers, `asm!`) | 8 × 4 |
+//! | `neon` (armv7) | 16 × 4 lanes (tile, `asm!`); 32 × 2 (the rest) | 8 × 4 |
 //! | `scalar` | the compiler's | 8 × 4 |
 //!
 //! The scalar variant is the reference the others are tested against, and
@@ -46,7 +46,8 @@ pub enum Isa {
     /// x86_64 AVX-512F: 32 output channels × 8 pixels per tile.
     Avx512,
     /// NEON: on aarch64 16 output channels × 6 pixels per tile; on 32-bit
-    /// ARM (built with NEON) 8 × 4, on D registers.
+    /// ARM (built with NEON) 8 × 4, an `asm!` loop on Q registers, and the
+    /// other kernels on D registers.
     Neon,
 }
 
@@ -89,16 +90,8 @@ impl Isa {
 
     /// The fastest vector variant this CPU runs, if any (the scalar one is
     /// not counted: where it is all there is, tract's operators run by
-    /// default). On 32-bit ARM none is: its `neon` variant runs on D
-    /// registers (stable Rust has no Q-register type there), and llvm-mca
-    /// puts its tile's inner loop at 2.3× the cycles per multiply-add of a
-    /// Q-register kernel like tract's on a Cortex-A72 (`tools/arm_mca.sh`);
-    /// until a board measures otherwise, tract stays the default there and
-    /// `BVAE_KERNELS=neon` runs the variant.
+    /// default).
     pub fn best_vector() -> Option<Isa> {
-        if cfg!(target_arch = "arm") {
-            return None;
-        }
         [Isa::Avx512, Isa::Avx2, Isa::Neon]
             .into_iter()
             .find(|i| i.supported())
