@@ -310,10 +310,11 @@ mod arm32 {
     /// Two `f32` lanes in one NEON D register, for 32-bit ARM. Stable Rust
     /// has no NEON vector type there (`core::arch::arm` is unstable), but an
     /// `f64` lives in a D register: its bits carry the two lanes, and each
-    /// operation is one NEON instruction in `asm!`. The D form loses nothing
+    /// operation is one NEON instruction in `asm!`. The D form loses little
     /// on the Cortex-A7 and A53 (their NEON datapath is 64 bits wide: a Q
-    /// instruction issues as two) and issues twice as often as the Q form on
-    /// the Cortex-A72.
+    /// instruction issues as two) but half the lanes on the Cortex-A72, so
+    /// the tile, where most of the work is, has its own Q-register loop
+    /// ([`tile`]); the other kernels use this.
     #[derive(Clone, Copy)]
     #[repr(transparent)]
     pub(crate) struct D2(f64);
