@@ -319,10 +319,33 @@ mod arm32 {
     #[repr(transparent)]
     pub(crate) struct D2(f64);
 
+    /// One NEON instruction `$op` on two D registers into a third.
+    macro_rules! binary {
+        ($op:literal, $a:expr, $b:expr) => {{
+            let d: f64;
+            // SAFETY: as the methods below.
+            unsafe {
+                asm!(concat!($op, " {0}, {1}, {2}"), out(dreg) d, in(dreg) $a, in(dreg) $b,
+                     options(pure, nomem, nostack))
+            };
+            D2(d)
+        }};
+    }
+
+    /// One NEON load `$op` of the value(s) at `$p` into a D register.
+    macro_rules! load {
+        ($op:literal, $p:expr) => {{
+            let d: f64;
+            // SAFETY: as the methods below.
+            unsafe { asm!($op, out(dreg) d, in(reg) $p, options(pure, readonly, nostack)) };
+            D2(d)
+        }};
+    }
+
     // SAFETY (every method below): the trait's contract; the crate is built
-    // with NEON (`target_feature = "neon"`, the module's cfg). Every block
-    // is one instruction on its operands: `pure, nomem` where it touches no
-    // memory, `readonly` for loads.
+    // with NEON (the module's cfg, `bvae_arm_neon`, set by build.rs). Every
+    // block is one instruction on its operands: `pure, nomem` where it
+    // touches no memory, `readonly` for loads.
     impl Vector for D2 {
         const LANES: usize = 2;
         #[inline(always)]
@@ -341,19 +364,11 @@ mod arm32 {
         }
         #[inline(always)]
         unsafe fn load_splat(p: *const f32) -> Self {
-            let d: f64;
-            unsafe {
-                asm!("vld1.32 {{{0}[]}}, [{1}]", out(dreg) d, in(reg) p, options(pure, readonly, nostack))
-            };
-            D2(d)
+            load!("vld1.32 {{{0}[]}}, [{1}]", p)
         }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
-            let d: f64;
-            unsafe {
-                asm!("vld1.32 {{{0}}}, [{1}]", out(dreg) d, in(reg) p, options(pure, readonly, nostack))
-            };
-            D2(d)
+            load!("vld1.32 {{{0}}}, [{1}]", p)
         }
         #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
@@ -372,21 +387,11 @@ mod arm32 {
         }
         #[inline(always)]
         unsafe fn add(self, b: Self) -> Self {
-            let d: f64;
-            unsafe {
-                asm!("vadd.f32 {0}, {1}, {2}", out(dreg) d, in(dreg) self.0, in(dreg) b.0,
-                     options(pure, nomem, nostack))
-            };
-            D2(d)
+            binary!("vadd.f32", self.0, b.0)
         }
         #[inline(always)]
         unsafe fn max(self, b: Self) -> Self {
-            let d: f64;
-            unsafe {
-                asm!("vmax.f32 {0}, {1}, {2}", out(dreg) d, in(dreg) self.0, in(dreg) b.0,
-                     options(pure, nomem, nostack))
-            };
-            D2(d)
+            binary!("vmax.f32", self.0, b.0)
         }
         #[inline(always)]
         unsafe fn first(self) -> f32 {

@@ -351,20 +351,16 @@ pub(super) fn parse_onnx(bytes: &[u8], path: &Path, dir: &Path) -> Result<Parsed
     // The file's hash (2 ms for a 3 MB model) is computed on a second
     // thread while the protobuf is parsed (4 ms): part of load to first
     // result.
+    let hash = || {
+        let mut hasher = Sha256::new();
+        hasher.update(bytes);
+        hasher
+    };
     let (proto, mut hasher) = std::thread::scope(|scope| {
-        let hashing = scope.spawn(|| {
-            let mut hasher = Sha256::new();
-            hasher.update(bytes);
-            hasher
-        });
+        let hashing = scope.spawn(hash);
         let proto = onnx().proto_model_for_read(&mut &bytes[..]);
         // A hashing thread cannot fail but by a panic; hash here then.
-        let hasher = hashing.join().unwrap_or_else(|_| {
-            let mut hasher = Sha256::new();
-            hasher.update(bytes);
-            hasher
-        });
-        (proto, hasher)
+        (proto, hashing.join().unwrap_or_else(|_| hash()))
     });
     let proto = proto.map_err(|e| ModelError::NotOnnx {
         path: path.to_path_buf(),
