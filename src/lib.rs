@@ -20,6 +20,7 @@ pub mod live;
 pub mod mask;
 pub mod meta;
 pub mod model;
+pub mod mqtt;
 pub mod noise;
 pub mod pipeline;
 pub mod preprocess;

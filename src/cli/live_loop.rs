@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use super::live_options::{EventsTo, LiveSettings};
 use crate::calibrate::Profile;
 use crate::live::Summary;
-use crate::live::events::{EventSink, JsonLines};
+use crate::live::events::{EventSink, JsonLines, Tee};
 use crate::live::snapshot::Snapshotter;
 use crate::model::Model;
 
@@ -105,7 +105,8 @@ pub fn run_live(
         .clone()
         .map(Snapshotter::new)
         .transpose()?;
-    let mut sink = open_sink(&settings.events)?;
+    let mut json = open_sink(&settings.events)?;
+    let mut mqtt = start_mqtt(settings)?;
     install_stop_handler();
     let mut window = super::window::open(settings.headless, model, profile, title);
     let mut observers: Vec<&mut dyn crate::live::observe::Observer> =
@@ -113,6 +114,17 @@ pub fn run_live(
     if let Some(s) = snapshots.as_mut() {
         observers.push(s);
     }
+    #[cfg(feature = "mqtt")]
+    let mut mqtt_snapshots = mqtt.as_ref().and_then(|m| m.snapshots());
+    #[cfg(feature = "mqtt")]
+    if let Some(s) = mqtt_snapshots.as_mut() {
+        observers.push(s);
+    }
+    let mut sinks: Vec<&mut dyn EventSink> = vec![json.as_mut()];
+    if let Some(m) = mqtt.as_mut() {
+        sinks.push(m);
+    }
+    let mut sink = Tee::new(sinks);
     let mut truth = crate::live::truth::Truth::for_config(&settings.live);
     observers.push(&mut truth);
     let mut summary = crate::live::run_with(
@@ -120,16 +132,75 @@ pub fn run_live(
         profile,
         src,
         &settings.live,
-        sink.as_mut(),
+        &mut sink,
         stop_flag(),
         &mut observers,
     )?;
     summary.truth = truth.summary();
     sink.emit(&crate::live::events::Event::Summary(summary.clone()))?;
     sink.flush()?;
+    drop(sink);
     print_summary(&summary);
+    if let Some(m) = mqtt.as_mut() {
+        close_mqtt(m);
+    }
     if let Some(s) = &snapshots {
         print_snapshots(s);
     }
     Ok(())
 }
+
+/// The MQTT client of `--mqtt` (secrets read now), connecting in the
+/// background.
+#[cfg(feature = "mqtt")]
+fn start_mqtt(settings: &LiveSettings) -> Result<Option<crate::mqtt::Mqtt>> {
+    let Some(cfg) = &settings.mqtt else {
+        return Ok(None);
+    };
+    let mut cfg = cfg.clone();
+    cfg.load_secrets().context("--mqtt")?;
+    eprintln!(
+        "mqtt: publishing to {} under {}/ ({})",
+        cfg.broker.redacted(),
+        cfg.prefix,
+        cfg.spool
+            .as_ref()
+            .map_or("no spool".to_string(), |d| format!("spool {}", d.display()))
+    );
+    crate::mqtt::Mqtt::start(cfg).map(Some).context("--mqtt")
+}
+
+/// Without the `mqtt` feature `--mqtt` is refused.
+#[cfg(not(feature = "mqtt"))]
+fn start_mqtt(settings: &LiveSettings) -> Result<Option<NoMqtt>> {
+    if settings.mqtt.is_some() {
+        anyhow::bail!("--mqtt: this bvae was built without the `mqtt` feature");
+    }
+    Ok(None)
+}
+
+/// Stands in for the client in builds without the `mqtt` feature.
+#[cfg(not(feature = "mqtt"))]
+struct NoMqtt;
+
+#[cfg(not(feature = "mqtt"))]
+impl EventSink for NoMqtt {
+    fn emit(&mut self, _event: &crate::live::events::Event) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Ends the MQTT client and says what it delivered.
+#[cfg(feature = "mqtt")]
+fn close_mqtt(m: &mut crate::mqtt::Mqtt) {
+    m.close(crate::mqtt::CLOSE_WAIT);
+    if let Some(d) = m.delivery() {
+        eprintln!(
+            "mqtt: {} events delivered, {} waiting in the spool, {} dropped",
+            d.delivered, d.queued, d.dropped
+        );
+    }
+}
+
+#[cfg(not(feature = "mqtt"))]
+fn close_mqtt(_m: &mut NoMqtt) {}

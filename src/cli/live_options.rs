@@ -23,6 +23,8 @@ use crate::live::LiveConfig;
 use crate::live::refresh::RefreshConfig;
 use crate::live::snapshot::SnapshotConfig;
 use crate::model::MAX_THREADS;
+use crate::mqtt::MqttConfig;
+use crate::mqtt::config::MqttRequest;
 use crate::score::Method;
 
 /// Longest time any option in seconds takes (about 31 years): longer ones
@@ -116,6 +118,39 @@ options! {
         /// [default: 0].
         #[arg(long, value_name = "N")]
         pub refresh: Option<u64>,
+        /// Publish events, state and Home Assistant discovery to this MQTT
+        /// broker: mqtt://[user[:password]@]host[:port] or mqtts://… (TLS).
+        /// The password may instead come from --mqtt-password-file or
+        /// BVAE_MQTT_PASSWORD (and the user from BVAE_MQTT_USER), so that
+        /// `ps` does not show it.
+        #[arg(long, value_name = "URL")]
+        pub mqtt: Option<String>,
+        /// File whose first line is the MQTT password.
+        #[arg(long, value_name = "FILE")]
+        pub mqtt_password_file: Option<PathBuf>,
+        /// PEM file of the CA that signed an mqtts:// broker's certificate
+        /// [default: the system's CAs].
+        #[arg(long, value_name = "FILE")]
+        pub mqtt_ca: Option<PathBuf>,
+        /// Name of this camera in topics, the client id and Home Assistant
+        /// (letters, digits, - and _) [default: the host name].
+        #[arg(long)]
+        pub name: Option<String>,
+        /// MQTT topic prefix [default: bvae/<name>].
+        #[arg(long, value_name = "TOPIC")]
+        pub mqtt_prefix: Option<String>,
+        /// Home Assistant discovery prefix, or `off` [default: homeassistant].
+        #[arg(long, value_name = "PREFIX")]
+        pub ha_discovery: Option<String>,
+        /// Folder where events wait on disk while the broker is away
+        /// ("" = memory only) [default: $STATE_DIRECTORY/mqtt-<name>, else
+        /// $XDG_STATE_HOME/bvae/mqtt-<name>, else ~/.local/state/bvae/mqtt-<name>].
+        #[arg(long, value_name = "DIR")]
+        pub mqtt_spool: Option<PathBuf>,
+        /// Disk cap of the MQTT spool in MB; past it the oldest events are
+        /// dropped and counted (`mqtt_dropped`) [default: 64].
+        #[arg(long, value_name = "MB")]
+        pub mqtt_spool_mb: Option<f64>,
     }
 }
 
@@ -162,6 +197,8 @@ pub struct LiveSettings {
     pub snapshots: Option<SnapshotConfig>,
     /// Inference threads (1 to [`MAX_THREADS`]).
     pub threads: usize,
+    /// `--mqtt`: the client's settings (secrets not read yet).
+    pub mqtt: Option<MqttConfig>,
 }
 
 /// `v` seconds as a duration, if it is finite, ≥ 0 and at most
@@ -277,7 +314,38 @@ impl LiveOptions {
                 Some(cfg)
             }
         };
+        let mqtt = match &self.mqtt {
+            Some(url) => Some(
+                MqttConfig::resolve(&MqttRequest {
+                    url,
+                    name: self.name.as_deref(),
+                    prefix: self.mqtt_prefix.as_deref(),
+                    discovery: self.ha_discovery.as_deref(),
+                    ca: self.mqtt_ca.clone(),
+                    password_file: self.mqtt_password_file.clone(),
+                    spool: self.mqtt_spool.clone(),
+                    spool_mb: self.mqtt_spool_mb,
+                })
+                .context("--mqtt")?,
+            ),
+            None => {
+                for (given, flag) in [
+                    (self.mqtt_password_file.is_some(), "--mqtt-password-file"),
+                    (self.mqtt_ca.is_some(), "--mqtt-ca"),
+                    (self.mqtt_prefix.is_some(), "--mqtt-prefix"),
+                    (self.ha_discovery.is_some(), "--ha-discovery"),
+                    (self.mqtt_spool.is_some(), "--mqtt-spool"),
+                    (self.mqtt_spool_mb.is_some(), "--mqtt-spool-mb"),
+                ] {
+                    if given {
+                        bail!("{flag} needs --mqtt URL");
+                    }
+                }
+                None
+            }
+        };
         Ok(LiveSettings {
+            mqtt,
             live: c,
             events: self.events.clone().map_or(EventsTo::Stdout, EventsTo::File),
             headless: self.headless.unwrap_or(false),

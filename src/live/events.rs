@@ -256,12 +256,41 @@ pub enum Event {
         latency_ms_p99: f64,
         /// Resident memory, MB (when the OS reports it).
         rss_mb: Option<f64>,
+        /// The last processed frame's score / threshold (NaN written as
+        /// `null` when it had no score).
+        ratio: Option<f64>,
+        /// The active latent of the last processed frame that deviates
+        /// most from normal data.
+        top_latent: Option<usize>,
+        /// With `--mqtt`: whether the broker is connected.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mqtt_connected: Option<bool>,
+        /// With `--mqtt`: events waiting for the broker (memory and spool).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mqtt_queued: Option<u64>,
+        /// With `--mqtt`: events dropped so far because the spool's cap
+        /// was reached (the oldest go first).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mqtt_dropped: Option<u64>,
     },
 }
 
 /// The wall-clock time as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// How a sink that forwards events over a network is doing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Whether the other end is connected.
+    pub connected: bool,
+    /// Events waiting for it.
+    pub queued: u64,
+    /// Events dropped so far.
+    pub dropped: u64,
+    /// Events it acknowledged so far.
+    pub delivered: u64,
 }
 
 /// Where events go.
@@ -271,6 +300,50 @@ pub trait EventSink {
     /// Flushes buffered events.
     fn flush(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// For a sink that forwards events over a network: how delivery goes
+    /// (reported in `stats` events).
+    fn delivery(&self) -> Option<Delivery> {
+        None
+    }
+}
+
+/// Every event to each of several sinks, in order; an error of one sink
+/// is returned after the others had the event.
+pub struct Tee<'a> {
+    sinks: Vec<&'a mut dyn EventSink>,
+}
+
+impl<'a> Tee<'a> {
+    /// The sinks, in the order they get each event.
+    pub fn new(sinks: Vec<&'a mut dyn EventSink>) -> Tee<'a> {
+        Tee { sinks }
+    }
+}
+
+impl EventSink for Tee<'_> {
+    fn emit(&mut self, event: &Event) -> Result<()> {
+        let mut first_err = None;
+        for s in self.sinks.iter_mut() {
+            if let Err(e) = s.emit(event) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let mut first_err = None;
+        for s in self.sinks.iter_mut() {
+            if let Err(e) = s.flush() {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn delivery(&self) -> Option<Delivery> {
+        self.sinks.iter().find_map(|s| s.delivery())
     }
 }
 

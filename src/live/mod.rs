@@ -223,6 +223,7 @@ pub fn run_with(
         stats: Stats::new(cfg.stats_interval, start),
         failures: FrameFailures::new(cfg.frame_error_interval),
         last_index: None,
+        last_ratio: None,
     };
     let result = lp.run(sink, stop, observers);
 
@@ -254,6 +255,8 @@ struct Loop<'a> {
     failures: FrameFailures,
     /// Index of the last frame taken.
     last_index: Option<u64>,
+    /// The last scored frame's score / threshold.
+    last_ratio: Option<f64>,
 }
 
 impl Loop<'_> {
@@ -341,6 +344,7 @@ impl Loop<'_> {
         let d = self
             .decider
             .decide(info.index, &scores, self.analyser.identical_run(), now);
+        self.last_ratio = Some(d.ratio);
         let report = match d.report {
             Some(kind) => {
                 let r = self.report(info.index, &d)?;
@@ -523,6 +527,8 @@ impl Loop<'_> {
         }
         self.decode_failures(now, c.bad_frames, sink)?;
         if let Some(p) = self.stats.poll(now, c.published) {
+            let delivery = sink.delivery();
+            let (ratio, top_latent) = self.last_frame_summary();
             sink.emit(&Event::Stats {
                 time: now_rfc3339(),
                 t: self.t(),
@@ -534,9 +540,35 @@ impl Loop<'_> {
                 latency_ms_p50: p.latency_ms_p50,
                 latency_ms_p99: p.latency_ms_p99,
                 rss_mb: rss_mb(),
+                ratio,
+                top_latent,
+                mqtt_connected: delivery.map(|d| d.connected),
+                mqtt_queued: delivery.map(|d| d.queued),
+                mqtt_dropped: delivery.map(|d| d.dropped),
             })?;
         }
         Ok(())
+    }
+
+    /// The last scored frame's ratio (score / threshold) and its most
+    /// deviant active latent, for the `stats` event.
+    fn last_frame_summary(&self) -> (Option<f64>, Option<usize>) {
+        let Some(ratio) = self.last_ratio else {
+            return (None, None);
+        };
+        let top = self.analyser.result().ok().and_then(|r| {
+            let pipe = self.analyser.pipeline();
+            deviations(
+                r.mu,
+                r.kl,
+                Some(self.profile.tile_profile(pipe.worst_tile())),
+                self.active.as_deref(),
+                1,
+            )
+            .first()
+            .map(|d| d.latent)
+        });
+        (ratio.is_finite().then_some(ratio), top)
     }
 
     /// Reports frames the source could not decode, given its running

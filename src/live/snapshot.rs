@@ -290,11 +290,55 @@ pub fn draw_tiles(
     }
 }
 
+/// The picture of a snapshot: a frame at camera resolution with the
+/// anomaly heatmap mapped back onto it through the profile's fit, and the
+/// tile grid of a tiled profile. Used for the PNG files and for the JPEG
+/// that MQTT publishes; buffers are allocated when a size changes only.
+#[derive(Debug, Default)]
+pub struct SnapshotImage {
+    overlay: Overlay,
+}
+
+impl SnapshotImage {
+    /// Sizes the buffers for the frame and model of `view` (allocates only
+    /// when a size changes).
+    pub fn prepare(&mut self, view: &FrameView<'_>) {
+        let (f, r) = (view.frame, &view.result);
+        self.overlay
+            .prepare(f.width, f.height, r.width, r.height, view.profile.fit);
+    }
+
+    /// Draws the frame of `view` with its heatmap (and tile grid) and
+    /// returns it as RGB rows, `view.frame.width` × `view.frame.height`.
+    pub fn render(&mut self, view: &FrameView<'_>) -> Result<&[u8]> {
+        self.prepare(view);
+        let (f, r) = (view.frame, &view.result);
+        anyhow::ensure!(
+            f.data.len() == f.width * f.height * f.format.bytes_per_pixel(),
+            "the frame's buffer does not match its size"
+        );
+        let heat = r.heat.filter(|h| h.len() == r.width * r.height);
+        self.overlay.render(f, r.width, heat);
+        if let Some(g) = view.tiles {
+            let (tw, th) = (r.width / g.cols(), r.height / g.rows());
+            draw_tiles(
+                &mut self.overlay.rgb,
+                f.width,
+                f.height,
+                g,
+                |t| g.frame_rect_of(view.profile.fit, f.width, f.height, tw, th, t),
+                view.hot_tiles,
+            );
+        }
+        Ok(&self.overlay.rgb)
+    }
+}
+
 /// Saves anomalous frames with their heatmap (see the module docs).
 pub struct Snapshotter {
     cfg: SnapshotConfig,
     writer: Writer,
-    overlay: Overlay,
+    image: SnapshotImage,
     /// Snapshots in the folder, oldest first: file name and size.
     files: VecDeque<(String, u64)>,
     used: u64,
@@ -343,7 +387,7 @@ impl Snapshotter {
         Ok(Snapshotter {
             cfg,
             writer: Box::new(|p: &Path, b: &[u8]| write_atomic(p, b)),
-            overlay: Overlay::default(),
+            image: SnapshotImage::default(),
             files: files.into(),
             used,
             retry_at: None,
@@ -373,41 +417,10 @@ impl Snapshotter {
         &self.cfg.dir
     }
 
-    /// Sizes the overlay buffers for the frame and model of `view`
-    /// (allocates only when a size changes).
-    fn prepare(&mut self, view: &FrameView<'_>) {
-        let (f, r) = (view.frame, &view.result);
-        self.overlay
-            .prepare(f.width, f.height, r.width, r.height, view.profile.fit);
-    }
-
     /// Renders the frame of `view` with its heatmap and returns the PNG.
     fn encode(&mut self, view: &FrameView<'_>) -> Result<Vec<u8>> {
-        self.prepare(view);
-        let (f, r) = (view.frame, &view.result);
-        anyhow::ensure!(
-            f.data.len() == f.width * f.height * f.format.bytes_per_pixel(),
-            "the frame's buffer does not match its size"
-        );
-        let heat = r.heat.filter(|h| h.len() == r.width * r.height);
-        self.overlay.render(f, r.width, heat);
-        if let Some(g) = view.tiles {
-            let (tw, th) = (r.width / g.cols(), r.height / g.rows());
-            draw_tiles(
-                &mut self.overlay.rgb,
-                f.width,
-                f.height,
-                g,
-                |t| g.frame_rect_of(view.profile.fit, f.width, f.height, tw, th, t),
-                view.hot_tiles,
-            );
-        }
-        encode_png(
-            f.width as u32,
-            f.height as u32,
-            PixelFormat::Rgb8,
-            &self.overlay.rgb,
-        )
+        let (w, h) = (view.frame.width as u32, view.frame.height as u32);
+        encode_png(w, h, PixelFormat::Rgb8, self.image.render(view)?)
     }
 
     /// Deletes the oldest snapshots until `incoming` more bytes fit.
@@ -457,7 +470,7 @@ impl Observer for Snapshotter {
     fn frame(&mut self, view: &FrameView<'_>, sink: &mut dyn EventSink) -> Result<Control> {
         // Buffers are sized on the first frame, so the first snapshot does
         // not have to allocate them.
-        self.prepare(view);
+        self.image.prepare(view);
         let Some(report) = view.report else {
             return Ok(Control::Continue);
         };
