@@ -51,6 +51,12 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path) -> Option<Broker> {
+        Broker::start_with(dir, "allow_anonymous true\n")
+    }
+
+    /// A broker whose configuration also holds `extra` (listeners,
+    /// authentication); the plain listener on `port` comes first.
+    fn start_with(dir: &Path, extra: &str) -> Option<Broker> {
         let Some(bin) = mosquitto() else {
             eprintln!("skipped: mosquitto is not installed (Debian package `mosquitto`)");
             return None;
@@ -60,7 +66,7 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                "listener {port} 127.0.0.1\n{extra}persistence true\n\
                  user root\n\
                  persistence_location {}/\nautosave_interval 1\n\
                  log_dest file {}/broker.log\nlog_type all\n",
@@ -138,7 +144,21 @@ impl Sub {
     /// Subscribes `filters` with QoS 1; `persistent` keeps the session on
     /// the broker (clean session off) under client id `id`.
     fn new(port: u16, id: &str, persistent: bool, filters: &[&str]) -> Sub {
+        Sub::with_login(port, id, persistent, filters, None)
+    }
+
+    /// [`Sub::new`] with a user and password.
+    fn with_login(
+        port: u16,
+        id: &str,
+        persistent: bool,
+        filters: &[&str],
+        login: Option<(&str, &str)>,
+    ) -> Sub {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        if let Some((u, p)) = login {
+            o.set_credentials(u, p);
+        }
         o.set_clean_session(!persistent);
         o.set_max_packet_size(16 << 20, 16 << 20);
         o.set_keep_alive(Duration::from_secs(5));
@@ -209,6 +229,11 @@ impl Drop for Sub {
 /// `bvae demo` on the synthetic scene, publishing to `url` as camera
 /// `cam`, events also written to `events`; returns the running child.
 fn demo(url: &str, dir: &Path, events: &Path, extra: &[&str]) -> Child {
+    demo_env(url, dir, events, extra, &[])
+}
+
+/// [`demo`] with environment variables set.
+fn demo_env(url: &str, dir: &Path, events: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
     let spool = dir.join("spool");
     let models = model("synthetic.onnx").parent().unwrap().to_path_buf();
     let mut args = vec![
@@ -231,6 +256,7 @@ fn demo(url: &str, dir: &Path, events: &Path, extra: &[&str]) -> Child {
     args.extend(extra.iter().map(|s| s.to_string()));
     bvae_command()
         .args(&args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -558,4 +584,218 @@ fn bad_mqtt_options_are_refused_by_name() {
         a.extend(args);
         common::bvae(dir.path(), &a).fails_with(&[needle]);
     }
+}
+
+/// Runs `program args` in `dir`; false if it is missing or fails.
+fn sh(dir: &Path, program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A CA and a server certificate for `localhost` signed by it, made with
+/// the openssl command: `ca.pem`, `server.pem`, `server.key` in `dir`.
+fn make_certificates(dir: &Path) -> bool {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bvae test CA",
+    ]);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    sh(dir, "openssl", &ca)
+        && sh(dir, "openssl", &csr)
+        && sh(
+            dir,
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        )
+}
+
+#[test]
+fn mqtts_with_a_ca_file_delivers_and_a_wrong_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    if !make_certificates(dir.path()) {
+        eprintln!("skipped: the openssl command cannot make test certificates");
+        return;
+    }
+    let tls_port = free_port();
+    let d = s(dir.path());
+    let extra = format!(
+        "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\n\
+         certfile {d}/server.pem\nkeyfile {d}/server.key\n"
+    );
+    let Some(broker) = Broker::start_with(dir.path(), &extra) else {
+        return;
+    };
+    let sub = Sub::new(broker.port, "test-tls", false, &["bvae/cam/events"]);
+    let url = format!("mqtts://localhost:{tls_port}");
+    let events = dir.path().join("events.jsonl");
+    let ca = dir.path().join("ca.pem");
+    let child = demo(
+        &url,
+        dir.path(),
+        &events,
+        &[
+            "--source",
+            "synthetic:seed=5,fps=0",
+            "--max-frames",
+            "200",
+            "--mqtt-ca",
+            s(&ca),
+        ],
+    );
+    let err = finish(child);
+    let want = written(&events);
+    sub.wait_for(10, |_| received(&sub).len() >= want.len());
+    assert_eq!(received(&sub), want, "{err}");
+
+    // a CA that did not sign the broker's certificate: no connection, the
+    // run goes on and keeps its events
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    assert!(make_certificates(&other));
+    let child = demo(
+        &url,
+        dir.path(),
+        &events,
+        &[
+            "--source",
+            "synthetic:seed=5,fps=0",
+            "--max-frames",
+            "20",
+            "--mqtt-ca",
+            s(&other.join("ca.pem")),
+        ],
+    );
+    let err = finish(child);
+    assert!(err.contains("cannot reach the broker"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(err.contains("kept in the spool"), "{err}");
+}
+
+#[test]
+fn a_password_from_the_environment_or_a_file_logs_in_and_a_wrong_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("passwd");
+    std::fs::write(&pw, "").unwrap();
+    if !sh(
+        dir.path(),
+        "mosquitto_passwd",
+        &["-b", s(&pw), "cam", "s3cret"],
+    ) || !sh(
+        dir.path(),
+        "mosquitto_passwd",
+        &["-b", s(&pw), "tester", "t"],
+    ) {
+        eprintln!("skipped: mosquitto_passwd is not installed");
+        return;
+    }
+    let extra = format!("allow_anonymous false\npassword_file {}\n", s(&pw));
+    let Some(broker) = Broker::start_with(dir.path(), &extra) else {
+        return;
+    };
+    let sub = Sub::with_login(
+        broker.port,
+        "test-login",
+        false,
+        &["bvae/cam/events"],
+        Some(("tester", "t")),
+    );
+    let url = format!("mqtt://cam@127.0.0.1:{}", broker.port);
+    let events = dir.path().join("events.jsonl");
+    let args = ["--source", "synthetic:seed=5,fps=0", "--max-frames", "30"];
+    // the password from the environment
+    let child = demo_env(
+        &url,
+        dir.path(),
+        &events,
+        &args,
+        &[("BVAE_MQTT_PASSWORD", "s3cret")],
+    );
+    let err = finish(child);
+    let first = written(&events);
+    sub.wait_for(10, |_| received(&sub).len() >= first.len());
+    assert_eq!(received(&sub), first, "{err}");
+    // from a file, which wins over the environment
+    let file = dir.path().join("mqtt-password");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let mut with_file = args.to_vec();
+    with_file.extend(["--mqtt-password-file", s(&file)]);
+    let child = demo_env(
+        &url,
+        dir.path(),
+        &events,
+        &with_file,
+        &[("BVAE_MQTT_PASSWORD", "wrong")],
+    );
+    let err = finish(child);
+    let both = written(&events);
+    sub.wait_for(10, |_| received(&sub).len() >= both.len());
+    assert_eq!(received(&sub), both, "{err}");
+    // a wrong password: refused by the broker, named, events kept
+    let child = demo_env(
+        &url,
+        dir.path(),
+        &events,
+        &args,
+        &[("BVAE_MQTT_PASSWORD", "wrong")],
+    );
+    let err = finish(child);
+    assert!(err.contains("cannot reach the broker"), "{err}");
+    assert!(
+        err.contains("NotAuthorized") || err.contains("BadUserNamePassword"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cret") && !err.contains("wrong"),
+        "a secret in the log: {err}"
+    );
 }
