@@ -85,7 +85,7 @@ fn every_commented_key_of_the_deploy_config_is_a_key_watch_accepts() {
     let path = std::path::Path::new("watch.toml");
     let args = bvae::cli::watch::FileConfig::parse(on.as_bytes(), path)
         .unwrap_or_else(|e| panic!("{e:#}\n{on}"));
-    let m = bvae::Model::load(&model("dsprites.onnx")).unwrap();
+    let m = bvae::Model::load(model("dsprites.onnx")).unwrap();
     let profile = bvae::calibrate::Profile::load(&model("dsprites.calibration.json"), &m).unwrap();
     let settings = args.lp.resolve(&profile).unwrap();
     let mqtt = settings.mqtt.expect("mqtt settings");
