@@ -304,6 +304,33 @@ pub fn encode_png(width: u32, height: u32, format: PixelFormat, data: &[u8]) -> 
     Ok(out)
 }
 
+/// JPEG quality of the snapshots and the web view's pictures.
+pub const JPEG_QUALITY: u8 = 80;
+
+/// Encodes RGB rows as a JPEG (quality [`JPEG_QUALITY`]): MQTT's snapshot
+/// and the web view (features `mqtt`, `http`).
+#[cfg(any(feature = "mqtt", feature = "http"))]
+pub fn encode_jpeg(width: usize, height: usize, rgb: &[u8]) -> Result<Vec<u8>> {
+    anyhow::ensure!(
+        width > 0 && height > 0 && width <= 65535 && height <= 65535,
+        "a snapshot of {width}x{height} cannot be a JPEG"
+    );
+    anyhow::ensure!(
+        rgb.len() == width * height * 3,
+        "the snapshot's buffer does not match its size"
+    );
+    let mut out = Vec::with_capacity(rgb.len() / 8);
+    jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY)
+        .encode(
+            rgb,
+            width as u16,
+            height as u16,
+            jpeg_encoder::ColorType::Rgb,
+        )
+        .context("encoding the snapshot as JPEG")?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@
 
 pub mod calibrate;
 pub mod cli;
-#[cfg(feature = "display")]
 pub mod display;
 pub mod drift;
 pub mod error;
@@ -33,6 +32,8 @@ pub mod stats;
 pub mod tiles;
 pub mod tract_conv;
 pub mod traverse;
+#[cfg(feature = "http")]
+pub mod web;
 
 pub use error::{ModelError, ProfileError};
 pub use meta::{Likelihood, ModelSpec, Objective};

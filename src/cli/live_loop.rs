@@ -107,6 +107,17 @@ pub fn run_live(
         .transpose()?;
     let mut json = open_sink(&settings.events)?;
     let mut mqtt = start_mqtt(settings)?;
+    #[cfg(feature = "http")]
+    let mut web = start_web(settings, model, profile, title)?;
+    #[cfg(feature = "http")]
+    let (mut web_frames, mut web_events) = match &web {
+        Some(w) => (Some(w.frames()), Some(w.events())),
+        None => (None, None),
+    };
+    #[cfg(not(feature = "http"))]
+    if settings.http.is_some() {
+        anyhow::bail!("--http: this bvae was built without the `http` feature");
+    }
     install_stop_handler();
     let mut window = super::window::open(settings.headless, model, profile, title);
     let mut observers: Vec<&mut dyn crate::live::observe::Observer> =
@@ -120,9 +131,17 @@ pub fn run_live(
     if let Some(s) = mqtt_snapshots.as_mut() {
         observers.push(s);
     }
+    #[cfg(feature = "http")]
+    if let Some(w) = web_frames.as_mut() {
+        observers.push(w);
+    }
     let mut sinks: Vec<&mut dyn EventSink> = vec![json.as_mut()];
     if let Some(m) = mqtt.as_mut() {
         sinks.push(m);
+    }
+    #[cfg(feature = "http")]
+    if let Some(w) = web_events.as_mut() {
+        sinks.push(w);
     }
     let mut sink = Tee::new(sinks);
     let mut truth = crate::live::truth::Truth::for_config(&settings.live);
@@ -143,6 +162,10 @@ pub fn run_live(
     print_summary(&summary);
     if let Some(m) = mqtt.as_mut() {
         close_mqtt(m);
+    }
+    #[cfg(feature = "http")]
+    if let Some(w) = web.as_mut() {
+        w.close();
     }
     if let Some(s) = &snapshots {
         print_snapshots(s);
@@ -204,3 +227,44 @@ fn close_mqtt(m: &mut crate::mqtt::Mqtt) {
 
 #[cfg(not(feature = "mqtt"))]
 fn close_mqtt(_m: &mut NoMqtt) {}
+
+/// The web view of `--http`, listening before the loop starts.
+#[cfg(feature = "http")]
+fn start_web(
+    settings: &LiveSettings,
+    model: &Model,
+    profile: &Profile,
+    title: &str,
+) -> Result<Option<crate::web::Web>> {
+    let Some((addr, token_file)) = &settings.http else {
+        return Ok(None);
+    };
+    let cfg = crate::web::WebConfig {
+        addr: addr.clone(),
+        token_file: token_file.clone(),
+    };
+    let name = settings
+        .mqtt
+        .as_ref()
+        .map_or_else(crate::mqtt::config::default_name, |m| m.name.clone());
+    let spec = model.spec();
+    let config = serde_json::json!({
+        "name": name,
+        "command": title,
+        "version": env!("CARGO_PKG_VERSION"),
+        "model": model.path().display().to_string(),
+        "model_sha256": model.sha256(),
+        "input": format!("{}x{}x{}", spec.channels, spec.height, spec.width),
+        "latent_dim": spec.latent_dim,
+        "method": settings.live.method,
+        "threshold": settings.live.threshold,
+        "tiles": profile.tiles.as_ref().map(|t| format!("{}x{}", t.grid.cols(), t.grid.rows())),
+        "threads": settings.threads,
+        "mqtt": settings.mqtt.as_ref().map(|m| m.broker.redacted()),
+        "mqtt_prefix": settings.mqtt.as_ref().map(|m| m.prefix.clone()),
+        "snapshots": settings.snapshots.as_ref().map(|s| s.dir.display().to_string()),
+    });
+    let web = crate::web::Web::start(&cfg, config, crate::display::render_config(model, profile))?;
+    eprintln!("web view: http://{}/", web.addr());
+    Ok(Some(web))
+}

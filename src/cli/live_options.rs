@@ -151,6 +151,15 @@ options! {
         /// dropped and counted (`mqtt_dropped`) [default: 64].
         #[arg(long, value_name = "MB")]
         pub mqtt_spool_mb: Option<f64>,
+        /// Serve the web view (live picture, MJPEG, JSON API, Prometheus
+        /// metrics) on PORT (127.0.0.1) or ADDRESS:PORT (e.g. 0.0.0.0:8080
+        /// for the whole network); off by default.
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub http: Option<String>,
+        /// File whose first line is the token the web view asks for (else
+        /// BVAE_HTTP_TOKEN; no token by default).
+        #[arg(long, value_name = "FILE")]
+        pub http_token_file: Option<PathBuf>,
     }
 }
 
@@ -199,6 +208,9 @@ pub struct LiveSettings {
     pub threads: usize,
     /// `--mqtt`: the client's settings (secrets not read yet).
     pub mqtt: Option<MqttConfig>,
+    /// `--http`: the address to serve the web view on (checked when it
+    /// starts) and the token file.
+    pub http: Option<(String, Option<PathBuf>)>,
 }
 
 /// `v` seconds as a duration, if it is finite, ≥ 0 and at most
@@ -344,7 +356,13 @@ impl LiveOptions {
                 None
             }
         };
+        let http = match (&self.http, &self.http_token_file) {
+            (Some(a), f) => Some((a.clone(), f.clone())),
+            (None, Some(_)) => bail!("--http-token-file needs --http ADDR:PORT"),
+            (None, None) => None,
+        };
         Ok(LiveSettings {
+            http,
             mqtt,
             live: c,
             events: self.events.clone().map_or(EventsTo::Stdout, EventsTo::File),

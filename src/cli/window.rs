@@ -18,20 +18,8 @@ pub fn open(
     }
     #[cfg(feature = "display")]
     {
-        use crate::display::{LiveWindow, RenderConfig};
-        // with tiles the panels show the whole grid image
-        let spec = match &profile.tiles {
-            Some(t) => t.grid.grid_spec(model.spec()),
-            None => model.spec().clone(),
-        };
-        let cfg = RenderConfig::new(
-            profile,
-            spec.channels,
-            spec.height,
-            spec.width,
-            spec.active_latents(),
-        );
-        match LiveWindow::open(title, cfg) {
+        use crate::display::{LiveWindow, render_config};
+        match LiveWindow::open(title, render_config(model, profile)) {
             Ok(w) => {
                 eprintln!("live window open: Esc, Q or closing it stops the loop");
                 Some(Box::new(w))

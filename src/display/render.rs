@@ -16,6 +16,9 @@ use crate::heat::{HOT_RATIO, Palette};
 use crate::score::Method;
 use crate::tiles::Grid;
 
+/// The window's hint under the status figures.
+pub const WINDOW_HINT: &str = "Esc or close the window: stop";
+
 /// Width of the window in pixels.
 pub const WIDTH: usize = 960;
 /// Height of the window in pixels.
@@ -158,6 +161,9 @@ pub struct RenderConfig {
     /// With a tiled profile: its grid (the model images are the whole
     /// grid image, `width`×`height`).
     pub tiles: Option<Grid>,
+    /// The line under the status figures: how to stop, in the window;
+    /// empty in the web view.
+    pub hint: &'static str,
 }
 
 impl RenderConfig {
@@ -176,6 +182,7 @@ impl RenderConfig {
             latents: LatentRanges::from_profile(profile, active),
             method: profile.method,
             tiles: profile.tiles.as_ref().map(|t| t.grid),
+            hint: WINDOW_HINT,
         }
     }
 }
@@ -426,8 +433,8 @@ impl Renderer {
             self.cfg.method, s.index, s.fps
         );
         self.canvas.text(x + 24, r.y + 8, &self.text, 1, DIM);
-        self.canvas
-            .text(x + 24, r.y + 22, "Esc or close the window: stop", 1, FAINT);
+        let hint = self.cfg.hint;
+        self.canvas.text(x + 24, r.y + 22, hint, 1, FAINT);
     }
 
     fn draw_images(&mut self, s: &Scene<'_>) {
@@ -759,6 +766,7 @@ mod tests {
 
     fn cfg(z: usize) -> RenderConfig {
         RenderConfig {
+            hint: WINDOW_HINT,
             channels: 1,
             height: 8,
             width: 8,

@@ -340,7 +340,8 @@ impl Loop<'_> {
                 return Ok(Control::Continue);
             }
         };
-        self.stats.processed(now.elapsed());
+        let latency = now.elapsed();
+        self.stats.processed(latency);
         let d = self
             .decider
             .decide(info.index, &scores, self.analyser.identical_run(), now);
@@ -382,6 +383,7 @@ impl Loop<'_> {
             report: report.as_ref(),
             tiles: self.analyser.pipeline().grid(),
             hot_tiles: self.hot_tiles(),
+            latency,
         };
         let mut control = Control::Continue;
         for o in observers.iter_mut() {

@@ -82,6 +82,8 @@ pub struct FrameView<'a> {
     /// With tiles: bit *t* is set when tile *t* is above its threshold of
     /// the deciding score.
     pub hot_tiles: u64,
+    /// The frame's latency: preprocessing, inference and scores.
+    pub latency: std::time::Duration,
 }
 
 /// What the loop should do after an observer saw a frame.

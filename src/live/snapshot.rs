@@ -593,7 +593,6 @@ mod tests {
     /// One heatmap scale: the live window's heatmap panel and a snapshot
     /// colour every pixel of the same map alike (over the same, black,
     /// picture).
-    #[cfg(feature = "display")]
     #[test]
     fn the_window_and_a_snapshot_colour_the_same_map_the_same_way() {
         use crate::display::render::{LatentRanges, RenderConfig, Renderer, Scene};
@@ -621,6 +620,7 @@ mod tests {
         // the window over a black model input
         let z = 2;
         let mut rd = Renderer::new(RenderConfig {
+            hint: "",
             channels: 1,
             height: mh,
             width: mw,

@@ -41,8 +41,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long the client waits for the network when connected, before it
 /// looks at the loop's requests again.
 const POLL: Duration = Duration::from_millis(20);
-/// JPEG quality of the snapshot.
-const JPEG_QUALITY: u8 = 80;
 
 /// What the live loop hands to the client thread.
 #[derive(Debug)]
@@ -206,28 +204,6 @@ fn tls_config(cfg: &MqttConfig) -> Result<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
-/// Encodes RGB rows as a JPEG.
-pub fn encode_jpeg(width: usize, height: usize, rgb: &[u8]) -> Result<Vec<u8>> {
-    anyhow::ensure!(
-        width > 0 && height > 0 && width <= 65535 && height <= 65535,
-        "a snapshot of {width}x{height} cannot be a JPEG"
-    );
-    anyhow::ensure!(
-        rgb.len() == width * height * 3,
-        "the snapshot's buffer does not match its size"
-    );
-    let mut out = Vec::with_capacity(rgb.len() / 8);
-    jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY)
-        .encode(
-            rgb,
-            width as u16,
-            height as u16,
-            jpeg_encoder::ColorType::Rgb,
-        )
-        .context("encoding the snapshot as JPEG")?;
-    Ok(out)
-}
-
 /// The client thread's state.
 pub struct Worker {
     cfg: MqttConfig,
@@ -303,10 +279,12 @@ impl Worker {
                 }
                 self.outbox.push(payload);
             }
-            Request::Snapshot { width, height, rgb } => match encode_jpeg(width, height, &rgb) {
-                Ok(jpeg) => self.snapshot.set(jpeg),
-                Err(e) => eprintln!("mqtt: snapshot not published: {e:#}"),
-            },
+            Request::Snapshot { width, height, rgb } => {
+                match crate::imageio::encode_jpeg(width, height, &rgb) {
+                    Ok(jpeg) => self.snapshot.set(jpeg),
+                    Err(e) => eprintln!("mqtt: snapshot not published: {e:#}"),
+                }
+            }
             Request::Close { wait } => self.closing = Some(Instant::now() + wait),
         }
         if let Some(e) = self.outbox.take_error() {
