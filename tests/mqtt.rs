@@ -565,7 +565,7 @@ fn bad_mqtt_options_are_refused_by_name() {
             "--mqtt-ca is for mqtts://",
         ),
         (
-            vec!["--mqtt", "mqtt://x", "--mqtt-spool-mb", "0"],
+            vec!["--mqtt", "mqtt://x", "--mqtt-spool-mb=-1"],
             "spool cap must be",
         ),
         (

@@ -143,12 +143,13 @@ options! {
         #[arg(long, value_name = "PREFIX")]
         pub ha_discovery: Option<String>,
         /// Folder where events wait on disk while the broker is away
-        /// ("" = memory only) [default: $STATE_DIRECTORY/mqtt-<name>, else
+        /// [default: $STATE_DIRECTORY/mqtt-<name>, else
         /// $XDG_STATE_HOME/bvae/mqtt-<name>, else ~/.local/state/bvae/mqtt-<name>].
         #[arg(long, value_name = "DIR")]
         pub mqtt_spool: Option<PathBuf>,
         /// Disk cap of the MQTT spool in MB; past it the oldest events are
-        /// dropped and counted (`mqtt_dropped`) [default: 64].
+        /// dropped and counted (`mqtt_dropped`); 0 = no spool, events wait
+        /// in memory only [default: 64].
         #[arg(long, value_name = "MB")]
         pub mqtt_spool_mb: Option<f64>,
         /// Serve the web view (live picture, MJPEG, JSON API, Prometheus

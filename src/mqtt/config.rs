@@ -231,9 +231,9 @@ pub struct MqttRequest<'a> {
     pub ca: Option<PathBuf>,
     /// `--mqtt-password-file`.
     pub password_file: Option<PathBuf>,
-    /// `--mqtt-spool` (`""` = none).
+    /// `--mqtt-spool`.
     pub spool: Option<PathBuf>,
-    /// `--mqtt-spool-mb`.
+    /// `--mqtt-spool-mb` (0 = no spool: events wait in memory only).
     pub spool_mb: Option<f64>,
 }
 
@@ -273,7 +273,7 @@ impl MqttConfig {
     /// The settings of `--mqtt URL` and its companions, checked; the
     /// password is read later ([`MqttConfig::load_secrets`]). `name`
     /// defaults to the host name, `prefix` to `bvae/<name>`, the spool to
-    /// [`default_spool`] (`spool = Some("")` turns it off).
+    /// [`default_spool`] (a cap of 0 MB turns it off).
     pub fn resolve(r: &MqttRequest<'_>) -> Result<MqttConfig> {
         let MqttRequest {
             url,
@@ -302,15 +302,16 @@ impl MqttConfig {
         if ca.is_some() && !broker.tls {
             bail!("--mqtt-ca is for mqtts:// brokers; the URL says mqtt://");
         }
+        let mb = spool_mb.unwrap_or(DEFAULT_SPOOL_MB);
+        if !(mb.is_finite() && (0.0..=1e6).contains(&mb)) {
+            bail!("the MQTT spool cap must be a number of MB from 0 (no spool) to 1e6, found {mb}");
+        }
         let spool = match spool {
+            _ if mb == 0.0 => None,
             Some(p) if p.as_os_str().is_empty() => None,
             Some(p) => Some(p),
             None => default_spool(&name),
         };
-        let mb = spool_mb.unwrap_or(DEFAULT_SPOOL_MB);
-        if !(mb.is_finite() && mb > 0.0 && mb <= 1e6) {
-            bail!("the MQTT spool cap must be a number of MB above 0 and at most 1e6, found {mb}");
-        }
         Ok(MqttConfig {
             user: broker.user.clone(),
             password: broker.password.clone(),
