@@ -91,4 +91,7 @@ fn every_commented_key_of_the_deploy_config_is_a_key_watch_accepts() {
     let mqtt = settings.mqtt.expect("mqtt settings");
     assert_eq!(mqtt.prefix, "bvae/front-door");
     assert_eq!(mqtt.discovery.as_deref(), Some("homeassistant"));
+    let (addr, token) = settings.http.expect("http settings");
+    assert_eq!(addr, "0.0.0.0:8080");
+    assert!(token.is_some());
 }
