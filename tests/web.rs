@@ -610,3 +610,35 @@ fn chromium_shows_a_live_picture_that_changes_and_the_events() {
     }
     demo.finish();
 }
+
+#[test]
+fn bad_http_options_and_a_busy_port_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let missing = dir.path().join("missing");
+    for (args, needle) in [
+        (vec!["--http", "nonsense"], "expected PORT or ADDRESS:PORT"),
+        (vec!["--http", "70000"], "expected PORT or ADDRESS:PORT"),
+        (vec!["--http", port.as_str()], "cannot listen on 127.0.0.1:"),
+        (
+            vec!["--http-token-file", "t"],
+            "--http-token-file needs --http",
+        ),
+        (
+            vec!["--http", "0", "--http-token-file", s(&missing)],
+            "cannot open the token file",
+        ),
+    ] {
+        let mut a = vec![
+            "demo",
+            "--headless",
+            "--source",
+            "synthetic:fps=0",
+            "--max-frames",
+            "1",
+        ];
+        a.extend(args);
+        common::bvae(dir.path(), &a).fails_with(&[needle]);
+    }
+}

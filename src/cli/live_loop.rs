@@ -106,9 +106,11 @@ pub fn run_live(
         .map(Snapshotter::new)
         .transpose()?;
     let mut json = open_sink(&settings.events)?;
-    let mut mqtt = start_mqtt(settings)?;
+    // the web view first: a port in use fails the run before the MQTT
+    // client has announced anything
     #[cfg(feature = "http")]
     let mut web = start_web(settings, model, profile, title)?;
+    let mut mqtt = start_mqtt(settings)?;
     #[cfg(feature = "http")]
     let (mut web_frames, mut web_events) = match &web {
         Some(w) => (Some(w.frames()), Some(w.events())),

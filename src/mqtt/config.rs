@@ -142,18 +142,18 @@ impl BrokerUrl {
 }
 
 /// Reads a secret from a file: its first line, without the line end;
-/// bounded in size.
-pub fn read_secret(path: &Path) -> Result<String> {
+/// bounded in size. `what` names the file in errors ("password file").
+pub fn read_secret(path: &Path, what: &str) -> Result<String> {
     use std::io::Read;
     let mut s = String::new();
     std::fs::File::open(path)
-        .with_context(|| format!("cannot open the password file {}", path.display()))?
+        .with_context(|| format!("cannot open the {what} {}", path.display()))?
         .take(MAX_SECRET_FILE + 1)
         .read_to_string(&mut s)
-        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+        .with_context(|| format!("cannot read the {what} {}", path.display()))?;
     if s.len() as u64 > MAX_SECRET_FILE {
         bail!(
-            "the password file {} is larger than {MAX_SECRET_FILE} bytes",
+            "the {what} {} is larger than {MAX_SECRET_FILE} bytes",
             path.display()
         );
     }
@@ -337,7 +337,7 @@ impl MqttConfig {
         }
         if self.password.is_none() {
             self.password = match &self.password_file {
-                Some(p) => Some(read_secret(p)?),
+                Some(p) => Some(read_secret(p, "password file")?),
                 None => std::env::var(PASSWORD_ENV).ok(),
             };
         }
@@ -429,9 +429,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pw");
         std::fs::write(&p, "s3cret\nignored\n").unwrap();
-        assert_eq!(read_secret(&p).unwrap(), "s3cret");
+        assert_eq!(read_secret(&p, "password file").unwrap(), "s3cret");
         std::fs::write(&p, vec![b'x'; 5000]).unwrap();
-        assert!(read_secret(&p).unwrap_err().to_string().contains("larger"));
-        assert!(read_secret(&dir.path().join("none")).is_err());
+        assert!(
+            read_secret(&p, "password file")
+                .unwrap_err()
+                .to_string()
+                .contains("larger")
+        );
+        assert!(read_secret(&dir.path().join("none"), "password file").is_err());
     }
 }

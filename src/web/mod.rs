@@ -72,7 +72,7 @@ impl WebConfig {
     /// The token: the file's first line, else [`TOKEN_ENV`], else none.
     pub fn token(&self) -> Result<Option<String>> {
         let t = match &self.token_file {
-            Some(p) => Some(crate::mqtt::config::read_secret(p)?),
+            Some(p) => Some(crate::mqtt::config::read_secret(p, "token file")?),
             None => std::env::var(TOKEN_ENV).ok(),
         };
         match t {
