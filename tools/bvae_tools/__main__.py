@@ -1,6 +1,6 @@
 """Command line: ``python -m bvae_tools COMMAND ...`` (run from tools/).
 
-Commands: train, export, report, synth, photos, bench, oneclass."""
+Commands: train, export, report, synth, photos, bench, oneclass, metrics."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _threads(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, export, oneclass, photos, report, synth, train
+    from . import bench, export, metrics, oneclass, photos, report, synth, train
 
     fmt = HelpFormatter
     parser = argparse.ArgumentParser(
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("photos", photos, "write scikit-image's bundled photographs for bvae's photos source"),
         ("bench", bench, "time bvae (tract) against onnxruntime on the same model"),
         ("oneclass", oneclass, "one-class AUROC of every score on Fashion-MNIST (IDX)"),
+        ("metrics", metrics, "disentanglement metrics (Higgins, FactorVAE, MIG, DCI) on dSprites"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
         module.add_arguments(p)
