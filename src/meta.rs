@@ -299,7 +299,14 @@ impl RawMeta {
                 },
                 "bvae.latent_names" => {
                     match parse_bounded_json_array::<String>(value, MAX_LATENT_DIM) {
-                        Ok(v) => m.latent_names = Some(v),
+                        Ok(v) if v.iter().all(|n| valid_latent_name(n)) => {
+                            m.latent_names = Some(v)
+                        }
+                        Ok(_) => problems.push(format!(
+                            "metadata `bvae.latent_names`: a name has more than \
+                             {MAX_LATENT_NAME} characters or a control character, found {}",
+                            quote(value)
+                        )),
                         Err(e) => problems.push(format!(
                             "metadata `bvae.latent_names`: expected a JSON array of at most \
                              {MAX_LATENT_DIM} strings (one per latent, \"\" where none), found {} ({e})",
@@ -324,6 +331,15 @@ pub const DEFAULT_BETA: f32 = 1.0;
 /// reported as inactive (it carries almost no information).
 pub const ACTIVE_KL_NATS: f32 = 0.01;
 
+/// Longest latent name (`bvae.latent_names`), in characters.
+pub const MAX_LATENT_NAME: usize = 32;
+
+/// A latent name fits in events, the window and topics: at most
+/// [`MAX_LATENT_NAME`] characters, none of them a control character.
+pub fn valid_latent_name(name: &str) -> bool {
+    name.chars().count() <= MAX_LATENT_NAME && !name.chars().any(char::is_control)
+}
+
 /// Everything the runtime needs to know about a model, resolved from its
 /// graph and metadata: no `Option` left where a default exists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -345,6 +361,10 @@ pub struct ModelSpec {
     pub beta: f32,
     /// Mean KL per latent on the training data, when the exporter recorded it.
     pub latent_kl: Option<Vec<f32>>,
+    /// The generative factor each latent follows (`bvae.latent_names`;
+    /// `""` where none), when the exporter recorded them.
+    #[serde(default)]
+    pub latent_names: Option<Vec<String>>,
     /// Largest batch the graph accepts, when its batch dimension is fixed.
     pub max_batch: Option<usize>,
     /// The mean input value every input is scaled to (gain normalisation
@@ -357,6 +377,15 @@ impl ModelSpec {
     /// Number of pixel values in one input image (C·H·W).
     pub fn image_len(&self) -> usize {
         self.channels * self.height * self.width
+    }
+
+    /// Latent `i`'s name, if it has one.
+    pub fn latent_name(&self, i: usize) -> Option<&str> {
+        self.latent_names
+            .as_ref()
+            .and_then(|n| n.get(i))
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
     }
 
     /// Which latents are active according to the training-data KL, if known.

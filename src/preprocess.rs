@@ -279,6 +279,7 @@ mod tests {
             objective: Objective::Beta,
             beta: 1.0,
             latent_kl: None,
+            latent_names: None,
             max_batch: None,
             illumination: None,
         }

@@ -377,6 +377,7 @@ mod tests {
             objective: Objective::Beta,
             beta,
             latent_kl: None,
+            latent_names: None,
             max_batch: None,
             illumination: None,
         }

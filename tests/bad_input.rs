@@ -394,6 +394,50 @@ fn the_contract_model_of_these_tests_loads() {
         .write(&p);
     let out = bvae(dir.path(), &["info", s(&p)]).ok().to_string();
     assert!(out.contains("latents    4"), "{out}");
+    // the names: in `info`, and in the explanation `score` gives
+    assert!(out.contains("z0   x "), "{out}");
+    assert!(out.contains("z2   scale"), "{out}");
+    let json = bvae(dir.path(), &["info", s(&p), "--json"])
+        .ok()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["latent_names"],
+        serde_json::json!(["x", "", "scale", "shape"])
+    );
+    let img = data("dsprites_normal").join("0000.png");
+    let run = bvae(
+        dir.path(),
+        &["score", s(&p), s(&img), "--json", "--top", "4"],
+    );
+    let line: serde_json::Value = serde_json::from_str(run.ok().lines().next().unwrap()).unwrap();
+    for d in line["latents"].as_array().unwrap() {
+        let name = ["x", "", "scale", "shape"][d["latent"].as_u64().unwrap() as usize];
+        if name.is_empty() {
+            assert!(d.get("name").is_none(), "{d}");
+        } else {
+            assert_eq!(d["name"], name, "{d}");
+        }
+    }
+}
+
+#[test]
+fn a_latent_name_too_long_or_with_control_characters_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("names.onnx");
+    for bad in [
+        r#"["x", "a\nb", "", ""]"#.to_string(),
+        format!(r#"["{}", "", "", ""]"#, "n".repeat(33)),
+    ] {
+        Contract::new(&[-1, 1, 2, 2])
+            .meta("bvae.latent_names", &bad)
+            .write(&p);
+        info_and_score_refuse(
+            dir.path(),
+            &p,
+            &["`bvae.latent_names`: a name has more than 32"],
+        );
+    }
 }
 
 #[test]

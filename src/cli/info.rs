@@ -50,6 +50,7 @@ pub fn run(args: Args) -> Result<()> {
             "gamma": m.gamma,
             "capacity_max": m.capacity_max,
             "latent_kl": s.latent_kl,
+            "latent_names": s.latent_names,
             "active_latents": active,
             "active_threshold_nats": ACTIVE_KL_NATS,
             "dataset": m.dataset,
@@ -137,12 +138,20 @@ pub fn run(args: Args) -> Result<()> {
             for (i, (k, a)) in kl.iter().zip(act).enumerate() {
                 let bar = "#".repeat(((k / max) * 30.0).round() as usize);
                 println!(
-                    "  z{i:<3} {k:>7.3} nats  {:<8} {bar}",
+                    "  z{i:<3} {:<12} {k:>7.3} nats  {:<8} {bar}",
+                    s.latent_name(i).unwrap_or(""),
                     if *a { "active" } else { "inactive" }
                 );
             }
         }
-        _ => println!("  per-latent KL unknown (no bvae.latent_kl metadata)"),
+        _ => {
+            println!("  per-latent KL unknown (no bvae.latent_kl metadata)");
+            for i in 0..s.latent_dim {
+                if let Some(n) = s.latent_name(i) {
+                    println!("  z{i:<3} {n}");
+                }
+            }
+        }
     }
     println!("load time  {:.1} ms", model.load_time().as_secs_f64() * 1e3);
     println!(

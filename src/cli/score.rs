@@ -132,6 +132,7 @@ pub fn run(args: Args) -> Result<()> {
             pipe.kl_latents(),
             profile.as_ref().map(|p| p.tile_profile(pipe.worst_tile())),
             active.as_deref(),
+            model.spec().latent_names.as_deref(),
             args.top,
         );
         if args.json {
@@ -161,8 +162,8 @@ pub fn run(args: Args) -> Result<()> {
             let lat: Vec<String> = devs
                 .iter()
                 .map(|d| match d.z {
-                    Some(z) => format!("z{} {:+.1}σ", d.latent, z),
-                    None => format!("z{} {:.2} nats", d.latent, d.kl),
+                    Some(z) => format!("{} {:+.1}σ", d.label(), z),
+                    None => format!("{} {:.2} nats", d.label(), d.kl),
                 })
                 .collect();
             writeln!(

@@ -28,11 +28,13 @@ pub fn render_config(model: &Model, profile: &Profile) -> RenderConfig {
         Some(t) => t.grid.grid_spec(model.spec()),
         None => model.spec().clone(),
     };
-    RenderConfig::new(
+    let mut cfg = RenderConfig::new(
         profile,
         spec.channels,
         spec.height,
         spec.width,
         spec.active_latents(),
-    )
+    );
+    cfg.latents = cfg.latents.with_names(spec.latent_names.as_deref());
+    cfg
 }

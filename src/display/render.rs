@@ -16,6 +16,9 @@ use crate::heat::{HOT_RATIO, Palette};
 use crate::score::Method;
 use crate::tiles::Grid;
 
+/// Characters of a latent's name shown beside its bar.
+pub const NAME_CHARS: usize = 10;
+
 /// The window's hint under the status figures.
 pub const WINDOW_HINT: &str = "Esc or close the window: stop";
 
@@ -103,6 +106,9 @@ pub struct LatentRanges {
     /// Whether each latent carries information (KL on training data);
     /// inactive ones are drawn dimmed.
     pub active: Vec<bool>,
+    /// Each latent's name (`bvae.latent_names`; `""` where none, empty
+    /// when the model names none).
+    pub names: Vec<String>,
 }
 
 impl LatentRanges {
@@ -119,7 +125,17 @@ impl LatentRanges {
             active: active
                 .filter(|a| a.len() == n)
                 .unwrap_or_else(|| vec![true; n]),
+            names: vec![],
         }
+    }
+
+    /// These ranges with the latents' names (`names.len()` must be the
+    /// number of latents; other lengths are ignored).
+    pub fn with_names(mut self, names: Option<&[String]>) -> LatentRanges {
+        if let Some(n) = names.filter(|n| n.len() == self.mean.len()) {
+            self.names = n.to_vec();
+        }
+        self
     }
 
     /// Number of latents.
@@ -561,12 +577,23 @@ impl Renderer {
         let r = self.layout.latents;
         let row = ((r.h - 24) / n.max(1)).clamp(3, 22);
         let y = r.y + 20 + i * row;
+        let left = self.label_width();
         Rect::new(
-            r.x + 40,
+            r.x + left,
             y + 1,
-            r.w - 40 - 136,
+            r.w - left - 136,
             row.saturating_sub(3).max(2),
         )
+    }
+
+    /// Width of the latents' label column: the index, and the names (at
+    /// most [`NAME_CHARS`] characters shown) when the model has them.
+    fn label_width(&self) -> usize {
+        if self.cfg.latents.names.iter().all(String::is_empty) {
+            40
+        } else {
+            40 + (NAME_CHARS + 1) * GLYPH
+        }
     }
 
     /// Where the bar of latent `i` ends (the x of `value`).
@@ -643,6 +670,10 @@ impl Renderer {
                 };
                 self.text.clear();
                 let _ = write!(self.text, "{i}");
+                if let Some(name) = self.cfg.latents.names.get(i).filter(|n| !n.is_empty()) {
+                    self.text.push_str("  ");
+                    self.text.extend(name.chars().take(NAME_CHARS));
+                }
                 self.canvas.text(r.x + 8, ty, &self.text, 1, label_colour);
                 self.text.clear();
                 let _ = write!(self.text, "{v:+6.2}");
@@ -776,6 +807,7 @@ mod tests {
                 low: vec![-1.0; z],
                 high: vec![1.0; z],
                 active: vec![true; z],
+                names: vec![],
             },
             method: Method::Recon,
             tiles: None,
@@ -851,6 +883,33 @@ mod tests {
         // Normal: no red border, a green badge.
         assert_ne!(c.get(l.live.x, l.live.y), ALERT);
         assert!((l.status.x..l.status.x + l.status.w).any(|x| c.get(x, l.status.y + 10) == OK));
+    }
+
+    #[test]
+    fn named_latents_show_their_names_beside_the_bars() {
+        let plain = Renderer::new(cfg(3));
+        let mut c = cfg(3);
+        let names = ["x".to_string(), String::new(), "orientation".into()];
+        c.latents = c.latents.with_names(Some(&names));
+        let mut rd = Renderer::new(c);
+        // the bars move right to make room for the names
+        let (t0, p0) = (rd.latent_track(0, 3), plain.latent_track(0, 3));
+        assert_eq!(t0.x, p0.x + (NAME_CHARS + 1) * GLYPH);
+        let d = data(vec![0.0, 0.0, 0.0]);
+        rd.draw(&scene(&d, 0.5, false));
+        let c = rd.canvas();
+        let r = rd.layout().latents;
+        // text in the name column on the rows of named latents only
+        let inked = |i: usize| {
+            let t = rd.latent_track(i, 3);
+            let x0 = r.x + 8 + 3 * GLYPH;
+            (x0..t.x - GLYPH).any(|x| (t.y..t.y + t.h).any(|y| c.get(x, y) == TEXT))
+        };
+        assert!(inked(0) && !inked(1) && inked(2));
+        // a list of the wrong length is ignored
+        let mut c = cfg(3);
+        c.latents = c.latents.with_names(Some(&names[..2]));
+        assert!(c.latents.names.is_empty());
     }
 
     #[test]

@@ -262,6 +262,9 @@ pub enum Event {
         /// The active latent of the last processed frame that deviates
         /// most from normal data.
         top_latent: Option<usize>,
+        /// Its name, when the model names it (`bvae.latent_names`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        top_latent_name: Option<String>,
         /// With `--mqtt`: whether the broker is connected.
         #[serde(skip_serializing_if = "Option::is_none")]
         mqtt_connected: Option<bool>,

@@ -35,7 +35,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::calibrate::Profile;
-use crate::explain::deviations;
+use crate::explain::{Deviation, deviations};
 use crate::frame::Frame;
 use crate::model::{Model, PlanKind};
 use crate::score::{Method, Scores};
@@ -213,6 +213,7 @@ pub fn run_with(
         cfg,
         profile,
         active: model.spec().active_latents(),
+        names: model.spec().latent_names.clone(),
         slot: &slot,
         start,
         frame: Frame::empty(),
@@ -242,6 +243,8 @@ struct Loop<'a> {
     profile: &'a Profile,
     /// The model's active latents, the only ones events blame.
     active: Option<Vec<bool>>,
+    /// The model's latent names, if it has them.
+    names: Option<Vec<String>>,
     slot: &'a FrameSlot,
     start: Instant,
     /// The buffer the next frame is taken into.
@@ -443,6 +446,7 @@ impl Loop<'_> {
                 r.kl,
                 Some(self.profile.tile_profile(pipe.worst_tile())),
                 self.active.as_deref(),
+                self.names.as_deref(),
                 self.cfg.top_latents,
             ),
             tiles: self.tile_reports(),
@@ -530,7 +534,7 @@ impl Loop<'_> {
         self.decode_failures(now, c.bad_frames, sink)?;
         if let Some(p) = self.stats.poll(now, c.published) {
             let delivery = sink.delivery();
-            let (ratio, top_latent) = self.last_frame_summary();
+            let (ratio, top) = self.last_frame_summary();
             sink.emit(&Event::Stats {
                 time: now_rfc3339(),
                 t: self.t(),
@@ -543,7 +547,8 @@ impl Loop<'_> {
                 latency_ms_p99: p.latency_ms_p99,
                 rss_mb: rss_mb(),
                 ratio,
-                top_latent,
+                top_latent: top.as_ref().map(|d| d.latent),
+                top_latent_name: top.and_then(|d| d.name),
                 mqtt_connected: delivery.map(|d| d.connected),
                 mqtt_queued: delivery.map(|d| d.queued),
                 mqtt_dropped: delivery.map(|d| d.dropped),
@@ -554,7 +559,7 @@ impl Loop<'_> {
 
     /// The last scored frame's ratio (score / threshold) and its most
     /// deviant active latent, for the `stats` event.
-    fn last_frame_summary(&self) -> (Option<f64>, Option<usize>) {
+    fn last_frame_summary(&self) -> (Option<f64>, Option<Deviation>) {
         let Some(ratio) = self.last_ratio else {
             return (None, None);
         };
@@ -565,10 +570,11 @@ impl Loop<'_> {
                 r.kl,
                 Some(self.profile.tile_profile(pipe.worst_tile())),
                 self.active.as_deref(),
+                self.names.as_deref(),
                 1,
             )
-            .first()
-            .map(|d| d.latent)
+            .into_iter()
+            .next()
         });
         (ratio.is_finite().then_some(ratio), top)
     }

@@ -630,6 +630,7 @@ mod tests {
                 low: vec![-1.0; z],
                 high: vec![1.0; z],
                 active: vec![true; z],
+                names: vec![],
             },
             method: crate::score::Method::Recon,
             tiles: None,

@@ -109,6 +109,7 @@ impl Model {
             objective,
             beta,
             latent_kl: meta.latent_kl.clone(),
+            latent_names: meta.latent_names.clone(),
             max_batch: input.max_batch,
             illumination,
         };

@@ -8,7 +8,7 @@
 //! | `binary_sensor` | anomaly (device class `problem`) | `<prefix>/anomaly`, `ON` / `OFF` |
 //! | `sensor` | score ratio | `<prefix>/stats`, `ratio` |
 //! | `sensor` | frames per second | `<prefix>/stats`, `processed_fps` |
-//! | `sensor` | most deviant latent | `<prefix>/stats`, `top_latent` |
+//! | `sensor` | most deviant latent | `<prefix>/stats`, `top_latent_name` (else `top_latent`) |
 //! | `image` | last anomaly snapshot | `<prefix>/snapshot`, JPEG |
 //!
 //! Home Assistant's birth message (`<discovery prefix>/status` =
@@ -116,7 +116,7 @@ pub fn messages(cfg: &MqttConfig) -> Vec<Discovery> {
             "Most deviant latent",
             json!({
                 "state_topic": stats,
-                "value_template": "{{ value_json.top_latent }}",
+                "value_template": "{{ value_json.top_latent_name if value_json.top_latent_name is defined else value_json.top_latent }}",
                 "icon": "mdi:axis-arrow",
             }),
         ),

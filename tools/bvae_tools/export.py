@@ -99,6 +99,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-golden", action="store_true", help="do not write NAME.golden/")
     p.add_argument(
+        "--latent-names",
+        default=None,
+        metavar="NAMES",
+        help="name the latents after the factors they follow, comma-separated, one per "
+        "latent, empty where none (e.g. x,y,,size); stored as bvae.latent_names and shown "
+        "by bvae info, the events and the window. `metrics` suggests names for dSprites",
+    )
+    p.add_argument(
         "--subpixel",
         action="store_true",
         help="export the decoder's stride-2 transposed convolutions as the equivalent "
@@ -113,11 +121,42 @@ def model_name(out: Path) -> str:
     return out.name[: -len(".onnx")]
 
 
+#: Longest latent name (the runtime's ``MAX_LATENT_NAME``).
+MAX_LATENT_NAME = 32
+
+
+def parse_latent_names(text: str, latent_dim: int) -> list[str]:
+    """``x,y,,size`` -> ``["x", "y", "", "size"]``: one name per latent, each
+    at most ``MAX_LATENT_NAME`` characters without control characters."""
+    return check_latent_names([n.strip() for n in text.split(",")], latent_dim)
+
+
+def check_latent_names(names: list[str], latent_dim: int) -> list[str]:
+    """``names`` if there is one per latent and each fits the runtime."""
+    if len(names) != latent_dim:
+        raise UserError(
+            f"--latent-names has {len(names)} names but the model has {latent_dim} latents "
+            "(one per latent, empty where none: e.g. x,y,,size)"
+        )
+    for n in names:
+        if len(n) > MAX_LATENT_NAME or any(ord(c) < 32 or ord(c) == 127 for c in n):
+            raise UserError(
+                f"latent name {n!r}: at most {MAX_LATENT_NAME} characters, no control characters"
+            )
+    return names
+
+
 def metadata(
-    cfg: TrainConfig, steps: int, latent_kl: np.ndarray, illumination_mean: float | None = None
+    cfg: TrainConfig,
+    steps: int,
+    latent_kl: np.ndarray,
+    illumination_mean: float | None = None,
+    latent_names: list[str] | None = None,
 ) -> dict[str, str]:
     """The ``bvae.*`` metadata_props, all strings; ``illumination_mean`` is the
-    target of gain normalisation when the data has ``illumination == "gain"``."""
+    target of gain normalisation when the data has ``illumination == "gain"``;
+    ``latent_names`` (one per latent, ``""`` where none) become
+    ``bvae.latent_names``."""
     meta = {
         "bvae.format": FORMAT_VERSION,
         "bvae.latent_dim": str(cfg.model.latent_dim),
@@ -135,6 +174,10 @@ def metadata(
         "bvae.steps": str(int(steps)),
         "bvae.seed": str(int(cfg.seed)),
     }
+    if latent_names is not None:
+        meta["bvae.latent_names"] = json.dumps(
+            check_latent_names(list(latent_names), cfg.model.latent_dim)
+        )
     if cfg.data.tiles:
         meta["bvae.tiles"] = cfg.data.tiles
     if cfg.data.illumination == "gain":
@@ -315,8 +358,10 @@ def export(
     golden: bool = True,
     threads: int | None = None,
     subpixel: bool = False,
+    latent_names: str | None = None,
 ) -> dict:
-    """Export, verify and write the fixture. Returns a summary dict."""
+    """Export, verify and write the fixture. Returns a summary dict.
+    ``latent_names`` is ``--latent-names`` (``x,y,,size``)."""
     if exporter not in EXPORTERS:
         raise UserError(f"--exporter must be one of {EXPORTERS}, got {exporter!r}")
     if kl_samples < 1 or parity_samples < GOLDEN_N:
@@ -327,6 +372,7 @@ def export(
         raise UserError(f"the dynamo exporter needs opset >= {DYNAMO_OPSET}, got {opset}")
     model, cfg, state = load_checkpoint(checkpoint)
     model: BetaVAE
+    names = None if latent_names is None else parse_latent_names(latent_names, cfg.model.latent_dim)
     source = open_source(
         cfg.data, cfg.model.size, cfg.model.channels, cache=resolve_checkpoint(checkpoint).parent
     )
@@ -339,7 +385,7 @@ def export(
     images = source.batch(parity_idx).numpy()
     # the exported weights are the best epoch's (early stopping), not the last
     steps = (state.get("best") or {}).get("step", state["step"])
-    meta = metadata(cfg, steps, latent_kl, getattr(source, "target", None))
+    meta = metadata(cfg, steps, latent_kl, getattr(source, "target", None), names)
 
     # The reference outputs (golden fixture, parity) always come from the
     # trained model itself; the graph written may be an equivalent rewrite.
@@ -423,6 +469,7 @@ def run(args: argparse.Namespace) -> int:
         not args.no_golden,
         args.threads,
         args.subpixel,
+        args.latent_names,
     )
     print(f"wrote {s['model']} and {s['decoder']} (opset {s['opset']}; ops: {', '.join(s['ops'])})")
     if s["golden"]:

@@ -199,6 +199,17 @@ def test_export_argument_errors(trained_run, tmp_path):
         export(trained_run, tmp_path / "m.onnx", opset=99, kl_samples=16, parity_samples=4)
 
 
+def test_latent_names_are_stored_one_per_latent(trained_run, tmp_path):
+    out = tmp_path / "named.onnx"
+    export(trained_run, out, kl_samples=16, parity_samples=8, golden=False, latent_names="x, ,size")
+    assert json.loads(meta(out)["bvae.latent_names"]) == ["x", "", "size"]
+    for bad, match in (("x,y", "has 2 names but the model has 3"), ("a,b\tc,d", "control")):
+        with pytest.raises(UserError, match=match):
+            export(trained_run, tmp_path / "bad.onnx", latent_names=bad)
+    with pytest.raises(UserError, match="at most 32"):
+        export(trained_run, tmp_path / "bad.onnx", latent_names="a,b," + "c" * 33)
+
+
 def test_failed_check_removes_the_files(trained_run, tmp_path, monkeypatch):
     import bvae_tools.export as ex
 
