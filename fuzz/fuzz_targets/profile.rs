@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = nn.distance(&mu, &reference.mahalanobis, None);
     }
     let active = model.spec().active_latents();
-    let d = bvae::explain::deviations(&mu, &vec![0.1; z], Some(&p), active.as_deref(), 3);
+    let d = bvae::explain::deviations(&mu, &vec![0.1; z], Some(&p), active.as_deref(), None, 3);
     assert!(d.len() <= 3);
     let _ = p
         .threshold_for(p.method)
