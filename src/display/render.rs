@@ -236,6 +236,61 @@ pub struct Scene<'a> {
     pub hot_tiles: u64,
 }
 
+impl<'a> Scene<'a> {
+    /// The scene of one frame of the live loop, shown at `fps`.
+    pub fn from_view(view: &crate::live::observe::FrameView<'a>, fps: f64) -> Scene<'a> {
+        let r = &view.result;
+        Scene {
+            index: view.index,
+            frame: view.frame,
+            input: r.input,
+            recon: r.recon,
+            heat: r.heat,
+            mu: r.mu,
+            kl: r.kl,
+            score: view.score,
+            threshold: view.threshold,
+            ratio: view.ratio,
+            in_episode: view.in_episode,
+            fps,
+            hot_tiles: view.hot_tiles,
+        }
+    }
+}
+
+/// Frames per second of the frames shown, smoothed (an exponential
+/// moving average of the instantaneous rate).
+#[derive(Debug, Clone, Default)]
+pub struct FpsMeter {
+    last: Option<std::time::Instant>,
+    fps: f64,
+}
+
+impl FpsMeter {
+    /// Counts a frame at `now`; returns the smoothed rate (0 until the
+    /// second frame).
+    pub fn tick(&mut self, now: std::time::Instant) -> f64 {
+        if let Some(prev) = self.last {
+            let dt = now.duration_since(prev).as_secs_f64();
+            if dt > 0.0 {
+                let inst = 1.0 / dt;
+                self.fps = if self.fps == 0.0 {
+                    inst
+                } else {
+                    0.9 * self.fps + 0.1 * inst
+                };
+            }
+        }
+        self.last = Some(now);
+        self.fps
+    }
+
+    /// The rate as of the last frame.
+    pub fn fps(&self) -> f64 {
+        self.fps
+    }
+}
+
 /// Scores of recent frames, one per plot column.
 #[derive(Debug, Clone)]
 struct History {

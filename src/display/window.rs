@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use minifb::{InputCallback, Key, Window, WindowOptions};
 
-use super::render::{HEIGHT, RenderConfig, Renderer, Scene, WIDTH};
+use super::render::{FpsMeter, HEIGHT, RenderConfig, Renderer, Scene, WIDTH};
 use crate::live::events::EventSink;
 use crate::live::observe::{Control, FrameView, Observer};
 
@@ -58,8 +58,7 @@ pub struct LiveWindow {
     last_draw: Option<Instant>,
     /// Least time until the next redraw.
     redraw_wait: Duration,
-    last_frame: Option<Instant>,
-    fps: f64,
+    fps: FpsMeter,
     quit: Rc<Cell<bool>>,
 }
 
@@ -78,8 +77,7 @@ impl LiveWindow {
             renderer: Renderer::new(cfg),
             last_draw: None,
             redraw_wait: REDRAW_INTERVAL,
-            last_frame: None,
-            fps: 0.0,
+            fps: FpsMeter::default(),
             quit: Rc::new(Cell::new(false)),
         };
         w.window
@@ -100,18 +98,7 @@ impl Observer for LiveWindow {
 
     fn frame(&mut self, view: &FrameView<'_>, _sink: &mut dyn EventSink) -> Result<Control> {
         let now = Instant::now();
-        if let Some(prev) = self.last_frame {
-            let dt = now.duration_since(prev).as_secs_f64();
-            if dt > 0.0 {
-                let inst = 1.0 / dt;
-                self.fps = if self.fps == 0.0 {
-                    inst
-                } else {
-                    0.9 * self.fps + 0.1 * inst
-                };
-            }
-        }
-        self.last_frame = Some(now);
+        self.fps.tick(now);
         self.renderer.push_score(view.score, view.in_episode);
         if self
             .last_draw
@@ -121,22 +108,7 @@ impl Observer for LiveWindow {
         }
         self.last_draw = Some(now);
 
-        let r = &view.result;
-        let scene = Scene {
-            index: view.index,
-            frame: view.frame,
-            input: r.input,
-            recon: r.recon,
-            heat: r.heat,
-            mu: r.mu,
-            kl: r.kl,
-            score: view.score,
-            threshold: view.threshold,
-            ratio: view.ratio,
-            in_episode: view.in_episode,
-            fps: self.fps,
-            hot_tiles: view.hot_tiles,
-        };
+        let scene = Scene::from_view(view, self.fps.fps());
         self.renderer.draw(&scene);
         self.window
             .update_with_buffer(self.renderer.canvas().pixels(), WIDTH, HEIGHT)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::state::{SNAPSHOTS_KEPT, Shared, Snapshot, lock};
-use crate::display::render::{HEIGHT, RenderConfig, Renderer, Scene, WIDTH};
+use crate::display::render::{FpsMeter, HEIGHT, RenderConfig, Renderer, Scene, WIDTH};
 use crate::live::events::{Event, EventSink};
 use crate::live::observe::{Control, FrameView, Observer};
 use crate::live::snapshot::SnapshotImage;
@@ -32,8 +32,7 @@ pub struct WebFrames {
     image: SnapshotImage,
     last_draw: Option<Instant>,
     wait: Duration,
-    last_frame: Option<Instant>,
-    fps: f64,
+    fps: FpsMeter,
     /// Whether the snapshot buffer was sized for the frames.
     sized: bool,
 }
@@ -47,8 +46,7 @@ impl WebFrames {
             image: SnapshotImage::default(),
             last_draw: None,
             wait: PICTURE_INTERVAL,
-            last_frame: None,
-            fps: 0.0,
+            fps: FpsMeter::default(),
             sized: false,
         }
     }
@@ -87,19 +85,7 @@ impl Observer for WebFrames {
         let now = Instant::now();
         let m = &self.shared.metrics;
         m.frame(view.latency);
-        if let Some(prev) = self.last_frame {
-            let dt = now.duration_since(prev).as_secs_f64();
-            if dt > 0.0 {
-                let inst = 1.0 / dt;
-                self.fps = if self.fps == 0.0 {
-                    inst
-                } else {
-                    0.9 * self.fps + 0.1 * inst
-                };
-                m.set_fps(self.fps);
-            }
-        }
-        self.last_frame = Some(now);
+        m.set_fps(self.fps.tick(now));
         if !self.sized {
             // sized on the first frame, not on the first anomaly
             self.image.prepare(view);
@@ -117,22 +103,7 @@ impl Observer for WebFrames {
             return Ok(Control::Continue);
         }
         self.last_draw = Some(now);
-        let r = &view.result;
-        self.renderer.draw(&Scene {
-            index: view.index,
-            frame: view.frame,
-            input: r.input,
-            recon: r.recon,
-            heat: r.heat,
-            mu: r.mu,
-            kl: r.kl,
-            score: view.score,
-            threshold: view.threshold,
-            ratio: view.ratio,
-            in_episode: view.in_episode,
-            fps: self.fps,
-            hot_tiles: view.hot_tiles,
-        });
+        self.renderer.draw(&Scene::from_view(view, self.fps.fps()));
         if let Ok(mut raw) = self.shared.raw.try_lock() {
             let px = self.renderer.canvas().pixels();
             if raw.pixels.len() == px.len() {
